@@ -1,0 +1,18 @@
+//! ringbroker: a thread-per-core, shared-nothing message broker engine.
+//!
+//! The crate is layered, and dependencies point one way:
+//!
+//! - [`ring`]: bounded lock-free SPSC rings, the only channel between shards.
+//! - [`doorbell`]: the park/wake protocol that lets a shard sleep in `io_uring_enter`
+//!   without ever losing a wake-up, and without a syscall per message.
+//! - [`runtime`]: shards pinned to cores, each with its own io_uring, running tasks and
+//!   I/O; cross-shard calls; external submission with eventfd completions; placement.
+//!
+//! See `docs/architecture.md` for the picture.
+
+pub mod doorbell;
+pub mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+pub mod runtime;

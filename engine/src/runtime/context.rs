@@ -1,0 +1,418 @@
+//! `ShardCtx`: everything a task may do while it runs on a shard.
+//!
+//! Owns: the shard's outbound ring producers and per-target backlogs, its local queue,
+//! its timers, its io_uring and in-flight ops, its shard-local state, and its counters.
+//! A `&mut ShardCtx` is only ever handed to code running on the shard's own thread.
+//!
+//! Never: blocks, takes a lock, or drops a task it accepted. Sending to a shard whose
+//! ring is full parks the task in a bounded per-target backlog that the loop retries
+//! every turn (order kept); when that backlog is full too, `send` hands the task back.
+
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types};
+
+use super::error::{panic_message, OpError, SendError, TaskError, TimerError};
+use super::external::RuntimeHandle;
+use super::shared::{RuntimeShared, Task};
+use super::stats::LocalStats;
+use super::timer::Timers;
+use super::uring::Uring;
+use crate::ring::{Full, Producer};
+
+/// The running shard, as seen by a task. Not `Send`: it never leaves its thread.
+pub struct ShardCtx {
+    pub(crate) id: usize,
+    pub(crate) shared: Arc<RuntimeShared>,
+    /// `outbound[t]` feeds shard `t`; `None` at our own index.
+    pub(crate) outbound: Vec<Option<Producer<Task>>>,
+    /// Tasks for shard `t` that did not fit its ring, oldest first.
+    pub(crate) backlog: Vec<VecDeque<Task>>,
+    pub(crate) backlog_max: usize,
+    /// Tasks this shard sent to itself.
+    pub(crate) local: VecDeque<Task>,
+    pub(crate) local_max: usize,
+    /// Targets pushed to this turn, whose doorbells the loop rings once at turn end.
+    pub(crate) dirty: Vec<usize>,
+    pub(crate) is_dirty: Vec<bool>,
+    pub(crate) timers: Timers,
+    pub(crate) uring: Uring,
+    pub(crate) batch_max: usize,
+    /// Work created / finished, for shutdown's termination detection.
+    pub(crate) created: u64,
+    pub(crate) finished: u64,
+    pub(crate) stats: LocalStats,
+    locals: HashMap<TypeId, Box<dyn Any>>,
+    /// Not `Send`, not `Sync`.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ShardCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<RuntimeShared>,
+        outbound: Vec<Option<Producer<Task>>>,
+        uring: Uring,
+        config: &super::RuntimeConfig,
+    ) -> Self {
+        let n = shared.shard_count();
+        Self {
+            id,
+            shared,
+            outbound,
+            backlog: (0..n).map(|_| VecDeque::new()).collect(),
+            backlog_max: config.outbound_backlog_max,
+            local: VecDeque::with_capacity(config.batch_max),
+            local_max: config.outbound_backlog_max + config.ring_capacity,
+            dirty: Vec::with_capacity(n),
+            is_dirty: vec![false; n],
+            timers: Timers::new(config.timers_max),
+            uring,
+            batch_max: config.batch_max,
+            created: 0,
+            finished: 0,
+            stats: LocalStats::default(),
+            locals: HashMap::new(),
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// This shard's index, `0..shard_count()`.
+    pub fn shard_id(&self) -> usize {
+        self.id
+    }
+
+    /// How many shards the runtime has.
+    pub fn shard_count(&self) -> usize {
+        self.shared.shard_count()
+    }
+
+    /// A handle to the runtime, to pass to code that submits from other threads.
+    pub fn runtime(&self) -> RuntimeHandle {
+        RuntimeHandle::from_shared(self.shared.clone())
+    }
+
+    /// Starts a graceful shutdown (see `RuntimeHandle::request_shutdown`). Returns at once.
+    pub fn request_shutdown(&self) {
+        self.runtime().request_shutdown();
+    }
+
+    /// Sends `task` to run on shard `target` (this shard included). Tasks from one shard
+    /// to one target run in the order sent. Fails only with backpressure (`Full`) or a
+    /// bad index, handing the task back either way.
+    pub fn send<F>(&mut self, target: usize, task: F) -> Result<(), SendError<F>>
+    where
+        F: FnOnce(&mut ShardCtx) + Send + 'static,
+    {
+        if let Err(()) = self.check_target(target) {
+            return Err(self.no_such_shard(target, task));
+        }
+        if !self.has_room(target) {
+            return Err(SendError::Full(task));
+        }
+        self.enqueue(target, Box::new(task));
+        Ok(())
+    }
+
+    /// Runs `f` on shard `target`, then `reply` back on this shard with `f`'s result (or
+    /// the panic it raised). The reply bypasses the backlog bound: replies in flight are
+    /// bounded by the calls this shard made, each of which passed the bound.
+    pub fn call<R, F, G>(&mut self, target: usize, f: F, reply: G) -> Result<(), SendError<(F, G)>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut ShardCtx) -> R + Send + 'static,
+        G: FnOnce(&mut ShardCtx, Result<R, TaskError>) + Send + 'static,
+    {
+        if let Err(()) = self.check_target(target) {
+            return Err(self.no_such_shard(target, (f, reply)));
+        }
+        if !self.has_room(target) {
+            return Err(SendError::Full((f, reply)));
+        }
+        let origin = self.id;
+        self.enqueue(
+            target,
+            Box::new(move |ctx: &mut ShardCtx| {
+                let result = ctx.run_caught(f);
+                ctx.enqueue(origin, Box::new(move |ctx: &mut ShardCtx| reply(ctx, result)));
+            }),
+        );
+        Ok(())
+    }
+
+    /// How many tasks wait in this shard's backlog for `target` (its ring being full).
+    /// Sources that can slow down (a connection's reads) should, when this grows.
+    pub fn outbound_backlog(&self, target: usize) -> usize {
+        self.backlog.get(target).map_or(0, VecDeque::len)
+    }
+
+    /// Runs `task` on this shard once `delay` has passed. Timers do not fire after
+    /// shutdown begins; pending ones are dropped at stop.
+    pub fn after<F>(&mut self, delay: Duration, task: F) -> Result<(), TimerError>
+    where
+        F: FnOnce(&mut ShardCtx) + 'static,
+    {
+        self.timers.insert(Instant::now() + delay, Box::new(task))
+    }
+
+    /// Gives `f` this shard's instance of `T`, creating it with `init` on first use.
+    /// This is how a model keeps shard-owned state (partitions, queues, subscriptions)
+    /// without locks: only tasks on this shard ever see it.
+    pub fn with_local<T: 'static, R>(
+        &mut self,
+        init: impl FnOnce() -> T,
+        f: impl FnOnce(&mut T, &mut ShardCtx) -> R,
+    ) -> R {
+        let key = TypeId::of::<T>();
+        let mut state: Box<dyn Any> = match self.locals.remove(&key) {
+            Some(state) => state,
+            None => Box::new(init()),
+        };
+        let result = match state.downcast_mut::<T>() {
+            Some(typed) => catch_unwind(AssertUnwindSafe(|| f(typed, self))),
+            None => unreachable!("shard-local map is keyed by TypeId"),
+        };
+        // Put the state back before propagating a panic, so the shard keeps it.
+        self.locals.insert(key, state);
+        match result {
+            Ok(r) => r,
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+
+    /// Submits a no-op through the shard's io_uring; `handler` runs on its completion.
+    pub fn nop<H>(&mut self, handler: H) -> Result<(), OpError>
+    where
+        H: FnOnce(&mut ShardCtx, io::Result<()>) + 'static,
+    {
+        let entry = opcode::Nop::new().build();
+        // SAFETY: a no-op carries no pointers.
+        unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_unit(res))) }
+    }
+
+    /// Writes `buf` to `fd` at `offset` through io_uring; `handler` gets the bytes
+    /// written (possibly fewer than `buf.len()`, as with `pwrite`) and the buffer back.
+    pub fn write_at<H>(&mut self, fd: RawFd, buf: Vec<u8>, offset: u64, handler: H) -> Result<(), OpError>
+    where
+        H: FnOnce(&mut ShardCtx, io::Result<usize>, Vec<u8>) + 'static,
+    {
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Write::new(types::Fd(fd), buf.as_ptr(), len)
+            .offset(offset)
+            .build();
+        // SAFETY: the entry points into `buf`'s heap allocation, which moves into the
+        // handler (moving a Vec does not move its buffer) and so lives until completion.
+        unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_len(res), buf)) }
+    }
+
+    /// Reads up to `buf.len()` bytes of `fd` at `offset` into `buf` through io_uring;
+    /// `handler` gets the bytes read (0 at end of file) and the buffer back.
+    pub fn read_at<H>(&mut self, fd: RawFd, mut buf: Vec<u8>, offset: u64, handler: H) -> Result<(), OpError>
+    where
+        H: FnOnce(&mut ShardCtx, io::Result<usize>, Vec<u8>) + 'static,
+    {
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), len)
+            .offset(offset)
+            .build();
+        // SAFETY: as in `write_at`; the handler owns `buf` until the kernel is done.
+        unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_len(res), buf)) }
+    }
+
+    /// `fdatasync(fd)` through io_uring.
+    pub fn fdatasync<H>(&mut self, fd: RawFd, handler: H) -> Result<(), OpError>
+    where
+        H: FnOnce(&mut ShardCtx, io::Result<()>) + 'static,
+    {
+        let entry = opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // SAFETY: an fsync carries no pointers.
+        unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_unit(res))) }
+    }
+
+    /// Submits a raw io_uring entry; `handler` gets the completion's `res` (a byte count
+    /// or a negative errno) on this shard. Its `user_data` is overwritten.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until `handler` runs: point it into
+    /// memory moved into `handler`, or memory that outlives the runtime.
+    pub unsafe fn submit_op<H>(&mut self, entry: io_uring::squeue::Entry, handler: H) -> Result<(), OpError>
+    where
+        H: FnOnce(&mut ShardCtx, i32) + 'static,
+    {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.uring.push(entry, Box::new(handler)) }?;
+        self.created += 1;
+        Ok(())
+    }
+
+    fn check_target(&self, target: usize) -> Result<(), ()> {
+        if target < self.shard_count() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    fn no_such_shard<F>(&self, shard: usize, task: F) -> SendError<F> {
+        SendError::NoSuchShard {
+            shard,
+            shards: self.shard_count(),
+            task,
+        }
+    }
+
+    fn has_room(&mut self, target: usize) -> bool {
+        if target == self.id {
+            return self.local.len() < self.local_max;
+        }
+        if !self.backlog[target].is_empty() {
+            return self.backlog[target].len() < self.backlog_max;
+        }
+        let ring_free = self.outbound[target].as_mut().map_or(0, Producer::free_space);
+        ring_free > 0 || self.backlog_max > 0
+    }
+
+    /// Accepts `task` for `target` unconditionally (bounds are checked by callers).
+    pub(crate) fn enqueue(&mut self, target: usize, task: Task) {
+        self.created += 1;
+        self.stats.tasks_sent += 1;
+        if target == self.id {
+            self.local.push_back(task);
+            return;
+        }
+        if !self.backlog[target].is_empty() {
+            self.backlog[target].push_back(task);
+            return;
+        }
+        let pushed = match self.outbound[target].as_mut() {
+            Some(ring) => ring.push(task),
+            None => Err(Full(task)),
+        };
+        match pushed {
+            Ok(()) => self.mark_dirty(target),
+            Err(Full(task)) => self.backlog[target].push_back(task),
+        }
+    }
+
+    fn mark_dirty(&mut self, target: usize) {
+        if !self.is_dirty[target] {
+            self.is_dirty[target] = true;
+            self.dirty.push(target);
+        }
+    }
+
+    /// Retries every non-empty backlog into its ring, in order.
+    pub(crate) fn flush_backlogs(&mut self) {
+        for target in 0..self.backlog.len() {
+            if self.backlog[target].is_empty() {
+                continue;
+            }
+            let pushed = match self.outbound[target].as_mut() {
+                Some(ring) => ring.push_from_deque(&mut self.backlog[target]),
+                None => 0,
+            };
+            if pushed > 0 {
+                self.mark_dirty(target);
+            }
+        }
+    }
+
+    pub(crate) fn backlog_pending(&self) -> bool {
+        self.backlog.iter().any(|b| !b.is_empty())
+    }
+
+    /// Rings the doorbell of every shard pushed to this turn: one fence per target per
+    /// turn, and an eventfd write only for a target that is parked.
+    pub(crate) fn ring_dirty_doorbells(&mut self) {
+        while let Some(target) = self.dirty.pop() {
+            self.is_dirty[target] = false;
+            if self.shared.shards[target].doorbell.ring() {
+                self.stats.wakeups_sent += 1;
+            }
+        }
+    }
+
+    /// Runs `f`, turning a panic into `TaskError::Panicked` (and counting it).
+    pub(crate) fn run_caught<R>(&mut self, f: impl FnOnce(&mut ShardCtx) -> R) -> Result<R, TaskError> {
+        catch_unwind(AssertUnwindSafe(|| f(self))).map_err(|payload| {
+            self.stats.tasks_panicked += 1;
+            TaskError::Panicked {
+                shard: self.id,
+                message: panic_message(&*payload),
+            }
+        })
+    }
+
+    /// Runs an accepted task (counted in `finished`), logging a panic.
+    pub(crate) fn run_counted(&mut self, task: impl FnOnce(&mut ShardCtx)) {
+        self.run_logged(task);
+        self.finished += 1;
+    }
+
+    /// Runs a task, logging a panic; the shard carries on either way.
+    pub(crate) fn run_logged(&mut self, task: impl FnOnce(&mut ShardCtx)) {
+        self.stats.tasks_run += 1;
+        if let Err(err) = self.run_caught(task) {
+            tracing::error!(shard = self.id, %err, "task panicked");
+        }
+    }
+
+    /// Dispatches up to `batch_max` I/O completions to their handlers.
+    pub(crate) fn dispatch_completions(&mut self) -> usize {
+        let reaped = self.uring.reap(self.batch_max);
+        let n = reaped.len();
+        for &(user_data, res) in &reaped {
+            if let Some(handler) = self.uring.take_handler(user_data) {
+                self.stats.ops_completed += 1;
+                self.run_counted(move |ctx| handler(ctx, res));
+            }
+        }
+        self.uring.return_reaped(reaped);
+        n
+    }
+
+    /// Runs up to `batch_max` tasks this shard sent itself.
+    pub(crate) fn run_local_queue(&mut self) -> usize {
+        let mut n = 0;
+        while n < self.batch_max {
+            let Some(task) = self.local.pop_front() else { break };
+            self.run_counted(task);
+            n += 1;
+        }
+        n
+    }
+
+    /// Fires up to `batch_max` due timers.
+    pub(crate) fn fire_timers(&mut self) -> usize {
+        let now = Instant::now();
+        let mut n = 0;
+        while n < self.batch_max {
+            let Some(task) = self.timers.pop_due(now) else { break };
+            self.stats.timers_fired += 1;
+            self.run_logged(task);
+            n += 1;
+        }
+        n
+    }
+}
+
+fn result_unit(res: i32) -> io::Result<()> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(())
+    }
+}
+
+fn result_len(res: i32) -> io::Result<usize> {
+    usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res))
+}

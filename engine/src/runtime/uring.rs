@@ -1,0 +1,226 @@
+//! A shard's io_uring: submission, completion routing, the armed wake-up read, and the
+//! timed park.
+//!
+//! Owns: the ring, the slab of in-flight operations (each op's completion handler, which
+//! also owns the op's buffers), and the 8-byte buffer of the wake-up read.
+//!
+//! Never: runs handlers itself (the shard loop does, with `&mut ShardCtx`), frees a
+//! buffer the kernel may still write (an op's handler lives in the slab until its
+//! completion arrives; at a forced stop, ops that never complete are leaked on purpose).
+//!
+//! `user_data` is the op's slab index; `USER_DATA_WAKE` is reserved for the wake read.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use io_uring::{opcode, types, IoUring};
+
+use super::context::ShardCtx;
+use super::error::{OpError, RuntimeError};
+use crate::doorbell::EventFd;
+
+/// Reserved `user_data` of the read armed on the shard's wake-up eventfd.
+pub(crate) const USER_DATA_WAKE: u64 = u64::MAX;
+
+/// What an op's handler receives: the CQE's `res` (bytes or a negative errno).
+pub(crate) type OpHandler = Box<dyn FnOnce(&mut ShardCtx, i32)>;
+
+pub(crate) struct Uring {
+    ring: IoUring,
+    ops: Vec<Option<OpHandler>>,
+    free: Vec<usize>,
+    inflight: usize,
+    inflight_max: usize,
+    /// The wake read's buffer. Boxed so its address is stable; lives as long as the ring.
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    /// Completions taken from the CQ, waiting for the loop to dispatch them.
+    reaped: Vec<(u64, i32)>,
+    /// `io_uring_enter` calls made (statistics).
+    pub(crate) enters: u64,
+}
+
+impl Uring {
+    pub(crate) fn new(shard: usize, entries: u32, inflight_max: usize) -> Result<Self, RuntimeError> {
+        let start_err = |what, source| RuntimeError::ShardStart { shard, what, source };
+        // SINGLE_ISSUER lets the kernel skip submission locking: only this shard's thread
+        // ever submits. Fall back to a plain ring on kernels that reject the flag.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_cqsize(entries * 2)
+            .build(entries)
+            .or_else(|_| IoUring::builder().setup_cqsize(entries * 2).build(entries))
+            .map_err(|e| start_err("io_uring_setup", e))?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(RuntimeError::UringUnsupported {
+                feature: "IORING_FEAT_EXT_ARG (timed waits)",
+            });
+        }
+        let mut ops = Vec::with_capacity(inflight_max);
+        ops.resize_with(inflight_max, || None);
+        Ok(Self {
+            ring,
+            ops,
+            free: (0..inflight_max).rev().collect(),
+            inflight: 0,
+            inflight_max,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            reaped: Vec::with_capacity(entries as usize * 2),
+            enters: 0,
+        })
+    }
+
+    /// Queues `entry` with `handler` to run on its completion.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the handler runs: point it into
+    /// memory the handler owns (moved into the closure) or that outlives the runtime.
+    pub(crate) unsafe fn push(
+        &mut self,
+        entry: io_uring::squeue::Entry,
+        handler: OpHandler,
+    ) -> Result<(), OpError> {
+        let Some(slot) = self.free.pop() else {
+            return Err(OpError::TooManyInFlight {
+                max: self.inflight_max,
+            });
+        };
+        debug_assert!(self.ops[slot].is_none());
+        let entry = entry.user_data(slot as u64);
+        // SAFETY: the caller guarantees the entry's pointers outlive the handler, which
+        // we keep in the slab until the completion for `slot` arrives.
+        if let Err(err) = unsafe { self.push_sqe(&entry) } {
+            self.free.push(slot);
+            return Err(err);
+        }
+        self.ops[slot] = Some(handler);
+        self.inflight += 1;
+        Ok(())
+    }
+
+    /// # Safety
+    /// As for `push`: the entry's pointers stay valid until its completion.
+    unsafe fn push_sqe(&mut self, entry: &io_uring::squeue::Entry) -> Result<(), OpError> {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        // The SQ is full: hand what is queued to the kernel, then there is room.
+        self.submit().map_err(OpError::Submit)?;
+        // SAFETY: forwarded from the caller.
+        unsafe { self.ring.submission().push(entry) }.map_err(|_| {
+            OpError::Submit(io::Error::new(io::ErrorKind::WouldBlock, "SQ full after submit"))
+        })
+    }
+
+    /// Makes sure a read is armed on `wake` so an eventfd write completes it and ends a
+    /// park. The read stays armed until it completes; then `reap` clears the flag.
+    pub(crate) fn arm_wake(&mut self, wake: &EventFd) -> io::Result<()> {
+        if self.wake_armed {
+            return Ok(());
+        }
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(types::Fd(wake.as_raw_fd()), buf.cast(), 8)
+            .build()
+            .user_data(USER_DATA_WAKE);
+        // SAFETY: `wake_buf` is boxed and owned by `self`, and the ring it is submitted to
+        // is dropped no earlier (`finish` waits for the read's completion or leaks both).
+        unsafe { self.push_sqe(&entry) }.map_err(|e| match e {
+            OpError::Submit(io) => io,
+            OpError::TooManyInFlight { .. } => io::Error::other("unreachable: wake read"),
+        })?;
+        self.wake_armed = true;
+        Ok(())
+    }
+
+    /// Submits queued SQEs without waiting. Costs a syscall only when some are queued.
+    pub(crate) fn submit(&mut self) -> io::Result<()> {
+        if self.ring.submission().is_empty() {
+            return Ok(());
+        }
+        self.enters += 1;
+        self.ring.submit().map(|_| ())
+    }
+
+    /// Submits and sleeps until a completion arrives or `timeout` passes.
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.enters += 1;
+        let result = match timeout {
+            None => self.ring.submit_and_wait(1),
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether completions are waiting in the CQ (no syscall).
+    pub(crate) fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Moves up to `max` completions out of the CQ; the wake read's is absorbed here.
+    /// Returns the op completions, to be dispatched with `take_handler`.
+    pub(crate) fn reap(&mut self, max: usize) -> Vec<(u64, i32)> {
+        let mut out = std::mem::take(&mut self.reaped);
+        out.clear();
+        for cqe in self.ring.completion().take(max) {
+            if cqe.user_data() == USER_DATA_WAKE {
+                self.wake_armed = false;
+                continue;
+            }
+            out.push((cqe.user_data(), cqe.result()));
+        }
+        out
+    }
+
+    /// Gives back the scratch vector `reap` lent out.
+    pub(crate) fn return_reaped(&mut self, v: Vec<(u64, i32)>) {
+        self.reaped = v;
+    }
+
+    /// Takes the handler of a completed op and frees its slot.
+    pub(crate) fn take_handler(&mut self, user_data: u64) -> Option<OpHandler> {
+        let slot = usize::try_from(user_data).ok()?;
+        let handler = self.ops.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        self.inflight -= 1;
+        Some(handler)
+    }
+
+    /// At stop: asks the kernel to cancel everything in flight (ops and the wake read)
+    /// and waits up to `patience` for their completions. Returns the handlers of ops
+    /// that completed (to run or drop) and how many never did; those are leaked with
+    /// the ring, because the kernel may still write their buffers.
+    pub(crate) fn cancel_all(&mut self, patience: Duration) -> (Vec<OpHandler>, usize) {
+        let mut done = Vec::new();
+        if self.inflight == 0 && !self.wake_armed {
+            return (done, 0);
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(USER_DATA_WAKE - 1);
+        // SAFETY: a cancel request carries no pointers.
+        let _ = unsafe { self.push_sqe(&cancel) };
+        let deadline = std::time::Instant::now() + patience;
+        while (self.inflight > 0 || self.wake_armed) && std::time::Instant::now() < deadline {
+            let _ = self.park(Some(Duration::from_millis(10)));
+            let reaped = self.reap(usize::MAX);
+            for &(ud, _) in &reaped {
+                if let Some(h) = self.take_handler(ud) {
+                    done.push(h);
+                }
+            }
+            self.return_reaped(reaped);
+        }
+        (done, self.inflight + usize::from(self.wake_armed))
+    }
+}

@@ -1,0 +1,97 @@
+//! Cross-shard workloads on a real `Runtime`: ping-pong round trips and one-way floods.
+//! Both run entirely on shards (the external thread only starts them and waits), so
+//! they measure ring + doorbell + loop cost, not the external submission path.
+
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ringbroker::runtime::{Runtime, RuntimeConfig, RuntimeHandle, ShardCtx};
+
+/// A two-shard runtime; `busy` makes idle shards spin instead of parking.
+pub fn two_shards(busy: bool) -> Runtime {
+    let config = RuntimeConfig {
+        shards: Some(2),
+        idle_spin: if busy { Duration::from_secs(3600) } else { Duration::ZERO },
+        ..RuntimeConfig::default()
+    };
+    Runtime::start(config).expect("runtime starts")
+}
+
+/// Syscalls the shards (and external wakers) made so far.
+pub fn syscalls(handle: &RuntimeHandle) -> u64 {
+    handle.stats().iter().map(|s| s.syscalls() + s.external_wakeups).sum()
+}
+
+struct Ping {
+    left: u64,
+    sent: Instant,
+    hist: Histogram<u64>,
+    done: SyncSender<Histogram<u64>>,
+}
+
+/// `rounds` round trips shard 0 → shard 1 → shard 0; returns the round-trip times (ns).
+pub fn ping_pong(handle: &RuntimeHandle, rounds: u64) -> Histogram<u64> {
+    let (tx, rx) = sync_channel(1);
+    let hist = Histogram::new(3).expect("3 significant figures is valid");
+    let ping = Ping { left: rounds, sent: Instant::now(), hist, done: tx };
+    handle.spawn(0, move |ctx| serve(ctx, ping)).expect("submit");
+    rx.recv().expect("ping-pong finished")
+}
+
+fn serve(ctx: &mut ShardCtx, mut ping: Ping) {
+    if ping.left == 0 {
+        let _ = ping.done.send(ping.hist);
+        return;
+    }
+    ping.left -= 1;
+    ping.sent = Instant::now();
+    let sent = ctx.send(1, move |remote: &mut ShardCtx| {
+        let back = remote.send(0, move |origin: &mut ShardCtx| {
+            let rtt = ping.sent.elapsed().as_nanos() as u64;
+            ping.hist.saturating_record(rtt);
+            serve(origin, ping);
+        });
+        assert!(back.is_ok(), "pong ring full");
+    });
+    assert!(sent.is_ok(), "ping ring full");
+}
+
+/// Sends `n` small tasks from shard 0 to shard 1 as fast as the ring takes them;
+/// returns the time until shard 1 has run the last one.
+pub fn one_way(handle: &RuntimeHandle, n: u64) -> Duration {
+    let (tx, rx) = sync_channel(1);
+    let start = Instant::now();
+    handle.spawn(0, move |ctx| flood(ctx, n, tx)).expect("submit");
+    let end = rx.recv().expect("flood finished");
+    end.duration_since(start)
+}
+
+/// How many tasks a flood step sends before yielding to the shard loop.
+const FLOOD_STEP: u64 = 4096;
+
+fn flood(ctx: &mut ShardCtx, mut left: u64, done: SyncSender<Instant>) {
+    let mut step = 0;
+    while left > 1 && step < FLOOD_STEP && ctx.outbound_backlog(1) == 0 {
+        let v = left;
+        if ctx.send(1, move |_: &mut ShardCtx| {
+            std::hint::black_box(v);
+        })
+        .is_err()
+        {
+            break;
+        }
+        left -= 1;
+        step += 1;
+    }
+    if left <= 1 {
+        let last = ctx.send(1, move |_: &mut ShardCtx| {
+            let _ = done.send(Instant::now());
+        });
+        assert!(last.is_ok(), "last flood task refused");
+        return;
+    }
+    // Yield: run again on this shard next turn, after the loop has flushed and rung.
+    let again = ctx.send(0, move |c: &mut ShardCtx| flood(c, left, done));
+    assert!(again.is_ok(), "local queue full");
+}

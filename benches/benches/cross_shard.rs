@@ -19,7 +19,11 @@ fn cross_shard(c: &mut Criterion) {
     for busy in [false, true] {
         let rt = two_shards(busy);
         let h = rt.handle();
-        let name = if busy { "ping_pong_rtt/busy" } else { "ping_pong_rtt/parked" };
+        let name = if busy {
+            "ping_pong_rtt/busy"
+        } else {
+            "ping_pong_rtt/parked"
+        };
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let hist = ping_pong(&h, iters);
@@ -31,7 +35,9 @@ fn cross_shard(c: &mut Criterion) {
     let rt = two_shards(false);
     let h = rt.handle();
     g.throughput(Throughput::Elements(1));
-    g.bench_function("one_way/parked", |b| b.iter_custom(|iters| one_way(&h, iters.max(2))));
+    g.bench_function("one_way/parked", |b| {
+        b.iter_custom(|iters| one_way(&h, iters.max(2)))
+    });
     drop(rt);
     g.finish();
 }

@@ -1,5 +1,5 @@
 //! SPSC ring throughput against `crossbeam_queue::ArrayQueue` and `std::sync::mpsc`, in
-//! the same run. One producer thread, one consumer thread (pinned to cores 0 and 1).
+//! the same run. One producer thread, one consumer thread, pinned to two distinct cores.
 //!
 //! `cargo bench -p ringbroker-benches --bench ring`
 

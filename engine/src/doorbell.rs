@@ -120,9 +120,8 @@ mod eventfd {
                 return Err(io::Error::last_os_error());
             }
             // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-            Ok(Self {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            })
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            Ok(Self { fd })
         }
 
         /// Adds one to the counter, making the fd readable.
@@ -173,8 +172,9 @@ mod eventfd {
             };
             let ms = match timeout {
                 None => -1,
-                Some(t) => i32::try_from(t.as_millis().max(u128::from(!t.is_zero())))
-                    .unwrap_or(i32::MAX),
+                Some(t) => {
+                    i32::try_from(t.as_millis().max(u128::from(!t.is_zero()))).unwrap_or(i32::MAX)
+                }
             };
             loop {
                 // SAFETY: one valid pollfd on the stack, count 1.
@@ -218,7 +218,10 @@ mod tests {
         assert!(!bell.ring(), "disarmed: no syscall");
         bell.arm();
         assert!(bell.ring());
-        assert!(!bell.ring(), "second producer of the same sleep: no syscall");
+        assert!(
+            !bell.ring(),
+            "second producer of the same sleep: no syscall"
+        );
         assert_eq!(bell.notifier().read_count().unwrap(), 1);
         assert!(!bell
             .notifier()

@@ -16,3 +16,8 @@ mod sync;
 
 #[cfg(not(loom))]
 pub mod runtime;
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

@@ -2,6 +2,9 @@
 //! timers through each shard's io_uring, external submission with eventfd completions,
 //! backpressure, panics, and shutdown with work in flight.
 
+// In tests an unwrap that fails is a test failure with its message: exactly right.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,17 +29,24 @@ fn affinity_of_current_thread() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is the calling thread; `set` is a live, correctly sized cpu_set_t.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     assert_eq!(rc, 0, "sched_getaffinity failed");
     // SAFETY: CPU_ISSET reads the set we own.
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
 #[test]
 fn shards_start_pinned_one_per_core() {
     let n = cpus();
     let rt = Runtime::start(RuntimeConfig::default()).unwrap();
-    assert_eq!(rt.shard_count(), n, "default is one shard per available core");
+    assert_eq!(
+        rt.shard_count(),
+        n,
+        "default is one shard per available core"
+    );
     let cores: Vec<usize> = core_ids();
     for shard in 0..n {
         let (id, affinity, name) = rt
@@ -47,20 +57,33 @@ fn shards_start_pinned_one_per_core() {
             })
             .unwrap();
         assert_eq!(id, shard);
-        assert_eq!(affinity, vec![cores[shard % cores.len()]], "shard {shard} not pinned to its core");
-        assert_eq!(name.as_deref(), Some(format!("ringbroker-shard-{shard}").as_str()));
+        assert_eq!(
+            affinity,
+            vec![cores[shard % cores.len()]],
+            "shard {shard} not pinned to its core"
+        );
+        assert_eq!(
+            name.as_deref(),
+            Some(format!("ringbroker-shard-{shard}").as_str())
+        );
     }
     rt.shutdown().unwrap();
 }
 
 fn core_ids() -> Vec<usize> {
-    core_affinity::get_core_ids().unwrap().into_iter().map(|c| c.id).collect()
+    core_affinity::get_core_ids()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 #[test]
 fn more_shards_than_cores_share_cores_and_still_work() {
     let rt = Runtime::start(config(5)).unwrap();
-    let sum: usize = (0..5).map(|s| rt.handle().call(s, |ctx| ctx.shard_id()).unwrap()).sum();
+    let sum: usize = (0..5)
+        .map(|s| rt.handle().call(s, |ctx| ctx.shard_id()).unwrap())
+        .sum();
     assert_eq!(sum, 10);
     rt.shutdown().unwrap();
 }
@@ -104,7 +127,10 @@ fn messages_between_two_shards_arrive_in_order() {
         .call(0, move |ctx: &mut ShardCtx| {
             for i in 0..50_000u32 {
                 let s = s.clone();
-                if ctx.send(1, move |_: &mut ShardCtx| s.lock().unwrap().push(i)).is_err() {
+                if ctx
+                    .send(1, move |_: &mut ShardCtx| s.lock().unwrap().push(i))
+                    .is_err()
+                {
                     panic!("backlog full at {i}");
                 }
             }
@@ -130,14 +156,20 @@ fn full_ring_is_backpressure_not_a_drop() {
     // Shard 1 is kept busy so it cannot drain its ring while shard 0 fills it.
     let gate = Arc::new(std::sync::Barrier::new(2));
     let g = gate.clone();
-    rt.handle().spawn(1, move |_| { g.wait(); }).unwrap();
+    rt.handle()
+        .spawn(1, move |_| {
+            g.wait();
+        })
+        .unwrap();
     let (accepted, refused) = rt
         .handle()
         .call(0, move |ctx: &mut ShardCtx| {
             let (mut accepted, mut refused) = (0, 0);
             for _ in 0..100 {
                 let r = r.clone();
-                match ctx.send(1, move |_: &mut ShardCtx| { r.fetch_add(1, Ordering::SeqCst); }) {
+                match ctx.send(1, move |_: &mut ShardCtx| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }) {
                     Ok(()) => accepted += 1,
                     Err(SendError::Full(task)) => {
                         refused += 1;
@@ -153,7 +185,11 @@ fn full_ring_is_backpressure_not_a_drop() {
     assert_eq!(accepted, 4 + 8, "ring capacity plus backlog bound");
     assert_eq!(refused, 100 - 12);
     rt.shutdown().unwrap();
-    assert_eq!(ran.load(Ordering::SeqCst), accepted, "every accepted task ran");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        accepted,
+        "every accepted task ran"
+    );
 }
 
 #[test]
@@ -176,7 +212,11 @@ fn shutdown_with_work_in_flight_loses_nothing_accepted() {
     let report = rt.shutdown().unwrap();
     assert!(!report.forced);
     assert_eq!(report.tasks_dropped, 0);
-    assert_eq!(ran.load(Ordering::SeqCst), accepted * 6, "every hop of every accepted chain ran");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        accepted * 6,
+        "every hop of every accepted chain ran"
+    );
     assert_eq!(handle.spawn(0, |_| {}), Err(SubmitError::ShuttingDown));
 }
 
@@ -198,7 +238,10 @@ fn hop(ctx: &mut ShardCtx, left: usize, ran: Arc<AtomicUsize>) {
 #[test]
 fn panicking_task_is_reported_and_does_not_hang_shutdown() {
     let rt = Runtime::start(config(2)).unwrap();
-    let err = rt.handle().call(1, |_| -> u32 { panic!("boom in a task") }).unwrap_err();
+    let err = rt
+        .handle()
+        .call(1, |_| -> u32 { panic!("boom in a task") })
+        .unwrap_err();
     match err {
         CallError::Task(TaskError::Panicked { shard, message }) => {
             assert_eq!(shard, 1);
@@ -206,7 +249,9 @@ fn panicking_task_is_reported_and_does_not_hang_shutdown() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    rt.handle().spawn(0, |_| panic!("fire-and-forget panic")).unwrap();
+    rt.handle()
+        .spawn(0, |_| panic!("fire-and-forget panic"))
+        .unwrap();
     // The shards still work after both panics.
     assert_eq!(rt.handle().call(1, |ctx| ctx.shard_id()).unwrap(), 1);
     assert_eq!(rt.handle().call(0, |ctx| ctx.shard_id()).unwrap(), 0);
@@ -221,9 +266,13 @@ fn panic_in_cross_shard_call_reaches_the_reply() {
         .handle()
         .call(0, |ctx: &mut ShardCtx| {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let sent = ctx.call(1, |_: &mut ShardCtx| -> u8 { panic!("remote boom") }, move |_, r| {
-                let _ = tx.send(r);
-            });
+            let sent = ctx.call(
+                1,
+                |_: &mut ShardCtx| -> u8 { panic!("remote boom") },
+                move |_, r| {
+                    let _ = tx.send(r);
+                },
+            );
             assert!(sent.is_ok());
             rx
         })
@@ -241,7 +290,10 @@ fn submitter_completions_arrive_with_their_tickets_and_wake_the_eventfd() {
     for i in 0..64 {
         tickets.push((sub.submit(i % 2, move |_| i * 3).unwrap(), i * 3));
     }
-    assert_eq!(sub.submit(0, |_| 0), Err(SubmitError::TooManyInFlight { in_flight: 64 }));
+    assert_eq!(
+        sub.submit(0, |_| 0),
+        Err(SubmitError::TooManyInFlight { in_flight: 64 })
+    );
     let mut got = Vec::new();
     while let Some(c) = sub.complete_timeout(Some(Duration::from_secs(10))).unwrap() {
         got.push((c.ticket, c.result.unwrap()));
@@ -253,7 +305,11 @@ fn submitter_completions_arrive_with_their_tickets_and_wake_the_eventfd() {
     // Event-loop style: arm, then poll the fd.
     assert!(!sub.arm());
     sub.submit(1, |_| 7).unwrap();
-    let mut pfd = libc::pollfd { fd: sub.fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: sub.fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
     assert_eq!(ready, 1, "eventfd readable after the completion");
@@ -277,11 +333,19 @@ fn bad_shard_indices_are_errors() {
     let rt = Runtime::start(config(2)).unwrap();
     assert_eq!(
         rt.handle().spawn(7, |_| {}),
-        Err(SubmitError::NoSuchShard { shard: 7, shards: 2 })
+        Err(SubmitError::NoSuchShard {
+            shard: 7,
+            shards: 2
+        })
     );
     let refused = rt
         .handle()
-        .call(0, |ctx| matches!(ctx.send(9, |_| {}), Err(SendError::NoSuchShard { shard: 9, .. })))
+        .call(0, |ctx| {
+            matches!(
+                ctx.send(9, |_| {}),
+                Err(SendError::NoSuchShard { shard: 9, .. })
+            )
+        })
         .unwrap();
     assert!(refused);
     rt.shutdown().unwrap();
@@ -303,11 +367,19 @@ fn timers_fire_through_the_shards_ring_and_not_early() {
             }
         })
         .unwrap();
-    let fired: Vec<_> = (0..3).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
-    assert_eq!(fired.iter().map(|f| f.0).collect::<Vec<_>>(), vec![10, 20, 30]);
+    let fired: Vec<_> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(
+        fired.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![10, 20, 30]
+    );
     for (ms, shard, at) in fired {
         assert_eq!(shard, 1);
-        assert!(at >= Duration::from_millis(ms), "timer {ms} ms fired early at {at:?}");
+        assert!(
+            at >= Duration::from_millis(ms),
+            "timer {ms} ms fired early at {at:?}"
+        );
     }
     rt.shutdown().unwrap();
 }
@@ -319,7 +391,13 @@ fn file_io_goes_through_the_shards_io_uring() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("f");
     let file = Arc::new(
-        std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap(),
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap(),
     );
     let rt = Runtime::start(config(2)).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -355,7 +433,10 @@ fn file_io_goes_through_the_shards_io_uring() {
             rx
         })
         .unwrap();
-    assert_eq!(bad.recv_timeout(Duration::from_secs(10)).unwrap(), Err(Some(libc::EBADF)));
+    assert_eq!(
+        bad.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Err(Some(libc::EBADF))
+    );
     rt.shutdown().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -389,14 +470,25 @@ fn shard_local_state_is_per_shard_and_survives_a_panic() {
     let rt = Runtime::start(config(2)).unwrap();
     let h = rt.handle();
     for _ in 0..3 {
-        h.call(0, |ctx| ctx.with_local(Count::default, |c, _| c.0 += 1)).unwrap();
+        h.call(0, |ctx| ctx.with_local(Count::default, |c, _| c.0 += 1))
+            .unwrap();
     }
-    let _ = h.call(0, |ctx| ctx.with_local(Count::default, |c, _| {
-        c.0 += 10;
-        panic!("inside with_local");
-    }));
-    assert_eq!(h.call(0, |ctx| ctx.with_local(Count::default, |c, _| c.0)).unwrap(), 13);
-    assert_eq!(h.call(1, |ctx| ctx.with_local(Count::default, |c, _| c.0)).unwrap(), 0);
+    let _ = h.call(0, |ctx| {
+        ctx.with_local(Count::default, |c, _| {
+            c.0 += 10;
+            panic!("inside with_local");
+        })
+    });
+    assert_eq!(
+        h.call(0, |ctx| ctx.with_local(Count::default, |c, _| c.0))
+            .unwrap(),
+        13
+    );
+    assert_eq!(
+        h.call(1, |ctx| ctx.with_local(Count::default, |c, _| c.0))
+            .unwrap(),
+        0
+    );
     rt.shutdown().unwrap();
 }
 
@@ -415,7 +507,7 @@ fn endless_work_is_stopped_by_the_drain_deadline() {
         ..config(2)
     };
     let rt = Runtime::start(cfg).unwrap();
-    rt.handle().spawn(0, |ctx| ping_forever(ctx)).unwrap();
+    rt.handle().spawn(0, ping_forever).unwrap();
     let started = Instant::now();
     let report = rt.shutdown().unwrap();
     assert!(report.forced);
@@ -434,7 +526,11 @@ fn dropping_the_runtime_shuts_it_down() {
         let rt = Runtime::start(config(2)).unwrap();
         for _ in 0..100 {
             let r = ran.clone();
-            rt.handle().spawn(1, move |_| { r.fetch_add(1, Ordering::SeqCst); }).unwrap();
+            rt.handle()
+                .spawn(1, move |_| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
         }
     }
     assert_eq!(ran.load(Ordering::SeqCst), 100);
@@ -442,7 +538,11 @@ fn dropping_the_runtime_shuts_it_down() {
 
 #[test]
 fn invalid_config_is_a_clear_error() {
-    let err = Runtime::start(RuntimeConfig { shards: Some(0), ..RuntimeConfig::default() }).unwrap_err();
+    let err = Runtime::start(RuntimeConfig {
+        shards: Some(0),
+        ..RuntimeConfig::default()
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("shards = 0"), "{err}");
 }
 
@@ -456,13 +556,25 @@ fn parked_shards_wake_for_external_and_cross_shard_work() {
         let v = h.call(round % 2, move |ctx: &mut ShardCtx| {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let other = 1 - ctx.shard_id();
-            let sent = ctx.call(other, move |_| round, move |_, r| { let _ = tx.send(r); });
+            let sent = ctx.call(
+                other,
+                move |_| round,
+                move |_, r| {
+                    let _ = tx.send(r);
+                },
+            );
             assert!(sent.is_ok());
             rx
         });
-        assert_eq!(v.unwrap().recv_timeout(Duration::from_secs(10)).unwrap(), Ok(round));
+        assert_eq!(
+            v.unwrap().recv_timeout(Duration::from_secs(10)).unwrap(),
+            Ok(round)
+        );
     }
     let parks: u64 = h.stats().iter().map(|s| s.parks).sum();
-    assert!(parks >= 50, "shards should have parked between rounds, parked {parks}");
+    assert!(
+        parks >= 50,
+        "shards should have parked between rounds, parked {parks}"
+    );
     rt.shutdown().unwrap();
 }

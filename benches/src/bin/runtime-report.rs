@@ -3,15 +3,25 @@
 //!
 //! `cargo run --release -p ringbroker-benches --bin runtime-report [rounds] [messages]`
 
-use ringbroker_benches::shards::{one_way, ping_pong, syscalls, two_shards};
+use hdrhistogram::Histogram;
+use ringbroker_benches::shards::{one_way, ping_pong, syscalls, thread_ping_pong, two_shards};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let messages: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000_000);
+    let messages: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000_000);
 
     println!("| workload | p50 | p99 | p999 | syscalls/msg |");
     println!("|---|---|---|---|---|");
+    let _ = thread_ping_pong(rounds / 10); // warm-up
+    row(
+        "baseline: 2 threads, blocking std mpsc (futex)",
+        &thread_ping_pong(rounds),
+        "2 wake-ups/round",
+    );
     for busy in [false, true] {
         let rt = two_shards(busy);
         let h = rt.handle();
@@ -19,13 +29,11 @@ fn main() {
         let before = syscalls(&h);
         let hist = ping_pong(&h, rounds);
         let per_msg = (syscalls(&h) - before) as f64 / (2 * rounds) as f64;
-        println!(
-            "| ping-pong RTT, {} ({rounds} rounds) | {:.2} µs | {:.2} µs | {:.2} µs | {per_msg:.3} |",
-            if busy { "busy (spinning)" } else { "parked" },
-            hist.value_at_quantile(0.50) as f64 / 1e3,
-            hist.value_at_quantile(0.99) as f64 / 1e3,
-            hist.value_at_quantile(0.999) as f64 / 1e3,
+        let name = format!(
+            "shard ping-pong RTT, {}",
+            if busy { "busy (spinning)" } else { "parked" }
         );
+        row(&name, &hist, &format!("{per_msg:.3}"));
         if let Err(err) = rt.shutdown() {
             eprintln!("shutdown: {err}");
         }
@@ -44,4 +52,15 @@ fn main() {
     if let Err(err) = rt.shutdown() {
         eprintln!("shutdown: {err}");
     }
+}
+
+fn row(name: &str, hist: &Histogram<u64>, syscalls: &str) {
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "| {name} ({} rounds) | {:.2} µs | {:.2} µs | {:.2} µs | {syscalls} |",
+        hist.len(),
+        us(0.50),
+        us(0.99),
+        us(0.999)
+    );
 }

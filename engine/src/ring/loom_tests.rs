@@ -3,8 +3,8 @@
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p ringbroker --lib --release ring::`.
 
 use super::channel;
-use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
 
 /// Items arrive in order, none lost or duplicated, across full and wrap-around (capacity
 /// 2, three items: the third push needs a slot the consumer released).

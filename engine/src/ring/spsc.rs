@@ -368,7 +368,10 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![(0usize..40).prop_map(Op::Push), (0usize..40).prop_map(Op::Pop)]
+        prop_oneof![
+            (0usize..40).prop_map(Op::Push),
+            (0usize..40).prop_map(Op::Pop)
+        ]
     }
 
     proptest! {

@@ -92,10 +92,25 @@ impl RuntimeConfig {
             Ok(())
         };
         check("shards", self.shard_count(), 1, SHARDS_MAX)?;
-        check("ring_capacity", self.ring_capacity, 2, crate::ring::RING_CAPACITY_MAX)?;
-        check("external_queue_capacity", self.external_queue_capacity, 1, 1 << 24)?;
+        check(
+            "ring_capacity",
+            self.ring_capacity,
+            2,
+            crate::ring::RING_CAPACITY_MAX,
+        )?;
+        check(
+            "external_queue_capacity",
+            self.external_queue_capacity,
+            1,
+            1 << 24,
+        )?;
         check("batch_max", self.batch_max, 1, 1 << 16)?;
-        check("outbound_backlog_max", self.outbound_backlog_max, 0, 1 << 24)?;
+        check(
+            "outbound_backlog_max",
+            self.outbound_backlog_max,
+            0,
+            1 << 24,
+        )?;
         check("uring_entries", self.uring_entries as usize, 8, 32768)?;
         check("timers_max", self.timers_max, 1, 1 << 24)?;
         Ok(())

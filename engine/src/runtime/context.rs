@@ -141,7 +141,10 @@ impl ShardCtx {
             target,
             Box::new(move |ctx: &mut ShardCtx| {
                 let result = ctx.run_caught(f);
-                ctx.enqueue(origin, Box::new(move |ctx: &mut ShardCtx| reply(ctx, result)));
+                ctx.enqueue(
+                    origin,
+                    Box::new(move |ctx: &mut ShardCtx| reply(ctx, result)),
+                );
             }),
         );
         Ok(())
@@ -199,7 +202,13 @@ impl ShardCtx {
 
     /// Writes `buf` to `fd` at `offset` through io_uring; `handler` gets the bytes
     /// written (possibly fewer than `buf.len()`, as with `pwrite`) and the buffer back.
-    pub fn write_at<H>(&mut self, fd: RawFd, buf: Vec<u8>, offset: u64, handler: H) -> Result<(), OpError>
+    pub fn write_at<H>(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        handler: H,
+    ) -> Result<(), OpError>
     where
         H: FnOnce(&mut ShardCtx, io::Result<usize>, Vec<u8>) + 'static,
     {
@@ -214,7 +223,13 @@ impl ShardCtx {
 
     /// Reads up to `buf.len()` bytes of `fd` at `offset` into `buf` through io_uring;
     /// `handler` gets the bytes read (0 at end of file) and the buffer back.
-    pub fn read_at<H>(&mut self, fd: RawFd, mut buf: Vec<u8>, offset: u64, handler: H) -> Result<(), OpError>
+    pub fn read_at<H>(
+        &mut self,
+        fd: RawFd,
+        mut buf: Vec<u8>,
+        offset: u64,
+        handler: H,
+    ) -> Result<(), OpError>
     where
         H: FnOnce(&mut ShardCtx, io::Result<usize>, Vec<u8>) + 'static,
     {
@@ -244,7 +259,11 @@ impl ShardCtx {
     /// # Safety
     /// Every pointer in `entry` must stay valid until `handler` runs: point it into
     /// memory moved into `handler`, or memory that outlives the runtime.
-    pub unsafe fn submit_op<H>(&mut self, entry: io_uring::squeue::Entry, handler: H) -> Result<(), OpError>
+    pub unsafe fn submit_op<H>(
+        &mut self,
+        entry: io_uring::squeue::Entry,
+        handler: H,
+    ) -> Result<(), OpError>
     where
         H: FnOnce(&mut ShardCtx, i32) + 'static,
     {
@@ -277,7 +296,9 @@ impl ShardCtx {
         if !self.backlog[target].is_empty() {
             return self.backlog[target].len() < self.backlog_max;
         }
-        let ring_free = self.outbound[target].as_mut().map_or(0, Producer::free_space);
+        let ring_free = self.outbound[target]
+            .as_mut()
+            .map_or(0, Producer::free_space);
         ring_free > 0 || self.backlog_max > 0
     }
 
@@ -342,7 +363,10 @@ impl ShardCtx {
     }
 
     /// Runs `f`, turning a panic into `TaskError::Panicked` (and counting it).
-    pub(crate) fn run_caught<R>(&mut self, f: impl FnOnce(&mut ShardCtx) -> R) -> Result<R, TaskError> {
+    pub(crate) fn run_caught<R>(
+        &mut self,
+        f: impl FnOnce(&mut ShardCtx) -> R,
+    ) -> Result<R, TaskError> {
         catch_unwind(AssertUnwindSafe(|| f(self))).map_err(|payload| {
             self.stats.tasks_panicked += 1;
             TaskError::Panicked {
@@ -384,7 +408,9 @@ impl ShardCtx {
     pub(crate) fn run_local_queue(&mut self) -> usize {
         let mut n = 0;
         while n < self.batch_max {
-            let Some(task) = self.local.pop_front() else { break };
+            let Some(task) = self.local.pop_front() else {
+                break;
+            };
             self.run_counted(task);
             n += 1;
         }
@@ -396,7 +422,9 @@ impl ShardCtx {
         let now = Instant::now();
         let mut n = 0;
         while n < self.batch_max {
-            let Some(task) = self.timers.pop_due(now) else { break };
+            let Some(task) = self.timers.pop_due(now) else {
+                break;
+            };
             self.stats.timers_fired += 1;
             self.run_logged(task);
             n += 1;

@@ -85,7 +85,12 @@ impl RuntimeHandle {
         self.call_inner(shard, f, Some(timeout))
     }
 
-    fn call_inner<R, F>(&self, shard: usize, f: F, timeout: Option<Duration>) -> Result<R, CallError>
+    fn call_inner<R, F>(
+        &self,
+        shard: usize,
+        f: F,
+        timeout: Option<Duration>,
+    ) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(&mut ShardCtx) -> R + Send + 'static,
@@ -147,7 +152,11 @@ impl RuntimeHandle {
 
     /// Queues the task `make` builds on `shard`; `make` runs only once the submission
     /// is accepted, so a refused submission builds (and drops) nothing.
-    pub(crate) fn enqueue(&self, shard: usize, make: impl FnOnce() -> Task) -> Result<(), SubmitError> {
+    pub(crate) fn enqueue(
+        &self,
+        shard: usize,
+        make: impl FnOnce() -> Task,
+    ) -> Result<(), SubmitError> {
         let shards = self.shard_count();
         let Some(target) = self.shared.shards.get(shard) else {
             return Err(SubmitError::NoSuchShard { shard, shards });
@@ -169,7 +178,10 @@ impl RuntimeHandle {
         let pushed = target.external.push(make());
         assert!(pushed.is_ok(), "external queue full despite a reservation");
         if target.doorbell.ring() {
-            target.stats.external_wakeups.fetch_add(1, Ordering::Relaxed);
+            target
+                .stats
+                .external_wakeups
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -214,7 +226,10 @@ impl<T> CompletionSender<T> {
         };
         // Cannot fail: the submitter keeps at most `capacity` tasks in flight.
         let pushed = self.queue.done.push(completion);
-        assert!(pushed.is_ok(), "completion queue full despite the in-flight bound");
+        assert!(
+            pushed.is_ok(),
+            "completion queue full despite the in-flight bound"
+        );
         self.queue.bell.ring();
     }
 }
@@ -262,12 +277,11 @@ impl<T: Send + 'static> Submitter<T> {
                 sent: false,
             };
             Box::new(move |ctx: &mut ShardCtx| {
-                let result = catch_unwind(AssertUnwindSafe(|| f(ctx))).map_err(|p| {
-                    TaskError::Panicked {
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| f(ctx))).map_err(|p| TaskError::Panicked {
                         shard: ctx.shard_id(),
                         message: panic_message(&*p),
-                    }
-                });
+                    });
                 sender.send(result);
             })
         })?;
@@ -284,7 +298,10 @@ impl<T: Send + 'static> Submitter<T> {
     }
 
     /// Waits up to `timeout` (`None`: without limit) for a completion.
-    pub fn complete_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<Option<Completion<T>>> {
+    pub fn complete_timeout(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<Option<Completion<T>>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(c) = self.try_complete() {

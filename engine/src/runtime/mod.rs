@@ -72,7 +72,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("shards", &self.threads.len()).finish()
+        f.debug_struct("Runtime")
+            .field("shards", &self.threads.len())
+            .finish()
     }
 }
 
@@ -114,7 +116,11 @@ impl Runtime {
                 Ok(handle) => runtime.threads.push(handle),
                 Err(source) => {
                     runtime.abort_start();
-                    return Err(RuntimeError::ShardStart { shard: id, what: "spawn thread", source });
+                    return Err(RuntimeError::ShardStart {
+                        shard: id,
+                        what: "spawn thread",
+                        source,
+                    });
                 }
             }
         }
@@ -123,7 +129,10 @@ impl Runtime {
         Ok(runtime)
     }
 
-    fn await_ready(&mut self, ready: &mpsc::Receiver<Result<(), RuntimeError>>) -> Result<(), RuntimeError> {
+    fn await_ready(
+        &mut self,
+        ready: &mpsc::Receiver<Result<(), RuntimeError>>,
+    ) -> Result<(), RuntimeError> {
         for _ in 0..self.threads.len() {
             let outcome = ready.recv().unwrap_or_else(|_| {
                 Err(RuntimeError::ShardPanicked {
@@ -259,12 +268,13 @@ fn build_rings(config: &RuntimeConfig, n: usize) -> Result<RingMatrix, RuntimeEr
             if from == to {
                 continue;
             }
-            let (p, c) = channel(config.ring_capacity).map_err(|_| RuntimeError::InvalidConfig {
-                field: "ring_capacity",
-                value: config.ring_capacity as u64,
-                min: 2,
-                max: crate::ring::RING_CAPACITY_MAX as u64,
-            })?;
+            let (p, c) =
+                channel(config.ring_capacity).map_err(|_| RuntimeError::InvalidConfig {
+                    field: "ring_capacity",
+                    value: config.ring_capacity as u64,
+                    min: 2,
+                    max: crate::ring::RING_CAPACITY_MAX as u64,
+                })?;
             *slot = Some(p);
             consumers[to].push(c);
         }
@@ -285,11 +295,23 @@ struct ShardStart {
 
 impl ShardStart {
     fn run(self) -> ShardExit {
-        let ShardStart { id, core, outbound, inbound, shared, config, ready } = self;
+        let ShardStart {
+            id,
+            core,
+            outbound,
+            inbound,
+            shared,
+            config,
+            ready,
+        } = self;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
                 let source = std::io::Error::last_os_error();
-                let _ = ready.send(Err(RuntimeError::ShardStart { shard: id, what: "pin to core", source }));
+                let _ = ready.send(Err(RuntimeError::ShardStart {
+                    shard: id,
+                    what: "pin to core",
+                    source,
+                }));
                 return ShardExit::default();
             }
         }

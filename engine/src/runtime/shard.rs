@@ -153,7 +153,9 @@ impl Shard {
             return false;
         }
         let drain_max = self.drain_max;
-        let coordinator = self.coordinator.get_or_insert_with(|| Coordinator::new(drain_max));
+        let coordinator = self
+            .coordinator
+            .get_or_insert_with(|| Coordinator::new(drain_max));
         let shared = &self.ctx.shared;
         let verdict = coordinator.wave(shared.shards.iter().map(|s| wave_reading(&s.drain)));
         if verdict == Verdict::Draining {
@@ -161,7 +163,10 @@ impl Shard {
         }
         if verdict == Verdict::DeadlinePassed {
             shared.forced.store(true, Ordering::SeqCst);
-            tracing::warn!(?drain_max, "shutdown drain deadline passed; stopping anyway");
+            tracing::warn!(
+                ?drain_max,
+                "shutdown drain deadline passed; stopping anyway"
+            );
         }
         shared.stop.store(true, Ordering::SeqCst);
         for shard in &shared.shards {
@@ -229,7 +234,11 @@ impl Shard {
         exit.tasks_dropped = self.drop_pending_tasks();
         self.publish();
         if exit.tasks_dropped > 0 || exit.ops_leaked > 0 {
-            tracing::warn!(shard = self.ctx.id, ?exit, "shard stopped with work pending");
+            tracing::warn!(
+                shard = self.ctx.id,
+                ?exit,
+                "shard stopped with work pending"
+            );
         }
         if leaked > 0 {
             // The kernel may still write into buffers owned by the leaked ops' handlers;

@@ -42,8 +42,16 @@ pub(crate) struct Uring {
 }
 
 impl Uring {
-    pub(crate) fn new(shard: usize, entries: u32, inflight_max: usize) -> Result<Self, RuntimeError> {
-        let start_err = |what, source| RuntimeError::ShardStart { shard, what, source };
+    pub(crate) fn new(
+        shard: usize,
+        entries: u32,
+        inflight_max: usize,
+    ) -> Result<Self, RuntimeError> {
+        let start_err = |what, source| RuntimeError::ShardStart {
+            shard,
+            what,
+            source,
+        };
         // SINGLE_ISSUER lets the kernel skip submission locking: only this shard's thread
         // ever submits. Fall back to a plain ring on kernels that reject the flag.
         let ring = IoUring::builder()
@@ -111,7 +119,10 @@ impl Uring {
         self.submit().map_err(OpError::Submit)?;
         // SAFETY: forwarded from the caller.
         unsafe { self.ring.submission().push(entry) }.map_err(|_| {
-            OpError::Submit(io::Error::new(io::ErrorKind::WouldBlock, "SQ full after submit"))
+            OpError::Submit(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "SQ full after submit",
+            ))
         })
     }
 
@@ -157,7 +168,14 @@ impl Uring {
         };
         match result {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

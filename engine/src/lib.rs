@@ -7,11 +7,13 @@
 //!   without ever losing a wake-up, and without a syscall per message.
 //! - [`runtime`]: shards pinned to cores, each with its own io_uring, running tasks and
 //!   I/O; cross-shard calls; external submission with eventfd completions; placement.
+//! - [`storage`]: the on-disk record batch format and partition logs (in progress).
 //!
 //! See `docs/architecture.md` for the picture.
 
 pub mod doorbell;
 pub mod ring;
+pub mod storage;
 mod sync;
 
 #[cfg(not(loom))]

@@ -153,14 +153,18 @@ fn full_ring_is_backpressure_not_a_drop() {
     let rt = Runtime::start(cfg).unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
-    // Shard 1 is kept busy so it cannot drain its ring while shard 0 fills it.
+    // Shard 1 is kept busy so it cannot drain its ring while shard 0 fills it; wait
+    // until it is inside the blocking task before filling.
     let gate = Arc::new(std::sync::Barrier::new(2));
     let g = gate.clone();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
     rt.handle()
         .spawn(1, move |_| {
+            entered_tx.send(()).unwrap();
             g.wait();
         })
         .unwrap();
+    entered_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let (accepted, refused) = rt
         .handle()
         .call(0, move |ctx: &mut ShardCtx| {
@@ -576,5 +580,148 @@ fn parked_shards_wake_for_external_and_cross_shard_work() {
         parks >= 50,
         "shards should have parked between rounds, parked {parks}"
     );
+    rt.shutdown().unwrap();
+}
+
+/// A long-running task that sends, keeps running, and sends again after shutdown began
+/// is waited for: all its children were accepted, so all run. (The bug this pins: the
+/// first child ran and was counted finished before its parent published `created`,
+/// which balanced the counters while the parent still ran, and the second was lost.)
+#[test]
+fn shutdown_waits_for_a_long_task_that_keeps_sending() {
+    let rt = Runtime::start(config(2)).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let r = ran.clone();
+    rt.handle()
+        .spawn(1, move |ctx: &mut ShardCtx| {
+            // Exactly one child first: with the bug, its `finished` (+1) cancelled this
+            // running task's `ext_accepted` (+1) and the counters balanced.
+            let r1 = r.clone();
+            let sent = ctx.send(0, move |_: &mut ShardCtx| {
+                r1.fetch_add(2, Ordering::SeqCst);
+            });
+            assert!(sent.is_ok());
+            let _ = sent_tx.send(());
+            std::thread::sleep(Duration::from_millis(100));
+            let sent = ctx.send(0, move |_: &mut ShardCtx| {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+            assert!(sent.is_ok());
+        })
+        .unwrap();
+    sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let report = rt.shutdown().unwrap();
+    assert!(!report.forced);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        3,
+        "a child sent after shutdown began was lost"
+    );
+}
+
+/// A timer that fires as shutdown begins either runs to completion, children included,
+/// or does not run at all; never half.
+#[test]
+fn timer_firing_as_shutdown_begins_is_waited_for() {
+    let rt = Runtime::start(config(2)).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (fired_tx, fired_rx) = std::sync::mpsc::channel();
+    let r = ran.clone();
+    rt.handle()
+        .spawn(1, move |ctx: &mut ShardCtx| {
+            let armed = ctx.after(Duration::from_millis(5), move |ctx: &mut ShardCtx| {
+                let _ = fired_tx.send(());
+                std::thread::sleep(Duration::from_millis(100));
+                let sent = ctx.send(0, move |_: &mut ShardCtx| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                });
+                assert!(sent.is_ok());
+            });
+            assert!(armed.is_ok());
+        })
+        .unwrap();
+    fired_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let report = rt.shutdown().unwrap();
+    assert!(!report.forced);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "the timer task's child was lost"
+    );
+}
+
+#[test]
+fn timer_with_an_unrepresentable_delay_is_an_error() {
+    let rt = Runtime::start(config(1)).unwrap();
+    let result = rt
+        .handle()
+        .call(0, |ctx| ctx.after(Duration::MAX, |_| {}))
+        .unwrap();
+    assert!(matches!(
+        result,
+        Err(ringbroker::runtime::TimerError::DelayTooLong { .. })
+    ));
+    rt.shutdown().unwrap();
+}
+
+/// A forced stop cancels what it cannot run: every submission completes, as a result or
+/// as `Cancelled`, and the report counts the dropped ones.
+#[test]
+fn forced_shutdown_completes_unrun_submissions_as_cancelled() {
+    let cfg = RuntimeConfig {
+        shutdown_drain_max: Duration::from_millis(50),
+        ..config(2)
+    };
+    let rt = Runtime::start(cfg).unwrap();
+    rt.handle()
+        .spawn(1, |_| std::thread::sleep(Duration::from_millis(300)))
+        .unwrap();
+    let mut sub = rt.handle().submitter::<u32>(1000).unwrap();
+    let mut submitted = 0;
+    while submitted < 1000 {
+        match sub.submit(1, |_| 7) {
+            Ok(_) => submitted += 1,
+            Err(SubmitError::Full { .. }) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let report = rt.shutdown().unwrap();
+    assert!(report.forced);
+    let (mut ok, mut cancelled) = (0, 0);
+    while let Some(c) = sub.try_complete() {
+        match c.result {
+            Ok(7) => ok += 1,
+            Err(TaskError::Cancelled) => cancelled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        ok + cancelled,
+        1000,
+        "every submission completes exactly once"
+    );
+    assert!(
+        cancelled > 0,
+        "a stop at 50 ms cannot have run 1000 tasks queued behind a 300 ms one"
+    );
+    assert_eq!(report.tasks_dropped, cancelled);
+}
+
+#[test]
+fn nested_with_local_of_the_same_type_is_refused() {
+    #[derive(Default)]
+    struct State;
+    let rt = Runtime::start(config(1)).unwrap();
+    let err = rt
+        .handle()
+        .call(0, |ctx| {
+            ctx.with_local(State::default, |_, ctx| {
+                ctx.with_local(State::default, |_, _| ())
+            })
+        })
+        .unwrap_err();
+    let refused = matches!(&err, CallError::Task(TaskError::Panicked { message, .. }) if message.contains("re-entered"));
+    assert!(refused, "{err:?}");
     rt.shutdown().unwrap();
 }

@@ -262,17 +262,23 @@ impl<T> Consumer<T> {
     }
 
     /// Pops up to `max` items, passing each to `sink` in order, and releases their slots
-    /// with one store. Returns how many were popped.
+    /// with one store. Returns how many were popped. If `sink` panics, the items it was
+    /// already given (including the one it panicked on) count as popped: none is
+    /// delivered or dropped twice.
     #[inline]
     pub fn pop_batch(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
         let n = self.ready_for(max).min(max);
-        for i in 0..n {
-            sink(self.read_slot(self.head.wrapping_add(i)));
-        }
-        if n > 0 {
-            self.head = self.head.wrapping_add(n);
-            // Release pairs with the producer's Acquire load of `head` (one per batch).
-            self.shared.head.store(self.head, Ordering::Release);
+        let mut batch = PopGuard {
+            consumer: self,
+            taken: 0,
+        };
+        while batch.taken < n {
+            let item = batch
+                .consumer
+                .read_slot(batch.consumer.head.wrapping_add(batch.taken));
+            // Counted before `sink` runs: from here the item belongs to the sink.
+            batch.taken += 1;
+            sink(item);
         }
         n
     }
@@ -281,11 +287,29 @@ impl<T> Consumer<T> {
     fn read_slot(&self, index: usize) -> T {
         // SAFETY: `index` is in [head, tail_cache), published by the producer's Release
         // store of tail and observed by our Acquire load, so the slot is initialised.
-        // We advance `head` past it before anyone could read it again, so the item is
+        // Every caller advances `head` past it (`pop` at once, `pop_batch` through
+        // `PopGuard`, on unwind too) before anyone could read it again, so the item is
         // moved out exactly once.
         self.shared
             .slot(index)
             .with_mut(|p| unsafe { (*p).assume_init_read() })
+    }
+}
+
+/// Releases the slots a `pop_batch` has moved items out of, on return or on unwind.
+struct PopGuard<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    taken: usize,
+}
+
+impl<T> Drop for PopGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.taken > 0 {
+            let c = &mut *self.consumer;
+            c.head = c.head.wrapping_add(self.taken);
+            // Release pairs with the producer's Acquire load of `head` (one per batch).
+            c.shared.head.store(c.head, Ordering::Release);
+        }
     }
 }
 
@@ -351,6 +375,31 @@ mod tests {
             assert_eq!(std::sync::Arc::strong_count(&marker), 6);
         }
         assert_eq!(std::sync::Arc::strong_count(&marker), 1);
+    }
+
+    #[test]
+    fn panicking_sink_neither_redelivers_nor_double_drops() {
+        let marker = std::sync::Arc::new(());
+        let (mut p, mut c) = channel(8).unwrap();
+        for _ in 0..4 {
+            p.push(marker.clone()).unwrap();
+        }
+        let mut seen = 0;
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.pop_batch(4, |item| {
+                seen += 1;
+                drop(item);
+                if seen == 2 {
+                    panic!("sink fails on the second item");
+                }
+            })
+        }));
+        assert!(unwound.is_err());
+        // Items 1 and 2 went to the sink; 3 and 4 are still in the ring, once each.
+        assert_eq!(std::sync::Arc::strong_count(&marker), 3);
+        assert_eq!(c.pop_batch(8, drop), 2);
+        assert_eq!(std::sync::Arc::strong_count(&marker), 1);
+        assert!(c.pop().is_none());
     }
 
     #[test]

@@ -4,15 +4,19 @@
 //! its timers, its io_uring and in-flight ops, its shard-local state, and its counters.
 //! A `&mut ShardCtx` is only ever handed to code running on the shard's own thread.
 //!
-//! Never: blocks, takes a lock, or drops a task it accepted. Sending to a shard whose
-//! ring is full parks the task in a bounded per-target backlog that the loop retries
-//! every turn (order kept); when that backlog is full too, `send` hands the task back.
+//! Never: blocks, takes a lock, or drops a task it accepted. A task for another shard is
+//! staged in a bounded per-target backlog and pushed into the ring at the end of the
+//! turn, after the shard has published how much work it created (so shutdown's
+//! counting always sees a task created before anyone can see it finished); what the
+//! ring cannot take stays staged, in order, for the next turn. When a backlog is full,
+//! `send` hands the task back.
 
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,7 @@ use super::shared::{RuntimeShared, Task};
 use super::stats::LocalStats;
 use super::timer::Timers;
 use super::uring::Uring;
-use crate::ring::{Full, Producer};
+use crate::ring::Producer;
 
 /// The running shard, as seen by a task. Not `Send`: it never leaves its thread.
 pub struct ShardCtx {
@@ -49,6 +53,8 @@ pub struct ShardCtx {
     pub(crate) finished: u64,
     pub(crate) stats: LocalStats,
     locals: HashMap<TypeId, Box<dyn Any>>,
+    /// Types whose state a `with_local` call has taken out of `locals` right now.
+    locals_in_use: Vec<TypeId>,
     /// Not `Send`, not `Sync`.
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -70,7 +76,7 @@ impl ShardCtx {
             backlog: (0..n).map(|_| VecDeque::new()).collect(),
             backlog_max: config.outbound_backlog_max,
             local: VecDeque::with_capacity(config.batch_max),
-            local_max: config.outbound_backlog_max + config.ring_capacity,
+            local_max: config.outbound_backlog_max + config.ring_capacity.next_power_of_two(),
             dirty: Vec::with_capacity(n),
             is_dirty: vec![false; n],
             timers: Timers::new(config.timers_max),
@@ -80,6 +86,7 @@ impl ShardCtx {
             finished: 0,
             stats: LocalStats::default(),
             locals: HashMap::new(),
+            locals_in_use: Vec::new(),
             _not_send: std::marker::PhantomData,
         }
     }
@@ -162,18 +169,31 @@ impl ShardCtx {
     where
         F: FnOnce(&mut ShardCtx) + 'static,
     {
-        self.timers.insert(Instant::now() + delay, Box::new(task))
+        let deadline = Instant::now()
+            .checked_add(delay)
+            .ok_or(TimerError::DelayTooLong { delay })?;
+        self.timers.insert(deadline, Box::new(task))
     }
 
     /// Gives `f` this shard's instance of `T`, creating it with `init` on first use.
     /// This is how a model keeps shard-owned state (partitions, queues, subscriptions)
     /// without locks: only tasks on this shard ever see it.
+    ///
+    /// # Panics
+    /// If called for `T` from inside a `with_local::<T>` call (the state is lent out;
+    /// a second, fresh `T` would silently lose one of the two sets of changes).
     pub fn with_local<T: 'static, R>(
         &mut self,
         init: impl FnOnce() -> T,
         f: impl FnOnce(&mut T, &mut ShardCtx) -> R,
     ) -> R {
         let key = TypeId::of::<T>();
+        assert!(
+            !self.locals_in_use.contains(&key),
+            "with_local::<{}> re-entered: its state is already lent out",
+            std::any::type_name::<T>()
+        );
+        self.locals_in_use.push(key);
         let mut state: Box<dyn Any> = match self.locals.remove(&key) {
             Some(state) => state,
             None => Box::new(init()),
@@ -184,6 +204,7 @@ impl ShardCtx {
         };
         // Put the state back before propagating a panic, so the shard keeps it.
         self.locals.insert(key, state);
+        self.locals_in_use.retain(|k| *k != key);
         match result {
             Ok(r) => r,
             Err(payload) => resume_unwind(payload),
@@ -258,7 +279,11 @@ impl ShardCtx {
     ///
     /// # Safety
     /// Every pointer in `entry` must stay valid until `handler` runs: point it into
-    /// memory moved into `handler`, or memory that outlives the runtime.
+    /// memory moved into `handler`, or memory that outlives the runtime. The entry must
+    /// produce exactly one completion: no multishot opcodes and no
+    /// `IOSQE_CQE_SKIP_SUCCESS` (the handler's slot is freed on the first completion;
+    /// a second would reach whichever op reuses the slot, and a skipped one would leak
+    /// the slot and keep shutdown waiting).
     pub unsafe fn submit_op<H>(
         &mut self,
         entry: io_uring::squeue::Entry,
@@ -293,34 +318,21 @@ impl ShardCtx {
         if target == self.id {
             return self.local.len() < self.local_max;
         }
-        if !self.backlog[target].is_empty() {
-            return self.backlog[target].len() < self.backlog_max;
-        }
         let ring_free = self.outbound[target]
             .as_mut()
             .map_or(0, Producer::free_space);
-        ring_free > 0 || self.backlog_max > 0
+        self.backlog[target].len() < self.backlog_max + ring_free
     }
 
-    /// Accepts `task` for `target` unconditionally (bounds are checked by callers).
+    /// Accepts `task` for `target` unconditionally (bounds are checked by callers). A
+    /// task for another shard is staged; `flush_backlogs` pushes it after `publish`.
     pub(crate) fn enqueue(&mut self, target: usize, task: Task) {
         self.created += 1;
         self.stats.tasks_sent += 1;
         if target == self.id {
             self.local.push_back(task);
-            return;
-        }
-        if !self.backlog[target].is_empty() {
+        } else {
             self.backlog[target].push_back(task);
-            return;
-        }
-        let pushed = match self.outbound[target].as_mut() {
-            Some(ring) => ring.push(task),
-            None => Err(Full(task)),
-        };
-        match pushed {
-            Ok(()) => self.mark_dirty(target),
-            Err(Full(task)) => self.backlog[target].push_back(task),
         }
     }
 
@@ -417,7 +429,9 @@ impl ShardCtx {
         n
     }
 
-    /// Fires up to `batch_max` due timers.
+    /// Fires up to `batch_max` due timers. A timer task is work like any other: it is
+    /// counted as created and published, then `closing` is checked (both SeqCst, the
+    /// order external submitters use), so shutdown either waits for it or it never runs.
     pub(crate) fn fire_timers(&mut self) -> usize {
         let now = Instant::now();
         let mut n = 0;
@@ -425,8 +439,17 @@ impl ShardCtx {
             let Some(task) = self.timers.pop_due(now) else {
                 break;
             };
+            self.created += 1;
+            self.shared.shards[self.id]
+                .drain
+                .publish(self.created, self.finished);
+            if self.shared.closing.load(Ordering::SeqCst) {
+                drop(task);
+                self.finished += 1;
+                continue;
+            }
             self.stats.timers_fired += 1;
-            self.run_logged(task);
+            self.run_counted(task);
             n += 1;
         }
         n

@@ -4,6 +4,7 @@
 //! Owns: the error enums and their messages. Never: logs or panics.
 
 use std::io;
+use std::time::Duration;
 
 /// Starting or stopping the runtime failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +168,12 @@ pub enum TimerError {
     Full {
         /// The shard's limit.
         max: usize,
+    },
+    /// The deadline would be past what `Instant` can represent.
+    #[error("timer delay {delay:?} is too long")]
+    DelayTooLong {
+        /// The delay asked for.
+        delay: Duration,
     },
 }
 

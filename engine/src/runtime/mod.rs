@@ -183,28 +183,38 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self, request: bool) -> Result<ShutdownReport, RuntimeError> {
+        if request {
+            self.handle.request_shutdown();
+        }
         if let Some((rt, shard)) = shard::current_shard() {
             if rt == self.handle.shared_ref().id {
                 return Err(RuntimeError::ShutdownFromShard { shard });
             }
         }
-        if request {
-            self.handle.request_shutdown();
-        }
         let mut report = ShutdownReport::default();
         let mut first_err = None;
+        let mut leftovers = Vec::new();
         for (shard, thread) in self.threads.drain(..).enumerate() {
             match thread.join() {
                 Ok(exit) => {
                     report.tasks_dropped += exit.tasks_dropped;
                     report.timers_dropped += exit.timers_dropped;
                     report.ops_leaked += exit.ops_leaked;
+                    leftovers.extend(exit.inbound);
                 }
                 Err(payload) => {
                     let message = error::panic_message(&*payload);
                     first_err.get_or_insert(RuntimeError::ShardPanicked { shard, message });
                 }
             }
+        }
+        // Every shard has left its loop: what is still in a ring or external queue was
+        // pushed after its consumer stopped (forced stop only). Count and drop it.
+        for mut ring in leftovers {
+            report.tasks_dropped += ring.pop_batch(usize::MAX, drop);
+        }
+        for shard in &self.handle.shared_ref().shards {
+            report.tasks_dropped += shard::drain_external(shard);
         }
         report.forced = self.handle.shared_ref().forced.load(Ordering::SeqCst);
         report.tasks_panicked = self.handle.stats().iter().map(|s| s.tasks_panicked).sum();

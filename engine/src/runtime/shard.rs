@@ -35,11 +35,24 @@ pub(crate) fn current_shard() -> Option<(u64, usize)> {
 }
 
 /// What a shard left behind when it stopped.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default)]
 pub(crate) struct ShardExit {
     pub(crate) tasks_dropped: usize,
     pub(crate) timers_dropped: usize,
     pub(crate) ops_leaked: usize,
+    /// Its inbound rings: shards still running at a forced stop may push into them
+    /// after this shard left, so the runtime drains and counts them once all are gone.
+    pub(crate) inbound: Vec<Consumer<Task>>,
+}
+
+impl std::fmt::Debug for ShardExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardExit")
+            .field("tasks_dropped", &self.tasks_dropped)
+            .field("timers_dropped", &self.timers_dropped)
+            .field("ops_leaked", &self.ops_leaked)
+            .finish()
+    }
 }
 
 pub(crate) struct Shard {
@@ -78,7 +91,11 @@ impl Shard {
         let mut idle_since: Option<Instant> = None;
         loop {
             let progressed = self.turn();
+            // Publish what this turn created before any of it becomes visible to other
+            // shards (see `shutdown`), then push the staged tasks and wake their shards.
             self.publish();
+            self.ctx.flush_backlogs();
+            self.ctx.ring_dirty_doorbells();
             if self.shared().stop.load(Ordering::SeqCst) || self.coordinate() {
                 break;
             }
@@ -109,8 +126,6 @@ impl Shard {
         if !self.shared().closing.load(Ordering::Relaxed) {
             n += self.ctx.fire_timers();
         }
-        self.ctx.flush_backlogs();
-        self.ctx.ring_dirty_doorbells();
         n > 0
     }
 
@@ -228,10 +243,13 @@ impl Shard {
             timers_dropped: self.ctx.timers.clear(),
             ..ShardExit::default()
         };
-        let (completed, leaked) = self.ctx.uring.cancel_all(CANCEL_PATIENCE);
+        let shared = Arc::clone(&self.ctx.shared);
+        let wake = shared.shards[self.ctx.id].doorbell.notifier();
+        let (completed, leaked) = self.ctx.uring.cancel_all(wake, CANCEL_PATIENCE);
         drop(completed);
         exit.ops_leaked = leaked;
         exit.tasks_dropped = self.drop_pending_tasks();
+        exit.inbound = std::mem::take(&mut self.inbound);
         self.publish();
         if exit.tasks_dropped > 0 || exit.ops_leaked > 0 {
             tracing::warn!(
@@ -258,13 +276,17 @@ impl Shard {
         for ring in &mut self.inbound {
             dropped += ring.pop_batch(usize::MAX, drop);
         }
-        let shared = Arc::clone(&self.ctx.shared);
-        let me = &shared.shards[self.ctx.id];
-        while let Some(task) = me.external.pop() {
-            me.external_reserved.fetch_sub(1, Ordering::AcqRel);
-            drop(task);
-            dropped += 1;
-        }
-        dropped
+        dropped + drain_external(&self.ctx.shared.shards[self.ctx.id])
     }
+}
+
+/// Drops every task left in a shard's external queue; returns how many.
+pub(crate) fn drain_external(shard: &super::shared::ShardShared) -> usize {
+    let mut dropped = 0;
+    while let Some(task) = shard.external.pop() {
+        shard.external_reserved.fetch_sub(1, Ordering::AcqRel);
+        drop(task);
+        dropped += 1;
+    }
+    dropped
 }

@@ -22,6 +22,8 @@ use crate::doorbell::EventFd;
 
 /// Reserved `user_data` of the read armed on the shard's wake-up eventfd.
 pub(crate) const USER_DATA_WAKE: u64 = u64::MAX;
+/// Reserved `user_data` of cancel requests at stop (their completions are ignored).
+pub(crate) const USER_DATA_CANCEL: u64 = u64::MAX - 1;
 
 /// What an op's handler receives: the CQE's `res` (bytes or a negative errno).
 pub(crate) type OpHandler = Box<dyn FnOnce(&mut ShardCtx, i32)>;
@@ -214,20 +216,29 @@ impl Uring {
         Some(handler)
     }
 
-    /// At stop: asks the kernel to cancel everything in flight (ops and the wake read)
-    /// and waits up to `patience` for their completions. Returns the handlers of ops
-    /// that completed (to run or drop) and how many never did; those are leaked with
-    /// the ring, because the kernel may still write their buffers.
-    pub(crate) fn cancel_all(&mut self, patience: Duration) -> (Vec<OpHandler>, usize) {
+    /// At stop: asks the kernel to cancel every op in flight (one `ASYNC_CANCEL` by
+    /// `user_data` each, which kernels since 5.5 support), completes the wake read by
+    /// writing `wake` itself, and waits up to `patience` for the completions. Returns
+    /// the handlers of ops that completed (to drop) and how many never did; those are
+    /// leaked with the ring, because the kernel may still write their buffers.
+    pub(crate) fn cancel_all(
+        &mut self,
+        wake: &EventFd,
+        patience: Duration,
+    ) -> (Vec<OpHandler>, usize) {
         let mut done = Vec::new();
-        if self.inflight == 0 && !self.wake_armed {
-            return (done, 0);
+        if self.wake_armed {
+            let _ = wake.write_one();
         }
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(USER_DATA_WAKE - 1);
-        // SAFETY: a cancel request carries no pointers.
-        let _ = unsafe { self.push_sqe(&cancel) };
+        for slot in 0..self.ops.len() {
+            if self.ops[slot].is_some() {
+                let cancel = opcode::AsyncCancel::new(slot as u64)
+                    .build()
+                    .user_data(USER_DATA_CANCEL);
+                // SAFETY: a cancel request carries no pointers.
+                let _ = unsafe { self.push_sqe(&cancel) };
+            }
+        }
         let deadline = std::time::Instant::now() + patience;
         while (self.inflight > 0 || self.wake_armed) && std::time::Instant::now() < deadline {
             let _ = self.park(Some(Duration::from_millis(10)));

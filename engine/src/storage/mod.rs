@@ -5,3 +5,16 @@
 //! a record as durable before the sync that covers it has completed.
 
 pub mod codec;
+pub mod dir;
+pub mod error;
+pub mod log;
+mod segment;
+pub mod sim;
+
+pub use dir::{FileId, FsDir, StorageDir};
+pub use error::StorageError;
+pub use log::{
+    AppendError, AppendOutcome, AppendTicket, BlockingDriver, Durability, IoRequest, LogConfig,
+    PartitionLog, RecoveryReport,
+};
+pub use segment::{parse_segment_name, segment_name};

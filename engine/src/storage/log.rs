@@ -1,0 +1,591 @@
+//! A partition log: segments of record batches, appended with group commit, recovered
+//! on open. Written sans-I/O: the log decides what to write and when to sync, emits
+//! `IoRequest`s, and is told their outcomes; a driver carries them out (the shard's
+//! io_uring in production, `BlockingDriver` over any `StorageDir` in tests and tools).
+//!
+//! Owns: offsets, the segment list, the bytes waiting to be written, the one group in
+//! flight, and the acknowledgements. Never: acknowledges an append before the write
+//! (policy `None`) or the sync (`Always`, `Batch`) covering it has completed; serves
+//! bytes not yet acknowledged; has more than one write in flight.
+//!
+//! Group commit: appends are encoded at once into the pending buffer. When no group is
+//! in flight (and, under `Batch`, the delay or byte bound is reached), everything
+//! pending becomes one group: one write of all its bytes, linked to one `fdatasync`.
+//! Appends arriving meanwhile wait for the next group, so one sync covers them all.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::codec::{encode_batch, peek_header, BatchHeader, Record};
+use super::dir::{FileId, StorageDir};
+use super::error::StorageError;
+use super::segment::{parse_segment_name, scan, segment_name, ScanEnd, Segment};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the `fdatasync` covering it (group commit: one sync per group).
+    Always,
+    /// After the group's `fdatasync`, but a group is held back until `max_delay` has
+    /// passed since its first append or it holds `max_bytes`, so fewer, larger syncs.
+    Batch {
+        /// Longest an append waits for its group to start.
+        max_delay: Duration,
+        /// A group this large starts at once.
+        max_bytes: usize,
+    },
+    /// After the write; the OS flushes when it likes. A power cut may lose acknowledged
+    /// records.
+    None,
+}
+
+/// How a partition log is shaped.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Acknowledgement policy.
+    pub durability: Durability,
+    /// Roll to a new segment once the active one holds this many bytes. Default 256 MiB.
+    pub segment_bytes_max: u64,
+    /// Bytes of log between two entries of the sparse offset index. Default 4 KiB.
+    pub index_interval_bytes: u64,
+    /// The most bytes waiting to be written; appends past it get `Backpressure`.
+    /// Default 64 MiB.
+    pub pending_bytes_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Always,
+            segment_bytes_max: 256 << 20,
+            index_interval_bytes: 4096,
+            pending_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// Identifies one append until its outcome is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppendTicket(pub u64);
+
+/// The outcome of an append.
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    /// Stored (under the log's durability policy) at these offsets.
+    Stored {
+        /// The append's ticket.
+        ticket: AppendTicket,
+        /// Offset of its first record.
+        base_offset: u64,
+        /// Offset of its last record.
+        last_offset: u64,
+    },
+    /// Not stored. Nothing of it will ever be served; appending again is safe.
+    Failed {
+        /// The append's ticket.
+        ticket: AppendTicket,
+        /// Why (shared by every append of the failed group).
+        error: Arc<StorageError>,
+    },
+}
+
+/// An I/O request for the driver.
+#[derive(Debug)]
+pub struct IoRequest {
+    /// Pass back to `PartitionLog::complete`.
+    pub id: u64,
+    /// The file.
+    pub file: FileId,
+    /// Where to write.
+    pub position: u64,
+    /// What to write (may be empty for a pure sync).
+    pub data: Vec<u8>,
+    /// Follow the write with `fdatasync`, which must not start before the write has
+    /// completed in full (io_uring: linked SQEs; a short write cancels the sync).
+    pub sync: bool,
+}
+
+/// Why an append was refused before being queued.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// `pending_bytes_max` bytes are already waiting to be written.
+    #[error("{pending} bytes already waiting to be written (limit {max})")]
+    Backpressure {
+        /// Bytes waiting.
+        pending: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The records cannot be encoded.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What recovery found and did when the log was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments found (including a newly created first one).
+    pub segments: usize,
+    /// The offset the next append gets.
+    pub next_offset: u64,
+    /// A cut tail: the segment, and the byte range removed.
+    pub truncated: Option<(String, u64, u64)>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: AppendTicket,
+    base_offset: u64,
+    last_offset: u64,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    id: u64,
+    waiters: Vec<Waiter>,
+    /// Where the group starts in the active segment.
+    position: u64,
+    /// The group's batches: position relative to the group start, and header (to
+    /// index them once stored; the driver owns the bytes).
+    batches: Vec<(u64, BatchHeader)>,
+}
+
+/// A partition log over a `StorageDir`.
+#[derive(Debug)]
+pub struct PartitionLog<D: StorageDir> {
+    dir: D,
+    config: LogConfig,
+    /// Oldest first; the last is the active segment.
+    segments: Vec<Segment>,
+    next_offset: u64,
+    pending: Vec<u8>,
+    pending_waiters: Vec<Waiter>,
+    pending_since: Option<Instant>,
+    inflight: Option<Inflight>,
+    /// A previous failure left bytes past the active segment's valid end.
+    needs_truncate: bool,
+    outcomes: VecDeque<AppendOutcome>,
+    next_ticket: u64,
+    next_io: u64,
+    /// The batches in the pending buffer: position relative to its start, and header.
+    pending_batches: Vec<(u64, BatchHeader)>,
+}
+
+impl<D: StorageDir> PartitionLog<D> {
+    /// Opens the log in `dir`, recovering it: every sealed segment is checked batch by
+    /// batch (headers and offset continuity), the active (last) one fully, checksums
+    /// included, and a torn or corrupt tail is cut at the last good batch. An empty
+    /// directory gets a first segment at offset 0.
+    pub fn open(mut dir: D, config: LogConfig) -> Result<(Self, RecoveryReport), StorageError> {
+        let mut report = RecoveryReport::default();
+        let mut bases: Vec<u64> = list_or_err(&dir)?
+            .iter()
+            .filter_map(|n| parse_segment_name(n))
+            .collect();
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let is_tail = i + 1 == bases.len();
+            let expected = segments.last().map_or(base, |s: &Segment| s.next_offset);
+            let segment = open_segment(&mut dir, base, expected, is_tail, &config, &mut report)?;
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            let name = segment_name(0);
+            let file = dir
+                .create(&name)
+                .map_err(|e| StorageError::from_io("create segment", dir.file_path(&name), e))?;
+            segments.push(Segment::new(0, name, file));
+        }
+        let next_offset = segments.last().map_or(0, |s| s.next_offset);
+        report.segments = segments.len();
+        report.next_offset = next_offset;
+        let log = Self {
+            dir,
+            config,
+            segments,
+            next_offset,
+            pending: Vec::new(),
+            pending_waiters: Vec::new(),
+            pending_since: None,
+            inflight: None,
+            needs_truncate: false,
+            outcomes: VecDeque::new(),
+            next_ticket: 0,
+            next_io: 0,
+            pending_batches: Vec::new(),
+        };
+        Ok((log, report))
+    }
+
+    /// Encodes `records` as one batch and queues it; its outcome arrives later from
+    /// `take_outcome`, after the group holding it was written (and synced).
+    pub fn append(
+        &mut self,
+        records: &[Record<'_>],
+        now: Instant,
+    ) -> Result<AppendTicket, AppendError> {
+        if self.pending.len() >= self.config.pending_bytes_max {
+            return Err(AppendError::Backpressure {
+                pending: self.pending.len(),
+                max: self.config.pending_bytes_max,
+            });
+        }
+        let start = self.pending.len();
+        encode_batch(self.next_offset, records, &mut self.pending).map_err(StorageError::from)?;
+        let header = peek_header(&self.pending[start..]).map_err(StorageError::from)?;
+        self.pending_batches.push((start as u64, header));
+        let ticket = AppendTicket(self.next_ticket);
+        self.next_ticket += 1;
+        self.pending_waiters.push(Waiter {
+            ticket,
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        });
+        self.next_offset = header.last_offset() + 1;
+        self.pending_since.get_or_insert(now);
+        Ok(ticket)
+    }
+
+    /// The next I/O to carry out, if one is due: at most one is in flight at a time.
+    pub fn next_request(&mut self, now: Instant) -> Option<IoRequest> {
+        if self.inflight.is_some() || self.pending.is_empty() || !self.group_due(now) {
+            return None;
+        }
+        if let Err(error) = self.prepare_active_segment() {
+            self.fail_pending(Arc::new(error));
+            return None;
+        }
+        let active = self.segments.last()?;
+        let id = self.next_io;
+        self.next_io += 1;
+        let request = IoRequest {
+            id,
+            file: active.file,
+            position: active.len,
+            data: std::mem::take(&mut self.pending),
+            sync: self.config.durability != Durability::None,
+        };
+        self.inflight = Some(Inflight {
+            id,
+            waiters: std::mem::take(&mut self.pending_waiters),
+            position: active.len,
+            batches: std::mem::take(&mut self.pending_batches),
+        });
+        self.pending_since = None;
+        Some(request)
+    }
+
+    /// When `next_request` should be asked again although nothing completed (the end of
+    /// a `Batch` delay), if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.config.durability, self.pending_since, &self.inflight) {
+            (Durability::Batch { max_delay, .. }, Some(since), None) => Some(since + max_delay),
+            _ => None,
+        }
+    }
+
+    fn group_due(&self, now: Instant) -> bool {
+        match self.config.durability {
+            Durability::Batch {
+                max_delay,
+                max_bytes,
+            } => {
+                self.pending.len() >= max_bytes
+                    || self
+                        .pending_since
+                        .is_some_and(|since| now >= since + max_delay)
+            }
+            Durability::Always | Durability::None => true,
+        }
+    }
+
+    /// Reports the outcome of request `id`. On success every append of the group is
+    /// stored; on failure every append not yet stored fails (their offsets are given
+    /// out again), and the bytes past the last stored batch are cut.
+    pub fn complete(&mut self, id: u64, result: std::io::Result<()>) {
+        let Some(group) = self.inflight.take_if(|g| g.id == id) else {
+            return;
+        };
+        match result {
+            Ok(()) => self.store_group(group),
+            Err(source) => {
+                let path = self.active_path();
+                let error = Arc::new(StorageError::from_io("append", path, source));
+                self.fail_group(group, error);
+            }
+        }
+    }
+
+    fn store_group(&mut self, group: Inflight) {
+        let interval = self.config.index_interval_bytes;
+        if let Some(active) = self.segments.last_mut() {
+            for (relative, header) in &group.batches {
+                active.note_batch(group.position + relative, header, interval);
+            }
+        }
+        for w in group.waiters {
+            self.outcomes.push_back(AppendOutcome::Stored {
+                ticket: w.ticket,
+                base_offset: w.base_offset,
+                last_offset: w.last_offset,
+            });
+        }
+    }
+
+    fn fail_group(&mut self, group: Inflight, error: Arc<StorageError>) {
+        tracing::warn!(%error, "log append failed; unstored appends fail and will be cut");
+        for w in group.waiters {
+            self.outcomes.push_back(AppendOutcome::Failed {
+                ticket: w.ticket,
+                error: error.clone(),
+            });
+        }
+        self.fail_pending(error);
+        self.needs_truncate = true;
+    }
+
+    /// Fails every pending append and gives their offsets out again.
+    fn fail_pending(&mut self, error: Arc<StorageError>) {
+        for w in self.pending_waiters.drain(..) {
+            self.outcomes.push_back(AppendOutcome::Failed {
+                ticket: w.ticket,
+                error: error.clone(),
+            });
+        }
+        self.pending.clear();
+        self.pending_batches.clear();
+        self.pending_since = None;
+        self.next_offset = self.segments.last().map_or(0, |s| s.next_offset);
+    }
+
+    /// Before a group is written: cut leftovers of a failed group, and roll to a new
+    /// segment if the active one is full.
+    fn prepare_active_segment(&mut self) -> Result<(), StorageError> {
+        if self.needs_truncate {
+            let (file, len) = self
+                .segments
+                .last()
+                .map(|s| (s.file, s.len))
+                .ok_or(StorageError::Closed)?;
+            self.dir.truncate(file, len).map_err(|e| {
+                StorageError::from_io("truncate after failed append", self.active_path(), e)
+            })?;
+            self.needs_truncate = false;
+        }
+        let full = self
+            .segments
+            .last()
+            .is_some_and(|s| s.len >= self.config.segment_bytes_max);
+        if full {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (syncing it: under `None` it may hold unsynced bytes)
+    /// and starts a new one at the next offset.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let (file, base) = self
+            .segments
+            .last()
+            .map(|s| (s.file, s.next_offset))
+            .ok_or(StorageError::Closed)?;
+        self.dir
+            .sync_data(file)
+            .map_err(|e| StorageError::from_io("sync sealed segment", self.active_path(), e))?;
+        let name = segment_name(base);
+        let new_file = self
+            .dir
+            .create(&name)
+            .map_err(|e| StorageError::from_io("create segment", self.dir.file_path(&name), e))?;
+        self.segments.push(Segment::new(base, name, new_file));
+        Ok(())
+    }
+
+    fn active_path(&self) -> std::path::PathBuf {
+        let name = self.segments.last().map_or("", |s| s.name.as_str());
+        self.dir.file_path(name)
+    }
+
+    /// The next outcome, oldest first.
+    pub fn take_outcome(&mut self) -> Option<AppendOutcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// The offset the next append will get.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The first offset still in the log.
+    pub fn first_offset(&self) -> u64 {
+        self.segments.first().map_or(0, |s| s.base_offset)
+    }
+
+    /// The offset after the last stored record: reads see offsets below it.
+    pub fn stored_end(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+
+    /// Whether a request is in flight or appends wait for one.
+    pub fn is_busy(&self) -> bool {
+        self.inflight.is_some() || !self.pending.is_empty()
+    }
+
+    /// Reads whole stored batches, starting with the one holding `offset`, up to about
+    /// `max_bytes` (at least one batch). Returns the raw batch bytes (decode them with
+    /// `codec::decode_batch`, which checks each checksum); empty past the stored end.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
+        if offset >= self.stored_end() || offset < self.first_offset() {
+            return Ok(Vec::new());
+        }
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let Some(segment) = self.segments.get(i) else {
+            return Ok(Vec::new());
+        };
+        let path = || self.dir.file_path(&segment.name);
+        let mut position = segment.scan_start(offset);
+        let mut header = [0u8; super::codec::BATCH_HEADER_LEN];
+        while position < segment.len {
+            self.dir
+                .read_at(segment.file, position, &mut header)
+                .map_err(|e| StorageError::from_io("read", path(), e))?;
+            let h = peek_header(&header).map_err(|e| corrupt(path(), position, e.to_string()))?;
+            if h.last_offset() >= offset {
+                break;
+            }
+            position += u64::from(h.batch_len);
+        }
+        let want = (segment.len - position).min(max_bytes.max(1) as u64);
+        let end = self.whole_batches_end(segment, position, want)?;
+        let mut out = vec![0u8; (end - position) as usize];
+        let n = self
+            .dir
+            .read_at(segment.file, position, &mut out)
+            .map_err(|e| StorageError::from_io("read", path(), e))?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// The end of the last whole batch within `want` bytes from `position` (at least
+    /// one batch).
+    fn whole_batches_end(
+        &self,
+        segment: &Segment,
+        position: u64,
+        want: u64,
+    ) -> Result<u64, StorageError> {
+        let mut end = position;
+        let mut header = [0u8; super::codec::BATCH_HEADER_LEN];
+        while end < segment.len {
+            self.dir
+                .read_at(segment.file, end, &mut header)
+                .map_err(|e| StorageError::from_io("read", self.dir.file_path(&segment.name), e))?;
+            let h = peek_header(&header)
+                .map_err(|e| corrupt(self.dir.file_path(&segment.name), end, e.to_string()))?;
+            let next = end + u64::from(h.batch_len);
+            if next - position > want && end > position {
+                break;
+            }
+            end = next;
+        }
+        Ok(end)
+    }
+
+    /// The directory (for drivers that need file descriptors).
+    pub fn dir(&self) -> &D {
+        &self.dir
+    }
+
+    /// The directory, mutably (for drivers that carry out requests through it).
+    pub fn dir_mut(&mut self) -> &mut D {
+        &mut self.dir
+    }
+
+    /// Takes the directory back (dropping the log's state).
+    pub fn into_dir(self) -> D {
+        self.dir
+    }
+}
+
+fn corrupt(path: std::path::PathBuf, position: u64, reason: String) -> StorageError {
+    StorageError::Corrupt {
+        path,
+        position,
+        reason,
+    }
+}
+
+fn list_or_err<D: StorageDir>(dir: &D) -> Result<Vec<String>, StorageError> {
+    dir.list()
+        .map_err(|e| StorageError::from_io("list", dir.path().to_path_buf(), e))
+}
+
+/// Opens and checks one segment during recovery. The tail is verified fully and cut at
+/// its last good batch; any other segment must be entirely valid.
+fn open_segment<D: StorageDir>(
+    dir: &mut D,
+    base: u64,
+    expected: u64,
+    is_tail: bool,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<Segment, StorageError> {
+    let name = segment_name(base);
+    let path = dir.file_path(&name);
+    if base != expected {
+        let reason = format!("segment starts at offset {base}, previous ends at {expected}");
+        return Err(corrupt(path, 0, reason));
+    }
+    let file = dir
+        .open(&name)
+        .map_err(|e| StorageError::from_io("open segment", path.clone(), e))?;
+    let file_len = dir
+        .len(file)
+        .map_err(|e| StorageError::from_io("stat segment", path.clone(), e))?;
+    let mut segment = Segment::new(base, name, file);
+    let end = scan(
+        dir,
+        &mut segment,
+        file_len,
+        is_tail,
+        config.index_interval_bytes,
+    )
+    .map_err(|e| StorageError::from_io("read segment", path.clone(), e))?;
+    if let ScanEnd::Invalid { position, reason } = end {
+        if !is_tail {
+            return Err(corrupt(path, position, reason));
+        }
+        tracing::warn!(path = %path.display(), from = position, to = file_len, %reason, "cutting torn or corrupt log tail");
+        dir.truncate(file, position)
+            .map_err(|e| StorageError::from_io("truncate torn tail", path.clone(), e))?;
+        report.truncated = Some((segment.name.clone(), position, file_len));
+    }
+    Ok(segment)
+}
+
+/// Carries out a log's requests one at a time with the directory's blocking calls: the
+/// driver for tests (over `SimDir`) and for tools. Shards use their io_uring instead.
+#[derive(Debug, Default)]
+pub struct BlockingDriver;
+
+impl BlockingDriver {
+    /// Executes every request that is due now; returns how many ran.
+    pub fn run<D: StorageDir>(log: &mut PartitionLog<D>, now: Instant) -> usize {
+        let mut ran = 0;
+        while let Some(req) = log.next_request(now) {
+            let mut result = log.dir.write_at(req.file, req.position, &req.data);
+            if result.is_ok() && req.sync {
+                result = log.dir.sync_data(req.file);
+            }
+            log.complete(req.id, result);
+            ran += 1;
+        }
+        ran
+    }
+}

@@ -91,7 +91,8 @@ const FLOOD_STEP: u64 = 4096;
 
 fn flood(ctx: &mut ShardCtx, mut left: u64, done: SyncSender<Instant>) {
     let mut step = 0;
-    while left > 1 && step < FLOOD_STEP && ctx.outbound_backlog(1) == 0 {
+    // Send until the step is done or `send` pushes back (staged backlog full).
+    while left > 1 && step < FLOOD_STEP {
         let v = left;
         if ctx
             .send(1, move |_: &mut ShardCtx| {
@@ -105,15 +106,24 @@ fn flood(ctx: &mut ShardCtx, mut left: u64, done: SyncSender<Instant>) {
         step += 1;
     }
     if left <= 1 {
-        let last = ctx.send(1, move |_: &mut ShardCtx| {
+        let last = move |_: &mut ShardCtx| {
             let _ = done.send(Instant::now());
-        });
-        assert!(last.is_ok(), "last flood task refused");
+        };
+        send_last(ctx, last);
         return;
     }
     // Yield: run again on this shard next turn, after the loop has flushed and rung.
     let again = ctx.send(0, move |c: &mut ShardCtx| flood(c, left, done));
     assert!(again.is_ok(), "local queue full");
+}
+
+/// Sends the flood's last task, retrying each turn while shard 1's backlog is full.
+fn send_last<F: FnOnce(&mut ShardCtx) + Send + 'static>(ctx: &mut ShardCtx, last: F) {
+    if let Err(e) = ctx.send(1, last) {
+        let last = e.into_task();
+        let again = ctx.send(0, move |c: &mut ShardCtx| send_last(c, last));
+        assert!(again.is_ok(), "local queue full");
+    }
 }
 
 /// The baseline for parked round trips: two threads on distinct cores ping-ponging

@@ -157,8 +157,10 @@ impl ShardCtx {
         Ok(())
     }
 
-    /// How many tasks wait in this shard's backlog for `target` (its ring being full).
-    /// Sources that can slow down (a connection's reads) should, when this grows.
+    /// How many tasks are staged for `target` and not yet in its ring: those sent this
+    /// turn (pushed when the turn ends) plus any its full ring could not take. When it
+    /// stays high across turns the target is not keeping up; sources that can slow down
+    /// (a connection's reads) should. `send` refuses at `outbound_backlog_max`.
     pub fn outbound_backlog(&self, target: usize) -> usize {
         self.backlog.get(target).map_or(0, VecDeque::len)
     }

@@ -143,10 +143,11 @@ impl Shard {
     }
 
     fn drain_external(&mut self) -> usize {
-        let shared = self.ctx.shared.clone();
-        let me = &shared.shards[self.ctx.id];
         let mut n = 0;
         while n < self.ctx.batch_max {
+            // Borrow the shared state only to pop (no Arc clone: that would be an atomic
+            // read-modify-write on a line every shard shares, once per turn).
+            let me = &self.ctx.shared.shards[self.ctx.id];
             let Some(task) = me.external.pop() else { break };
             // Release the reservation only after the slot is free (see ShardShared).
             me.external_reserved.fetch_sub(1, Ordering::AcqRel);

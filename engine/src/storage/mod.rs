@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod dir;
 pub mod error;
+pub mod index;
 pub mod log;
 mod segment;
 pub mod sim;
@@ -15,6 +16,6 @@ pub use dir::{FileId, FsDir, StorageDir};
 pub use error::StorageError;
 pub use log::{
     AppendError, AppendOutcome, AppendTicket, BlockingDriver, Durability, IoRequest, LogConfig,
-    PartitionLog, RecoveryReport,
+    PartitionLog, RecoveryReport, Retention, RetentionReport, SEGMENT_BYTES_LIMIT,
 };
 pub use segment::{parse_segment_name, segment_name};

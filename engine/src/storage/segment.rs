@@ -1,11 +1,13 @@
-//! One segment of a partition log: its file name, its in-memory sparse offset index,
-//! and the scans that rebuild it on open.
+//! One segment of a partition log: its file name, its in-memory sparse offset and time
+//! indexes, and the scans that rebuild them on open.
 //!
-//! Owns: segment naming (`{base_offset:020}.log`) and scanning a segment's batches.
-//! Never: writes; the log decides what to write and truncate.
+//! Owns: segment naming (`{base_offset:020}.log`), scanning a segment's batches, and
+//! finding where to start reading an offset or a timestamp. Never: writes; the log
+//! decides what to write, truncate and seal (and writes the index files, `index.rs`).
 
 use super::codec::{decode_batch, peek_header, BatchHeader, BATCH_HEADER_LEN};
 use super::dir::{FileId, StorageDir};
+use super::index::SparseIndexes;
 
 /// File name suffix of segment data files.
 pub const SEGMENT_SUFFIX: &str = ".log";
@@ -35,8 +37,10 @@ pub(crate) struct Segment {
     /// Offset after the last record in `len`.
     pub(crate) next_offset: u64,
     pub(crate) max_timestamp: i64,
-    /// Sparse index: `(batch base offset, byte position)`, ascending.
-    pub(crate) index: Vec<(u64, u64)>,
+    /// The first batch's first timestamp (for rolling by age).
+    pub(crate) first_timestamp: Option<i64>,
+    /// Sparse offset and time indexes, one entry each per `index_interval_bytes`.
+    pub(crate) indexes: SparseIndexes,
     last_indexed: Option<u64>,
 }
 
@@ -49,9 +53,29 @@ impl Segment {
             len: 0,
             next_offset: base_offset,
             max_timestamp: i64::MIN,
-            index: Vec::new(),
+            first_timestamp: None,
+            indexes: SparseIndexes::default(),
             last_indexed: None,
         }
+    }
+
+    /// Takes indexes loaded from a sealed segment's files: the segment is known up to
+    /// the last indexed batch, and a scan from there (`scan_from`) finds its end.
+    pub(crate) fn adopt_indexes(&mut self, indexes: SparseIndexes) {
+        if let (Some(&(offset, position)), Some(&(timestamp, _))) =
+            (indexes.offsets.last(), indexes.times.last())
+        {
+            self.len = position;
+            self.next_offset = offset;
+            self.max_timestamp = timestamp;
+            self.last_indexed = Some(position);
+        }
+        self.indexes = indexes;
+    }
+
+    /// Records in the segment.
+    pub(crate) fn records(&self) -> u64 {
+        self.next_offset - self.base_offset
     }
 
     /// Records that a valid batch occupies `[position, position + batch_len)`.
@@ -59,21 +83,37 @@ impl Segment {
         let due = self
             .last_indexed
             .is_none_or(|last| position >= last + interval);
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        self.first_timestamp.get_or_insert(header.first_timestamp);
         if due {
-            self.index.push((header.base_offset, position));
+            self.indexes.offsets.push((header.base_offset, position));
+            self.indexes
+                .times
+                .push((self.max_timestamp, header.base_offset));
             self.last_indexed = Some(position);
         }
         self.len = position + u64::from(header.batch_len);
         self.next_offset = header.last_offset() + 1;
-        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
     }
 
     /// The byte position to start scanning from to find `offset` (an indexed batch at or
     /// before it, or the segment start).
     pub(crate) fn scan_start(&self, offset: u64) -> u64 {
-        match self.index.partition_point(|&(base, _)| base <= offset) {
+        let offsets = &self.indexes.offsets;
+        match offsets.partition_point(|&(base, _)| base <= offset) {
             0 => 0,
-            i => self.index[i - 1].1,
+            i => offsets[i - 1].1,
+        }
+    }
+
+    /// The byte position to start scanning from to find the first record with a
+    /// timestamp at or after `timestamp`: the last indexed batch up to which every
+    /// timestamp is smaller (nothing before it can qualify), or the segment start.
+    pub(crate) fn scan_start_for_time(&self, timestamp: i64) -> u64 {
+        let times = &self.indexes.times;
+        match times.partition_point(|&(max, _)| max < timestamp) {
+            0 => 0,
+            i => self.scan_start(times[i - 1].1),
         }
     }
 }
@@ -87,9 +127,10 @@ pub(crate) enum ScanEnd {
     Invalid { position: u64, reason: String },
 }
 
-/// Reads the batches of `segment` from its start, checking each (fully, with its
-/// checksum, when `verify`; by header only otherwise) and that offsets are contiguous,
-/// and records them in the segment. Stops at the first bad batch.
+/// Reads the batches of `segment` from `segment.len` (0 for a fresh one) to
+/// `file_len`, checking each (fully, with its checksum, when `verify`; by header only
+/// otherwise) and that offsets are contiguous, and records them in the segment. Stops
+/// at the first bad batch.
 pub(crate) fn scan<D: StorageDir>(
     dir: &D,
     segment: &mut Segment,
@@ -97,7 +138,7 @@ pub(crate) fn scan<D: StorageDir>(
     verify: bool,
     interval: u64,
 ) -> std::io::Result<ScanEnd> {
-    let mut position = 0u64;
+    let mut position = segment.len;
     let mut header_buf = [0u8; BATCH_HEADER_LEN];
     let mut batch_buf = Vec::new();
     while position < file_len {

@@ -17,10 +17,21 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::codec::{encode_batch, peek_header, BatchHeader, Record};
+use super::codec::{encode_batch, peek_header, BatchHeader, Record, BATCH_RECORDS_MAX};
 use super::dir::{FileId, StorageDir};
 use super::error::StorageError;
-use super::segment::{parse_segment_name, scan, segment_name, ScanEnd, Segment};
+use super::segment::Segment;
+
+mod read;
+mod recovery;
+mod retention;
+
+use retention::write_index_files;
+pub use retention::{Retention, RetentionReport};
+
+/// The largest segment: index entries store positions as u32, and a segment may pass
+/// `segment_bytes_max` by one group (at most `pending_bytes_max`).
+pub const SEGMENT_BYTES_LIMIT: u64 = 2 << 30;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +56,30 @@ pub enum Durability {
 pub struct LogConfig {
     /// Acknowledgement policy.
     pub durability: Durability,
-    /// Roll to a new segment once the active one holds this many bytes. Default 256 MiB.
+    /// Roll to a new segment once the active one holds this many bytes. Default 256 MiB;
+    /// at most `SEGMENT_BYTES_LIMIT`.
     pub segment_bytes_max: u64,
+    /// Roll to a new segment before appending a batch whose first timestamp is this much
+    /// later than the active segment's first (record time, so it holds across restarts
+    /// and lets retention by age free space in whole segments). `None`: size only.
+    pub segment_age_max: Option<Duration>,
     /// Bytes of log between two entries of the sparse offset index. Default 4 KiB.
     pub index_interval_bytes: u64,
     /// The most bytes waiting to be written; appends past it get `Backpressure`.
-    /// Default 64 MiB.
+    /// Default 64 MiB, at most 1 GiB.
     pub pending_bytes_max: usize,
+    /// What `apply_retention` removes. Default: keep everything.
+    pub retention: Retention,
+}
+
+impl LogConfig {
+    /// The config with its sizes clamped to what the formats can hold.
+    fn bounded(mut self) -> Self {
+        self.segment_bytes_max = self.segment_bytes_max.clamp(1, SEGMENT_BYTES_LIMIT);
+        self.pending_bytes_max = self.pending_bytes_max.clamp(1, 1 << 30);
+        self.index_interval_bytes = self.index_interval_bytes.max(1);
+        self
+    }
 }
 
 impl Default for LogConfig {
@@ -59,8 +87,10 @@ impl Default for LogConfig {
         Self {
             durability: Durability::Always,
             segment_bytes_max: 256 << 20,
+            segment_age_max: None,
             index_interval_bytes: 4096,
             pending_bytes_max: 64 << 20,
+            retention: Retention::default(),
         }
     }
 }
@@ -131,6 +161,8 @@ pub struct RecoveryReport {
     pub next_offset: u64,
     /// A cut tail: the segment, and the byte range removed.
     pub truncated: Option<(String, u64, u64)>,
+    /// Sealed segments whose index files were missing or inconsistent and rebuilt.
+    pub indexes_rebuilt: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -173,35 +205,8 @@ pub struct PartitionLog<D: StorageDir> {
 }
 
 impl<D: StorageDir> PartitionLog<D> {
-    /// Opens the log in `dir`, recovering it: every sealed segment is checked batch by
-    /// batch (headers and offset continuity), the active (last) one fully, checksums
-    /// included, and a torn or corrupt tail is cut at the last good batch. An empty
-    /// directory gets a first segment at offset 0.
-    pub fn open(mut dir: D, config: LogConfig) -> Result<(Self, RecoveryReport), StorageError> {
-        let mut report = RecoveryReport::default();
-        let mut bases: Vec<u64> = list_or_err(&dir)?
-            .iter()
-            .filter_map(|n| parse_segment_name(n))
-            .collect();
-        bases.sort_unstable();
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        for (i, &base) in bases.iter().enumerate() {
-            let is_tail = i + 1 == bases.len();
-            let expected = segments.last().map_or(base, |s: &Segment| s.next_offset);
-            let segment = open_segment(&mut dir, base, expected, is_tail, &config, &mut report)?;
-            segments.push(segment);
-        }
-        if segments.is_empty() {
-            let name = segment_name(0);
-            let file = dir
-                .create(&name)
-                .map_err(|e| StorageError::from_io("create segment", dir.file_path(&name), e))?;
-            segments.push(Segment::new(0, name, file));
-        }
-        let next_offset = segments.last().map_or(0, |s| s.next_offset);
-        report.segments = segments.len();
-        report.next_offset = next_offset;
-        let log = Self {
+    fn from_parts(dir: D, config: LogConfig, segments: Vec<Segment>, next_offset: u64) -> Self {
+        Self {
             dir,
             config,
             segments,
@@ -215,8 +220,7 @@ impl<D: StorageDir> PartitionLog<D> {
             next_ticket: 0,
             next_io: 0,
             pending_batches: Vec::new(),
-        };
-        Ok((log, report))
+        }
     }
 
     /// Encodes `records` as one batch and queues it; its outcome arrives later from
@@ -374,34 +378,39 @@ impl<D: StorageDir> PartitionLog<D> {
             })?;
             self.needs_truncate = false;
         }
-        let full = self
-            .segments
-            .last()
-            .is_some_and(|s| s.len >= self.config.segment_bytes_max);
-        if full {
+        if self.active_is_full() {
             self.roll()?;
         }
         Ok(())
     }
 
-    /// Seals the active segment (syncing it: under `None` it may hold unsynced bytes)
-    /// and starts a new one at the next offset.
-    fn roll(&mut self) -> Result<(), StorageError> {
-        let (file, base) = self
-            .segments
-            .last()
-            .map(|s| (s.file, s.next_offset))
-            .ok_or(StorageError::Closed)?;
-        self.dir
-            .sync_data(file)
-            .map_err(|e| StorageError::from_io("sync sealed segment", self.active_path(), e))?;
-        let name = segment_name(base);
-        let new_file = self
-            .dir
-            .create(&name)
-            .map_err(|e| StorageError::from_io("create segment", self.dir.file_path(&name), e))?;
-        self.segments.push(Segment::new(base, name, new_file));
-        Ok(())
+    /// Whether the next group must go to a new segment: the active one is at its size
+    /// bound, the group's first record is `segment_age_max` newer than the segment's
+    /// first, or its offsets would no longer fit the index format.
+    fn active_is_full(&self) -> bool {
+        let Some(active) = self.segments.last() else {
+            return false;
+        };
+        if active.len == 0 {
+            return false;
+        }
+        let by_size = active.len >= self.config.segment_bytes_max;
+        let next_first = self.pending_batches.first().map(|(_, h)| h.first_timestamp);
+        let by_age = match (
+            self.config.segment_age_max,
+            active.first_timestamp,
+            next_first,
+        ) {
+            (Some(age), Some(first), Some(next)) => {
+                let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                next.saturating_sub(first) >= age_ms
+            }
+            _ => false,
+        };
+        let offsets_left =
+            u64::from(u32::MAX) - (self.next_offset - active.base_offset).min(u64::from(u32::MAX));
+        let by_offsets = offsets_left < 2 * u64::from(BATCH_RECORDS_MAX);
+        by_size || by_age || by_offsets
     }
 
     fn active_path(&self) -> std::path::PathBuf {
@@ -434,69 +443,6 @@ impl<D: StorageDir> PartitionLog<D> {
         self.inflight.is_some() || !self.pending.is_empty()
     }
 
-    /// Reads whole stored batches, starting with the one holding `offset`, up to about
-    /// `max_bytes` (at least one batch). Returns the raw batch bytes (decode them with
-    /// `codec::decode_batch`, which checks each checksum); empty past the stored end.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
-        if offset >= self.stored_end() || offset < self.first_offset() {
-            return Ok(Vec::new());
-        }
-        let i = self
-            .segments
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1);
-        let Some(segment) = self.segments.get(i) else {
-            return Ok(Vec::new());
-        };
-        let path = || self.dir.file_path(&segment.name);
-        let mut position = segment.scan_start(offset);
-        let mut header = [0u8; super::codec::BATCH_HEADER_LEN];
-        while position < segment.len {
-            self.dir
-                .read_at(segment.file, position, &mut header)
-                .map_err(|e| StorageError::from_io("read", path(), e))?;
-            let h = peek_header(&header).map_err(|e| corrupt(path(), position, e.to_string()))?;
-            if h.last_offset() >= offset {
-                break;
-            }
-            position += u64::from(h.batch_len);
-        }
-        let want = (segment.len - position).min(max_bytes.max(1) as u64);
-        let end = self.whole_batches_end(segment, position, want)?;
-        let mut out = vec![0u8; (end - position) as usize];
-        let n = self
-            .dir
-            .read_at(segment.file, position, &mut out)
-            .map_err(|e| StorageError::from_io("read", path(), e))?;
-        out.truncate(n);
-        Ok(out)
-    }
-
-    /// The end of the last whole batch within `want` bytes from `position` (at least
-    /// one batch).
-    fn whole_batches_end(
-        &self,
-        segment: &Segment,
-        position: u64,
-        want: u64,
-    ) -> Result<u64, StorageError> {
-        let mut end = position;
-        let mut header = [0u8; super::codec::BATCH_HEADER_LEN];
-        while end < segment.len {
-            self.dir
-                .read_at(segment.file, end, &mut header)
-                .map_err(|e| StorageError::from_io("read", self.dir.file_path(&segment.name), e))?;
-            let h = peek_header(&header)
-                .map_err(|e| corrupt(self.dir.file_path(&segment.name), end, e.to_string()))?;
-            let next = end + u64::from(h.batch_len);
-            if next - position > want && end > position {
-                break;
-            }
-            end = next;
-        }
-        Ok(end)
-    }
-
     /// The directory (for drivers that need file descriptors).
     pub fn dir(&self) -> &D {
         &self.dir
@@ -519,54 +465,6 @@ fn corrupt(path: std::path::PathBuf, position: u64, reason: String) -> StorageEr
         position,
         reason,
     }
-}
-
-fn list_or_err<D: StorageDir>(dir: &D) -> Result<Vec<String>, StorageError> {
-    dir.list()
-        .map_err(|e| StorageError::from_io("list", dir.path().to_path_buf(), e))
-}
-
-/// Opens and checks one segment during recovery. The tail is verified fully and cut at
-/// its last good batch; any other segment must be entirely valid.
-fn open_segment<D: StorageDir>(
-    dir: &mut D,
-    base: u64,
-    expected: u64,
-    is_tail: bool,
-    config: &LogConfig,
-    report: &mut RecoveryReport,
-) -> Result<Segment, StorageError> {
-    let name = segment_name(base);
-    let path = dir.file_path(&name);
-    if base != expected {
-        let reason = format!("segment starts at offset {base}, previous ends at {expected}");
-        return Err(corrupt(path, 0, reason));
-    }
-    let file = dir
-        .open(&name)
-        .map_err(|e| StorageError::from_io("open segment", path.clone(), e))?;
-    let file_len = dir
-        .len(file)
-        .map_err(|e| StorageError::from_io("stat segment", path.clone(), e))?;
-    let mut segment = Segment::new(base, name, file);
-    let end = scan(
-        dir,
-        &mut segment,
-        file_len,
-        is_tail,
-        config.index_interval_bytes,
-    )
-    .map_err(|e| StorageError::from_io("read segment", path.clone(), e))?;
-    if let ScanEnd::Invalid { position, reason } = end {
-        if !is_tail {
-            return Err(corrupt(path, position, reason));
-        }
-        tracing::warn!(path = %path.display(), from = position, to = file_len, %reason, "cutting torn or corrupt log tail");
-        dir.truncate(file, position)
-            .map_err(|e| StorageError::from_io("truncate torn tail", path.clone(), e))?;
-        report.truncated = Some((segment.name.clone(), position, file_len));
-    }
-    Ok(segment)
 }
 
 /// Carries out a log's requests one at a time with the directory's blocking calls: the

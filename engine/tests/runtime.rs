@@ -446,6 +446,39 @@ fn file_io_goes_through_the_shards_io_uring() {
 }
 
 #[test]
+fn a_linked_write_and_sync_report_both_results() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(tmp.path().join("f")).unwrap();
+    let fd = file.as_raw_fd();
+    let rt = Runtime::start(config(1)).unwrap();
+    let chain = |fd| {
+        rt.handle()
+            .call(0, move |ctx: &mut ShardCtx| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                ctx.write_then_fdatasync(fd, b"linked".to_vec(), 3, move |_, w, s, buf| {
+                    let errno = |e: std::io::Error| e.raw_os_error();
+                    let _ = tx.send((w.map_err(errno), s.map_err(errno), buf));
+                })
+                .unwrap();
+                rx
+            })
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+    };
+    assert_eq!(chain(fd), (Ok(6), Ok(()), b"linked".to_vec()));
+    assert_eq!(
+        std::fs::read(tmp.path().join("f")).unwrap(),
+        b"\0\0\0linked"
+    );
+    // A failed write cancels the sync linked to it: it never runs.
+    let (w, s, _) = chain(-1);
+    assert_eq!((w, s), (Err(Some(libc::EBADF)), Err(Some(libc::ECANCELED))));
+    rt.shutdown().unwrap();
+}
+
+#[test]
 fn shutdown_waits_for_io_in_flight() {
     let rt = Runtime::start(config(2)).unwrap();
     let done = Arc::new(AtomicUsize::new(0));

@@ -12,10 +12,12 @@
 //! `send` hands the task back.
 
 use std::any::{Any, TypeId};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -274,6 +276,77 @@ impl ShardCtx {
             .build();
         // SAFETY: an fsync carries no pointers.
         unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_unit(res))) }
+    }
+
+    /// How many more I/O ops may be in flight now (each `write_then_fdatasync` takes
+    /// two).
+    pub fn ops_available(&self) -> usize {
+        self.uring.available()
+    }
+
+    /// Writes `buf` to `fd` at `offset`, then `fdatasync(fd)`, as one linked chain: the
+    /// sync starts only after the write completed in full, so a successful sync covers
+    /// every byte of it. `handler` runs once both completed, with the write's result
+    /// (bytes written: fewer than `buf.len()` means the sync was cancelled and did not
+    /// run), the sync's result, and the buffer back.
+    pub fn write_then_fdatasync<H>(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        handler: H,
+    ) -> Result<(), OpError>
+    where
+        H: FnOnce(&mut ShardCtx, io::Result<usize>, io::Result<()>, Vec<u8>) + 'static,
+    {
+        /// The two completions' `res`, and the handler with the buffer until both are in.
+        struct Link<H> {
+            write: Option<i32>,
+            sync: Option<i32>,
+            handler: Option<(H, Vec<u8>)>,
+        }
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let write = opcode::Write::new(types::Fd(fd), buf.as_ptr(), len)
+            .offset(offset)
+            .build();
+        let sync = opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // Both completions land here; whichever arrives second (the kernel posts them
+        // in chain order, but nothing here relies on it) runs the handler.
+        let link = Rc::new(RefCell::new(Link {
+            write: None,
+            sync: None,
+            handler: Some((handler, buf)),
+        }));
+        let finish = |ctx: &mut ShardCtx, link: &Rc<RefCell<Link<H>>>| {
+            let mut state = link.borrow_mut();
+            let (Some(w), Some(s)) = (state.write, state.sync) else {
+                return;
+            };
+            if let Some((handler, buf)) = state.handler.take() {
+                drop(state);
+                handler(ctx, result_len(w), result_unit(s), buf);
+            }
+        };
+        let (w_link, s_link) = (link.clone(), link);
+        let on_write: super::uring::OpHandler = Box::new(move |ctx, res| {
+            w_link.borrow_mut().write = Some(res);
+            finish(ctx, &w_link);
+        });
+        let on_sync: super::uring::OpHandler = Box::new(move |ctx, res| {
+            s_link.borrow_mut().sync = Some(res);
+            finish(ctx, &s_link);
+        });
+        // SAFETY: the write points into `buf`'s heap allocation, owned by the shared
+        // state both handlers hold, so it lives until the later of the two completions;
+        // the fsync carries no pointers.
+        unsafe {
+            self.uring
+                .push_linked(vec![write, sync], vec![on_write, on_sync])
+        }?;
+        self.created += 2;
+        Ok(())
     }
 
     /// Submits a raw io_uring entry; `handler` gets the completion's `res` (a byte count

@@ -110,6 +110,68 @@ impl Uring {
         Ok(())
     }
 
+    /// Free op slots.
+    pub(crate) fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Queues a chain of entries linked with `IOSQE_IO_LINK` (each starts only after
+    /// the previous completed in full; a failed or short one cancels the rest, which
+    /// complete with `-ECANCELED`), each with its handler. The chain is placed in the
+    /// SQ whole, never split across a submission (a split chain loses its link).
+    ///
+    /// # Safety
+    /// As for `push`, for every entry.
+    pub(crate) unsafe fn push_linked(
+        &mut self,
+        entries: Vec<io_uring::squeue::Entry>,
+        handlers: Vec<OpHandler>,
+    ) -> Result<(), OpError> {
+        debug_assert_eq!(entries.len(), handlers.len());
+        let n = entries.len();
+        if self.free.len() < n {
+            return Err(OpError::TooManyInFlight {
+                max: self.inflight_max,
+            });
+        }
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < n {
+            self.submit().map_err(OpError::Submit)?;
+        }
+        let slots: Vec<usize> = (0..n).filter_map(|_| self.free.pop()).collect();
+        let last = n - 1;
+        let chain: Vec<io_uring::squeue::Entry> = entries
+            .into_iter()
+            .zip(&slots)
+            .enumerate()
+            .map(|(i, (entry, &slot))| {
+                let entry = entry.user_data(slot as u64);
+                if i < last {
+                    entry.flags(io_uring::squeue::Flags::IO_LINK)
+                } else {
+                    entry
+                }
+            })
+            .collect();
+        // SAFETY: the caller guarantees the entries' pointers outlive their handlers,
+        // which stay in the slab until each slot's completion arrives.
+        if unsafe { self.ring.submission().push_multiple(&chain) }.is_err() {
+            self.free.extend(slots);
+            return Err(OpError::Submit(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "SQ full after submit",
+            )));
+        }
+        for (slot, handler) in slots.into_iter().zip(handlers) {
+            self.ops[slot] = Some(handler);
+            self.inflight += 1;
+        }
+        Ok(())
+    }
+
     /// # Safety
     /// As for `push`: the entry's pointers stay valid until its completion.
     unsafe fn push_sqe(&mut self, entry: &io_uring::squeue::Entry) -> Result<(), OpError> {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 mod segment;
+pub mod shard_log;
 pub mod sim;
 
 pub use dir::{FileId, FsDir, StorageDir};
@@ -19,3 +20,4 @@ pub use log::{
     PartitionLog, RecoveryReport, Retention, RetentionReport, SEGMENT_BYTES_LIMIT,
 };
 pub use segment::{parse_segment_name, segment_name};
+pub use shard_log::{AppendCallback, ShardLog};

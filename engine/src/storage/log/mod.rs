@@ -202,6 +202,8 @@ pub struct PartitionLog<D: StorageDir> {
     next_io: u64,
     /// The batches in the pending buffer: position relative to its start, and header.
     pending_batches: Vec<(u64, BatchHeader)>,
+    /// `flush_pending` asked for the pending appends to go now.
+    flush_requested: bool,
 }
 
 impl<D: StorageDir> PartitionLog<D> {
@@ -220,6 +222,7 @@ impl<D: StorageDir> PartitionLog<D> {
             next_ticket: 0,
             next_io: 0,
             pending_batches: Vec::new(),
+            flush_requested: false,
         }
     }
 
@@ -278,6 +281,7 @@ impl<D: StorageDir> PartitionLog<D> {
             batches: std::mem::take(&mut self.pending_batches),
         });
         self.pending_since = None;
+        self.flush_requested = false;
         Some(request)
     }
 
@@ -290,7 +294,18 @@ impl<D: StorageDir> PartitionLog<D> {
         }
     }
 
+    /// Makes the pending appends due now, whatever the `Batch` delay (before a
+    /// shutdown, so none waits on a timer that will not fire).
+    pub fn flush_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.flush_requested = true;
+        }
+    }
+
     fn group_due(&self, now: Instant) -> bool {
+        if self.flush_requested {
+            return true;
+        }
         match self.config.durability {
             Durability::Batch {
                 max_delay,

@@ -99,7 +99,7 @@ fn read_all(log: &PartitionLog<SimDir>) -> Vec<(u64, Owned)> {
             !bytes.is_empty(),
             "read returned nothing below the stored end"
         );
-        let mut rest = bytes.as_slice();
+        let mut rest = &bytes[..];
         while !rest.is_empty() {
             let batch = decode_batch(rest).unwrap();
             for r in batch.records() {

@@ -67,7 +67,7 @@ fn values(log: &PartitionLog<SimDir>) -> Vec<String> {
     let mut offset = log.first_offset();
     while offset < log.stored_end() {
         let bytes = log.read(offset, usize::MAX).unwrap();
-        let mut rest = bytes.as_slice();
+        let mut rest = &bytes[..];
         while !rest.is_empty() {
             let batch = decode_batch(rest).unwrap();
             for r in batch.records() {

@@ -189,4 +189,18 @@ fn appends_roll_segments_and_continue_after_reopen() {
         .count();
     assert!(segments > 1, "{segments} segments");
     assert_eq!(read_back(tmp.path()).len(), 410);
+    // Sealed segments are read from one shared map: two reads of the same batch are
+    // the same bytes in memory, not copies. The active segment's reads are copies.
+    let dir = FsDir::open(tmp.path(), false).unwrap();
+    let (log, _) = PartitionLog::open(dir, LogConfig::default()).unwrap();
+    let (a, b) = (log.read(0, 100).unwrap(), log.read(0, 100).unwrap());
+    assert_eq!(a.as_ptr(), b.as_ptr(), "sealed segment reads share the map");
+    let last = log.stored_end() - 1;
+    let (a, b) = (log.read(last, 100).unwrap(), log.read(last, 100).unwrap());
+    assert_eq!(a, b);
+    assert_ne!(
+        a.as_ptr(),
+        b.as_ptr(),
+        "active segment reads are buffers of their own"
+    );
 }

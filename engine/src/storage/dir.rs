@@ -44,6 +44,11 @@ pub trait StorageDir {
     fn truncate(&mut self, file: FileId, len: u64) -> io::Result<()>;
     /// The file descriptor, for drivers that submit I/O themselves (io_uring).
     fn raw_fd(&self, file: FileId) -> Option<RawFd>;
+    /// A read-only memory map of the whole file as it is now, if this directory can
+    /// map files (the log maps sealed segments only: they never change again).
+    fn map_readonly(&self, _file: FileId) -> io::Result<Option<memmap2::Mmap>> {
+        Ok(None)
+    }
     /// The path of a file in this directory.
     fn file_path(&self, name: &str) -> PathBuf {
         self.path().join(name)
@@ -171,5 +176,18 @@ impl StorageDir for FsDir {
 
     fn raw_fd(&self, file: FileId) -> Option<RawFd> {
         self.files.get(&file).map(AsRawFd::as_raw_fd)
+    }
+
+    fn map_readonly(&self, file: FileId) -> io::Result<Option<memmap2::Mmap>> {
+        let f = self.file(file)?;
+        if f.metadata()?.len() == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a mapping is only sound while nobody truncates or rewrites the file.
+        // The log maps sealed segments only, which it never writes or truncates again
+        // and removes by unlinking (the mapping stays valid). Other processes changing
+        // files in a log's directory is outside the contract (docs/storage.md).
+        let map = unsafe { memmap2::Mmap::map(f) }?;
+        Ok(Some(map))
     }
 }

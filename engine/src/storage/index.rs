@@ -85,7 +85,7 @@ fn rel(offset: u64, base: u64) -> u32 {
 }
 
 /// The offset index file's bytes.
-pub(crate) fn encode_offsets(base: u64, entries: &[(u64, u64)]) -> Vec<u8> {
+pub fn encode_offsets(base: u64, entries: &[(u64, u64)]) -> Vec<u8> {
     let mut out = header(OFFSET_MAGIC, base, entries.len(), OFFSET_ENTRY_LEN);
     for &(offset, position) in entries {
         out.extend_from_slice(&rel(offset, base).to_le_bytes());
@@ -95,7 +95,7 @@ pub(crate) fn encode_offsets(base: u64, entries: &[(u64, u64)]) -> Vec<u8> {
 }
 
 /// The time index file's bytes.
-pub(crate) fn encode_times(base: u64, entries: &[(i64, u64)]) -> Vec<u8> {
+pub fn encode_times(base: u64, entries: &[(i64, u64)]) -> Vec<u8> {
     let mut out = header(TIME_MAGIC, base, entries.len(), TIME_ENTRY_LEN);
     for &(timestamp, offset) in entries {
         out.extend_from_slice(&timestamp.to_le_bytes());
@@ -129,7 +129,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u64> {
 /// Decodes and checks an offset index of a segment of `segment_len` bytes: offsets
 /// and positions strictly ascending, positions inside the segment, the first entry at
 /// position 0. `None` when anything is off.
-pub(crate) fn decode_offsets(bytes: &[u8], base: u64, segment_len: u64) -> Option<Vec<(u64, u64)>> {
+pub fn decode_offsets(bytes: &[u8], base: u64, segment_len: u64) -> Option<Vec<(u64, u64)>> {
     let raw = entries(bytes, OFFSET_MAGIC, base, OFFSET_ENTRY_LEN)?;
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(raw.len() / OFFSET_ENTRY_LEN);
     for e in raw.chunks_exact(OFFSET_ENTRY_LEN) {
@@ -146,11 +146,7 @@ pub(crate) fn decode_offsets(bytes: &[u8], base: u64, segment_len: u64) -> Optio
 
 /// Decodes and checks a time index: timestamps non-decreasing, offsets strictly
 /// ascending and each one an entry of `offsets` (the two are written together).
-pub(crate) fn decode_times(
-    bytes: &[u8],
-    base: u64,
-    offsets: &[(u64, u64)],
-) -> Option<Vec<(i64, u64)>> {
+pub fn decode_times(bytes: &[u8], base: u64, offsets: &[(u64, u64)]) -> Option<Vec<(i64, u64)>> {
     let raw = entries(bytes, TIME_MAGIC, base, TIME_ENTRY_LEN)?;
     let mut out: Vec<(i64, u64)> = Vec::with_capacity(raw.len() / TIME_ENTRY_LEN);
     for e in raw.chunks_exact(TIME_ENTRY_LEN) {

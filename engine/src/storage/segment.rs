@@ -5,6 +5,10 @@
 //! finding where to start reading an offset or a timestamp. Never: writes; the log
 //! decides what to write, truncate and seal (and writes the index files, `index.rs`).
 
+use std::cell::OnceCell;
+
+use bytes::Bytes;
+
 use super::codec::{decode_batch, peek_header, BatchHeader, BATCH_HEADER_LEN};
 use super::dir::{FileId, StorageDir};
 use super::index::SparseIndexes;
@@ -41,6 +45,9 @@ pub(crate) struct Segment {
     pub(crate) first_timestamp: Option<i64>,
     /// Sparse offset and time indexes, one entry each per `index_interval_bytes`.
     pub(crate) indexes: SparseIndexes,
+    /// A read-only map of the segment once it is sealed and first read (`None` inside
+    /// when the directory cannot map).
+    pub(crate) mapped: OnceCell<Option<Bytes>>,
     last_indexed: Option<u64>,
 }
 
@@ -55,6 +62,7 @@ impl Segment {
             max_timestamp: i64::MIN,
             first_timestamp: None,
             indexes: SparseIndexes::default(),
+            mapped: OnceCell::new(),
             last_indexed: None,
         }
     }

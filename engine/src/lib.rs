@@ -7,12 +7,15 @@
 //!   without ever losing a wake-up, and without a syscall per message.
 //! - [`runtime`]: shards pinned to cores, each with its own io_uring, running tasks and
 //!   I/O; cross-shard calls; external submission with eventfd completions; placement.
-//! - [`storage`]: the on-disk record batch format and partition logs (in progress).
+//! - [`storage`]: the on-disk record batch format, partition logs with group commit
+//!   over io_uring, recovery, retention.
+//! - [`routing`]: subjects, patterns and the matcher the models route with.
 //!
 //! See `docs/architecture.md` for the picture.
 
 pub mod doorbell;
 pub mod ring;
+pub mod routing;
 pub mod storage;
 mod sync;
 

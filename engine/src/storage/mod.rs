@@ -9,6 +9,7 @@ pub mod dir;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod meta;
 mod segment;
 pub mod shard_log;
 pub mod sim;

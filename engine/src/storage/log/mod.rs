@@ -111,7 +111,11 @@ pub enum AppendOutcome {
         /// Offset of its last record.
         last_offset: u64,
     },
-    /// Not stored. Nothing of it will ever be served; appending again is safe.
+    /// Not stored, and its bytes were cut from the segment (durably) before this was
+    /// reported, so nothing of it will be served, after a restart either; appending
+    /// again is safe. (If even that cut fails, the log cuts again before its next
+    /// write and refuses to write until it can; a power cut in between could bring
+    /// the failed bytes back: `PartitionLog::has_uncut_failure` tells.)
     Failed {
         /// The append's ticket.
         ticket: AppendTicket,
@@ -354,7 +358,13 @@ impl<D: StorageDir> PartitionLog<D> {
     }
 
     fn fail_group(&mut self, group: Inflight, error: Arc<StorageError>) {
-        tracing::warn!(%error, "log append failed; unstored appends fail and will be cut");
+        tracing::warn!(%error, "log append failed; unstored appends fail and are cut");
+        // Cut the failed bytes now, before anyone hears "failed": left in the page
+        // cache, a later flush could make them durable and a restart serve them.
+        self.needs_truncate = true;
+        if let Err(cut) = self.cut_failed_tail() {
+            tracing::error!(%cut, "cannot cut a failed group; retrying before the next write");
+        }
         for w in group.waiters {
             self.outcomes.push_back(AppendOutcome::Failed {
                 ticket: w.ticket,
@@ -362,7 +372,30 @@ impl<D: StorageDir> PartitionLog<D> {
             });
         }
         self.fail_pending(error);
-        self.needs_truncate = true;
+    }
+
+    /// Truncates the active segment back to its last stored byte, if a failure left
+    /// bytes after it.
+    fn cut_failed_tail(&mut self) -> Result<(), StorageError> {
+        if !self.needs_truncate {
+            return Ok(());
+        }
+        let (file, len) = self
+            .segments
+            .last()
+            .map(|s| (s.file, s.len))
+            .ok_or(StorageError::Closed)?;
+        self.dir.truncate(file, len).map_err(|e| {
+            StorageError::from_io("truncate after failed append", self.active_path(), e)
+        })?;
+        self.needs_truncate = false;
+        Ok(())
+    }
+
+    /// Whether a failed group's bytes may still be in the segment (the cut after the
+    /// failure failed too, and has not succeeded since).
+    pub fn has_uncut_failure(&self) -> bool {
+        self.needs_truncate
     }
 
     /// Fails every pending append and gives their offsets out again.
@@ -382,17 +415,7 @@ impl<D: StorageDir> PartitionLog<D> {
     /// Before a group is written: cut leftovers of a failed group, and roll to a new
     /// segment if the active one is full.
     fn prepare_active_segment(&mut self) -> Result<(), StorageError> {
-        if self.needs_truncate {
-            let (file, len) = self
-                .segments
-                .last()
-                .map(|s| (s.file, s.len))
-                .ok_or(StorageError::Closed)?;
-            self.dir.truncate(file, len).map_err(|e| {
-                StorageError::from_io("truncate after failed append", self.active_path(), e)
-            })?;
-            self.needs_truncate = false;
-        }
+        self.cut_failed_tail()?;
         if self.active_is_full() {
             self.roll()?;
         }

@@ -121,7 +121,12 @@ impl StorageDir for FsDir {
             .write(true)
             .create_new(true)
             .open(self.path.join(name))?;
-        self.dir.sync_all()?;
+        if let Err(e) = self.dir.sync_all() {
+            // Without a durable entry the caller does not own the file: take it back,
+            // so a retry can create it again instead of failing on AlreadyExists.
+            let _ = std::fs::remove_file(self.path.join(name));
+            return Err(e);
+        }
         Ok(self.insert(file))
     }
 

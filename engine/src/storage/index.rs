@@ -116,6 +116,9 @@ fn entries<'a>(bytes: &'a [u8], magic: &[u8; 8], base: u64, entry_len: usize) ->
     }
     let file_base = u64::from_le_bytes(body[8..16].try_into().ok()?);
     let count = u32::from_le_bytes(body[16..20].try_into().ok()?) as usize;
+    if body[20..HEADER_LEN] != [0u8; 4] {
+        return None;
+    }
     let entries = &body[HEADER_LEN..];
     (file_base == base && entries.len() == count.checked_mul(entry_len)?).then_some(entries)
 }
@@ -133,7 +136,7 @@ pub fn decode_offsets(bytes: &[u8], base: u64, segment_len: u64) -> Option<Vec<(
     let raw = entries(bytes, OFFSET_MAGIC, base, OFFSET_ENTRY_LEN)?;
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(raw.len() / OFFSET_ENTRY_LEN);
     for e in raw.chunks_exact(OFFSET_ENTRY_LEN) {
-        let offset = base + u32_at(e, 0)?;
+        let offset = base.checked_add(u32_at(e, 0)?)?;
         let position = u32_at(e, 4)?;
         let ascending = out.last().is_none_or(|&(o, p)| offset > o && position > p);
         if !ascending || position >= segment_len {
@@ -151,7 +154,7 @@ pub fn decode_times(bytes: &[u8], base: u64, offsets: &[(u64, u64)]) -> Option<V
     let mut out: Vec<(i64, u64)> = Vec::with_capacity(raw.len() / TIME_ENTRY_LEN);
     for e in raw.chunks_exact(TIME_ENTRY_LEN) {
         let timestamp = i64::from_le_bytes(e[..8].try_into().ok()?);
-        let offset = base + u32_at(e, 8)?;
+        let offset = base.checked_add(u32_at(e, 8)?)?;
         let ascending = out
             .last()
             .is_none_or(|&(t, o)| timestamp >= t && offset > o);
@@ -188,6 +191,14 @@ mod tests {
         assert_eq!(decode_offsets(&encode_offsets(3, &[]), 3, 0), Some(vec![]));
     }
 
+    /// A file with its checksum recomputed (anyone can: it detects damage, not intent).
+    fn reseal(mut file: Vec<u8>) -> Vec<u8> {
+        let body = file.len() - TRAILER_LEN;
+        let sum = xxh3_64(&file[..body]);
+        file[body..].copy_from_slice(&sum.to_le_bytes());
+        file
+    }
+
     #[test]
     fn any_damage_is_refused() {
         let offsets = vec![(100, 0), (140, 4096), (190, 9000)];
@@ -220,6 +231,16 @@ mod tests {
         assert_eq!(decode_offsets(&not_at_start, 100, 10_000), None);
         let times = encode_times(100, &[(9, 100), (5, 140)]);
         assert_eq!(decode_times(&times, 100, &offsets), None);
+        // Reserved bytes must be zero, and a base near u64::MAX must not overflow.
+        let mut reserved = encode_offsets(5, &[]);
+        reserved[20] = 1;
+        assert_eq!(decode_offsets(&reseal(reserved), 5, 0), None);
+        let mut high = encode_offsets(0, &[(1, 0)]);
+        high[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode_offsets(&reseal(high), u64::MAX, 64), None);
+        let mut high = encode_times(0, &[(0, 1)]);
+        high[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode_times(&reseal(high), u64::MAX, &[]), None);
         let unindexed = encode_times(100, &[(9, 101)]);
         assert_eq!(decode_times(&unindexed, 100, &offsets), None);
     }

@@ -204,3 +204,67 @@ fn appends_roll_segments_and_continue_after_reopen() {
         "active segment reads are buffers of their own"
     );
 }
+
+/// Appends from callbacks: `appenders` appends stay outstanding, each completion
+/// appends again, until `total` were stored. Returns the groups the log submitted.
+fn closed_loop(path: &std::path::Path, appenders: usize, total: usize) -> u64 {
+    fn again(
+        log: ShardLog,
+        ctx: &mut ShardCtx,
+        left: std::rc::Rc<std::cell::Cell<usize>>,
+        tx: mpsc::Sender<u64>,
+    ) {
+        if left.get() == 0 {
+            return;
+        }
+        left.set(left.get() - 1);
+        let record = Record {
+            timestamp: 0,
+            key: Some(b"k"),
+            headers: &[],
+            value: b"closed-loop",
+        };
+        let next = log.clone();
+        log.append(ctx, &[record], move |ctx, outcome| {
+            assert!(
+                matches!(outcome, AppendOutcome::Stored { .. }),
+                "{outcome:?}"
+            );
+            if left.get() == 0 {
+                let _ = tx.send(next.groups());
+            }
+            again(next, ctx, left, tx);
+        })
+        .unwrap();
+    }
+    let rt = runtime();
+    let (tx, rx) = mpsc::channel();
+    let dir = FsDir::open(path, true).unwrap();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            let (log, _) = ShardLog::open(dir, LogConfig::default()).unwrap();
+            let left = std::rc::Rc::new(std::cell::Cell::new(total));
+            for _ in 0..appenders {
+                again(log.clone(), ctx, left.clone(), tx.clone());
+            }
+        })
+        .unwrap();
+    let groups = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    rt.shutdown().unwrap();
+    groups
+}
+
+#[test]
+fn appends_made_by_callbacks_join_one_group() {
+    // Each completion appends again. The callbacks of a group all run before the next
+    // group is submitted, so it holds every appender: about `appenders` appends per
+    // group, not the half that submitting from the first callback would give.
+    let tmp = tempfile::tempdir().unwrap();
+    let (appenders, total) = (32, 3200);
+    let groups = closed_loop(tmp.path(), appenders, total);
+    let per_group = total as f64 / groups as f64;
+    assert!(
+        per_group >= 0.8 * appenders as f64,
+        "{per_group:.1} appends per group with {appenders} appenders ({groups} groups)"
+    );
+}

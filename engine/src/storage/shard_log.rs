@@ -45,6 +45,11 @@ struct State<D: StorageDir> {
     stalled: Option<IoRequest>,
     /// Groups handed to the ring (statistics: appends per group shows group commit).
     groups: u64,
+    /// Callbacks are running: appends they make join the pending group, which the
+    /// outer pump submits once they all ran. (Submitting from inside the first
+    /// callback sent a group of one and made the rest wait a whole extra sync; a
+    /// nested pump would instead recurse once per outcome.)
+    reporting: bool,
 }
 
 /// A partition log whose appends go through the owning shard's io_uring.
@@ -71,6 +76,18 @@ impl<D: StorageDir + 'static> std::fmt::Debug for ShardLog<D> {
     }
 }
 
+/// Clears `reporting` when the callbacks are done, even if one panicked (the shard
+/// catches task panics and carries on; the log must not stay muted).
+struct ReportingGuard<'a, D: StorageDir + 'static>(&'a ShardLog<D>);
+
+impl<D: StorageDir + 'static> Drop for ReportingGuard<'_, D> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.try_borrow_mut() {
+            state.reporting = false;
+        }
+    }
+}
+
 impl<D: StorageDir + 'static> ShardLog<D> {
     /// Opens (recovering) the log in `dir`. Blocking: call it on the owning shard
     /// before its first append, or on any thread and move the directory in after.
@@ -82,6 +99,7 @@ impl<D: StorageDir + 'static> ShardLog<D> {
             timer_at: None,
             stalled: None,
             groups: 0,
+            reporting: false,
         };
         let log = Self {
             state: Rc::new(RefCell::new(state)),
@@ -139,7 +157,23 @@ impl<D: StorageDir + 'static> ShardLog<D> {
 
     /// Submits every due request, reports every known outcome, and arms the `Batch`
     /// timer if a group waits for its delay.
+    /// Reports first, so that the appends the callbacks make join the next group.
     fn pump(&self, ctx: &mut ShardCtx) {
+        if self.state.borrow().reporting {
+            return; // the pump running the callbacks submits after them
+        }
+        loop {
+            self.report(ctx);
+            self.submit_due(ctx);
+            if !self.state.borrow().log.has_outcomes() {
+                break;
+            }
+        }
+        self.arm_timer(ctx);
+    }
+
+    /// Submits every request the log has due (at most one group is in flight).
+    fn submit_due(&self, ctx: &mut ShardCtx) {
         loop {
             let request = {
                 let mut state = self.state.borrow_mut();
@@ -151,8 +185,6 @@ impl<D: StorageDir + 'static> ShardLog<D> {
                 break;
             }
         }
-        self.report(ctx);
-        self.arm_timer(ctx);
     }
 
     /// Hands a request to the ring; false if it had to wait (stalled or failed).
@@ -225,6 +257,8 @@ impl<D: StorageDir + 'static> ShardLog<D> {
     /// Calls the callback of every append whose outcome the log has reported, outside
     /// the borrow (a callback may append again).
     fn report(&self, ctx: &mut ShardCtx) {
+        self.state.borrow_mut().reporting = true;
+        let guard = ReportingGuard(self);
         loop {
             let next = {
                 let mut state = self.state.borrow_mut();
@@ -242,6 +276,7 @@ impl<D: StorageDir + 'static> ShardLog<D> {
                 None => break,
             }
         }
+        drop(guard);
     }
 
     /// Arms a timer for the log's next deadline unless one fires no later.

@@ -456,6 +456,11 @@ impl<D: StorageDir> PartitionLog<D> {
         self.dir.file_path(name)
     }
 
+    /// Whether outcomes wait to be taken.
+    pub fn has_outcomes(&self) -> bool {
+        !self.outcomes.is_empty()
+    }
+
     /// The next outcome, oldest first.
     pub fn take_outcome(&mut self) -> Option<AppendOutcome> {
         self.outcomes.pop_front()

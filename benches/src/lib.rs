@@ -7,3 +7,4 @@
 
 pub mod queues;
 pub mod shards;
+pub mod storage;

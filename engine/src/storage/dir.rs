@@ -14,6 +14,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::error::StorageError;
+
 /// A file opened through a `StorageDir`.
 pub type FileId = u32;
 
@@ -65,18 +67,20 @@ pub struct FsDir {
 }
 
 impl FsDir {
-    /// Opens `path`, creating it (and its parents) if `create` is set.
-    pub fn open(path: impl Into<PathBuf>, create: bool) -> io::Result<Self> {
+    /// Opens `path`, creating it (and its parents) if `create` is set. A missing
+    /// directory is `StorageError::NotFound`, a forbidden one `PermissionDenied`, a
+    /// file in its place `Io` (ENOTDIR), each with the path.
+    pub fn open(path: impl Into<PathBuf>, create: bool) -> Result<Self, StorageError> {
         let path = path.into();
+        let err = |op, e| StorageError::from_io(op, path.clone(), e);
         if create {
-            std::fs::create_dir_all(&path)?;
+            std::fs::create_dir_all(&path).map_err(|e| err("create directory", e))?;
         }
-        let dir = File::open(&path)?;
-        if !dir.metadata()?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                path.display().to_string(),
-            ));
+        let dir = File::open(&path).map_err(|e| err("open directory", e))?;
+        let meta = dir.metadata().map_err(|e| err("stat directory", e))?;
+        if !meta.is_dir() {
+            let e = io::Error::from_raw_os_error(libc::ENOTDIR);
+            return Err(err("open directory", e));
         }
         Ok(Self {
             path,
@@ -194,5 +198,32 @@ impl StorageDir for FsDir {
         // files in a log's directory is outside the contract (docs/storage.md).
         let map = unsafe { memmap2::Mmap::map(f) }?;
         Ok(Some(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_a_missing_or_wrong_directory_is_a_typed_error_with_the_path() {
+        let tmp = std::env::temp_dir().join(format!("ringbroker-dir-{}", std::process::id()));
+        let missing = tmp.join("missing");
+        match FsDir::open(&missing, false) {
+            Err(StorageError::NotFound { op, path }) => {
+                assert_eq!((op, path), ("open directory", missing.clone()));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        let file = tmp.join("a-file");
+        std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
+        let err = FsDir::open(&file, false).err();
+        assert!(
+            matches!(err, Some(StorageError::Io { ref path, .. }) if *path == file),
+            "{err:?}"
+        );
+        assert!(FsDir::open(&missing, true).is_ok(), "create makes it");
+        std::fs::remove_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
     }
 }

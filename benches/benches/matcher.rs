@@ -12,19 +12,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringbroker::routing::{naive_match, Matcher, Pattern, Syntax};
-
-/// A deterministic pseudo-random sequence (xorshift64*), so every run matches the
-/// same subjects against the same patterns.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
+// Deterministic, so every run matches the same subjects against the same patterns.
+use ringbroker::storage::sim::SeededRng as Rng;
 
 /// `n` patterns shaped like `svc12.eu3.order.created`: 80 % literal, 10 % with a `*`
 /// in one position, 10 % ending in `>`.
@@ -68,7 +57,7 @@ fn matcher(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2));
     g.sample_size(20);
     for n in [1_000usize, 100_000] {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         let pats = patterns(n, &mut rng);
         let subs = subjects(n, 4096, &mut rng);
         let mut m = Matcher::new();

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 use ringbroker::storage::codec::{decode_batch, Record, RecordView};
 use ringbroker::storage::index::parse_index_name;
+use ringbroker::storage::sim::SeededRng;
 use ringbroker::storage::{
     parse_segment_name, AppendOutcome, Durability, FsDir, LogConfig, PartitionLog, ShardLog,
 };
@@ -112,26 +113,9 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Xorshift64 for the kill schedule.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        Self(mix(seed) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn in_range(&mut self, min: u64, max: u64) -> u64 {
-        min + self.next() % (max - min + 1)
-    }
+/// A number in `min..=max` from the kill schedule's sequence.
+fn in_range(rng: &mut SeededRng, min: u64, max: u64) -> u64 {
+    min + rng.below(max - min + 1)
 }
 
 /// Identifies a record across the whole run: append `seq` of generation `gen`, record
@@ -441,7 +425,7 @@ fn spawn_child(dir: &Path, policy: Policy, gen: u64) -> Child {
 
 /// Spawns a child, kills it after the delay the schedule picks, and returns what it
 /// acknowledged.
-fn run_cycle(dir: &Path, policy: Policy, gen: u64, rng: &mut XorShift) -> ChildRun {
+fn run_cycle(dir: &Path, policy: Policy, gen: u64, rng: &mut SeededRng) -> ChildRun {
     let mut child = spawn_child(dir, policy, gen);
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
@@ -463,13 +447,15 @@ fn run_cycle(dir: &Path, policy: Policy, gen: u64, rng: &mut XorShift) -> ChildR
         String::from_utf8_lossy(&bytes[cut..]).into_owned()
     });
     let mut run = ChildRun::default();
-    if rng.in_range(1, EARLY_KILL_ONE_IN) == 1 {
-        std::thread::sleep(Duration::from_millis(
-            rng.in_range(0, EARLY_KILL_DELAY_MS_MAX),
-        ));
+    if in_range(rng, 1, EARLY_KILL_ONE_IN) == 1 {
+        std::thread::sleep(Duration::from_millis(in_range(
+            rng,
+            0,
+            EARLY_KILL_DELAY_MS_MAX,
+        )));
     } else {
         wait_ready(&rx, &mut run);
-        let delay = rng.in_range(KILL_DELAY_MS_MIN, KILL_DELAY_MS_MAX);
+        let delay = in_range(rng, KILL_DELAY_MS_MIN, KILL_DELAY_MS_MAX);
         std::thread::sleep(Duration::from_millis(delay));
     }
     child.kill().unwrap();
@@ -748,7 +734,7 @@ fn kill_9_never_loses_duplicates_or_corrupts_an_acknowledged_record() {
     let dir = tmp.path().join("log");
     // A child killed before it opened the log must leave a directory to reopen.
     std::fs::create_dir(&dir).unwrap();
-    let mut rng = XorShift::new(seed);
+    let mut rng = SeededRng::new(mix(seed));
     let mut acks: Vec<Ack> = Vec::new();
     let mut checked = Checked::new();
     let mut summary = Summary::default();

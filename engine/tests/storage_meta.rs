@@ -22,7 +22,7 @@ use ringbroker::storage::meta::{
     parse_snapshot_name, snapshot_name, MetaAppendError, MetaConfig, MetaRecoveryReport, MetaStore,
     Op, SnapshotOutcome, ENTRY_BYTES_MAX, SNAPSHOT_BATCH_BYTES_MAX, SNAPSHOT_TRAILER_LEN,
 };
-use ringbroker::storage::sim::{FaultPlan, SimDir};
+use ringbroker::storage::sim::{FaultPlan, SeededRng, SimDir};
 use ringbroker::storage::{
     parse_segment_name, AppendOutcome, AppendTicket, BlockingDriver, Durability, FileId, IoRequest,
     LogConfig, StorageDir, StorageError,
@@ -690,39 +690,28 @@ fn files_the_store_does_not_own_are_left_alone() {
 // ---------------------------------------------------------------------------------
 // Power cuts.
 
-struct Rng(u64);
+type Rng = SeededRng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+/// A key from a small set (so deletes and overwrites hit), sometimes longer.
+fn random_key(rng: &mut Rng) -> Vec<u8> {
+    let mut key = vec![b'k', rng.below(16) as u8];
+    if rng.below(8) == 0 {
+        key.extend(rng.bytes(20));
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
-        (0..self.below(max + 1))
-            .map(|_| self.next() as u8)
-            .collect()
-    }
-    fn key(&mut self) -> Vec<u8> {
-        let mut key = vec![b'k', self.below(16) as u8];
-        if self.below(8) == 0 {
-            key.extend(self.bytes(20));
+    key
+}
+
+/// A put (mostly small values, sometimes 2000 bytes) or a delete.
+fn random_op(rng: &mut Rng) -> Op {
+    if rng.below(4) == 0 {
+        Op::Delete {
+            key: random_key(rng),
         }
-        key
-    }
-    fn op(&mut self) -> Op {
-        if self.below(4) == 0 {
-            Op::Delete { key: self.key() }
-        } else {
-            let max = if self.below(10) == 0 { 2000 } else { 64 };
-            Op::Put {
-                key: self.key(),
-                value: self.bytes(max),
-            }
+    } else {
+        let max = if rng.below(10) == 0 { 2000 } else { 64 };
+        Op::Put {
+            key: random_key(rng),
+            value: rng.bytes(max),
         }
     }
 }
@@ -822,7 +811,7 @@ impl Round {
                 self.stats.note_snapshot(written, result.is_err(), dead);
             }
             18 => {
-                let key = self.rng.key();
+                let key = random_key(&mut self.rng);
                 assert_eq!(
                     self.store.get(&key),
                     self.acked.get(&key).map(Vec::as_slice)
@@ -836,8 +825,10 @@ impl Round {
 
     fn change(&mut self) {
         let ops: Vec<Op> = match self.rng.below(5) {
-            0 => (0..1 + self.rng.below(5)).map(|_| self.rng.op()).collect(),
-            _ => vec![self.rng.op()],
+            0 => (0..1 + self.rng.below(5))
+                .map(|_| random_op(&mut self.rng))
+                .collect(),
+            _ => vec![random_op(&mut self.rng)],
         };
         if let Ok(ticket) = self.store.apply(&ops, self.now) {
             self.waiting.insert(ticket, ops);
@@ -941,7 +932,7 @@ fn random_faults(rng: &mut Rng) -> FaultPlan {
 }
 
 fn run_seed(seed: u64) -> Stats {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let durability = if rng.below(2) == 0 {
         Durability::Always
     } else {
@@ -974,7 +965,7 @@ fn run_seed(seed: u64) -> Stats {
         let mut round = Round {
             acked: store.as_map().clone(),
             store,
-            rng: Rng(rng.next() | 1),
+            rng: Rng::new(rng.next_u64() | 1),
             now: Instant::now(),
             waiting: BTreeMap::new(),
             unsettled: BTreeMap::new(),

@@ -16,39 +16,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ringbroker::storage::codec::{decode_batch, Record};
-use ringbroker::storage::sim::{FaultPlan, SimDir};
+use ringbroker::storage::codec::{decode_batch, with_records, RecordBuf};
+use ringbroker::storage::sim::{FaultPlan, SeededRng as Rng, SimDir};
 use ringbroker::storage::{
     AppendOutcome, AppendTicket, Durability, IoRequest, LogConfig, PartitionLog,
 };
 
 /// A record as the test remembers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Owned {
-    timestamp: i64,
-    key: Option<Vec<u8>>,
-    headers: Vec<(Vec<u8>, Vec<u8>)>,
-    value: Vec<u8>,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
-        (0..self.below(max + 1))
-            .map(|_| self.next() as u8)
-            .collect()
-    }
-}
+type Owned = RecordBuf;
 
 fn random_batch(rng: &mut Rng) -> Vec<Owned> {
     (0..1 + rng.below(5))
@@ -68,26 +43,7 @@ fn random_batch(rng: &mut Rng) -> Vec<Owned> {
 }
 
 fn append(log: &mut PartitionLog<SimDir>, batch: &[Owned], now: Instant) -> Option<AppendTicket> {
-    let headers: Vec<Vec<(&[u8], &[u8])>> = batch
-        .iter()
-        .map(|r| {
-            r.headers
-                .iter()
-                .map(|(n, v)| (n.as_slice(), v.as_slice()))
-                .collect()
-        })
-        .collect();
-    let records: Vec<Record<'_>> = batch
-        .iter()
-        .zip(&headers)
-        .map(|(r, h)| Record {
-            timestamp: r.timestamp,
-            key: r.key.as_deref(),
-            headers: h,
-            value: &r.value,
-        })
-        .collect();
-    log.append(&records, now).ok()
+    with_records(batch, |records| log.append(records, now).ok())
 }
 
 /// Every record in the log, in offset order, checked by the codec on the way.
@@ -105,14 +61,7 @@ fn read_all(log: &PartitionLog<SimDir>) -> Vec<(u64, Owned)> {
             let batch = decode_batch(rest).unwrap();
             for r in batch.records() {
                 if r.offset >= offset {
-                    let headers = r.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
-                    let owned = Owned {
-                        timestamp: r.timestamp,
-                        key: r.key.map(<[u8]>::to_vec),
-                        headers,
-                        value: r.value.to_vec(),
-                    };
-                    out.push((r.offset, owned));
+                    out.push((r.offset, RecordBuf::from_view(&r)));
                     offset = r.offset + 1;
                 }
             }
@@ -204,7 +153,7 @@ impl Run {
 }
 
 fn run_seed(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let durability = if rng.below(2) == 0 {
         Durability::Always
     } else {
@@ -233,7 +182,7 @@ fn run_seed(seed: u64) {
         let (log, _report) = PartitionLog::open(dir, config.clone()).unwrap();
         let mut run = Run {
             log,
-            rng: Rng(rng.next() | 1),
+            rng: Rng::new(rng.next_u64() | 1),
             now: Instant::now(),
             waiting: HashMap::new(),
             acked: acked_before.clone(),

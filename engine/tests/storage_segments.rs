@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ringbroker::storage::codec::{decode_batch, Record};
-use ringbroker::storage::index::{index_name, time_index_name};
+use ringbroker::storage::index::{encode_offsets, encode_times, index_name, time_index_name};
 use ringbroker::storage::sim::SimDir;
 use ringbroker::storage::{
     segment_name, AppendOutcome, BlockingDriver, Durability, LogConfig, PartitionLog, Retention,
@@ -166,6 +166,28 @@ fn an_index_that_disagrees_with_its_segment_is_not_trusted() {
     dir.power_cut();
     let (log, report) = PartitionLog::open(dir, small_segments()).unwrap();
     assert_eq!(report.indexes_rebuilt, vec![segment_name(first)]);
+    assert_eq!(read_all(&log), before);
+
+    // Subtler: an index of the right segment that passes every check of its own
+    // (checksum, base, order, bounds) but whose last entry does not point at a batch
+    // header (as if the segment had been rewritten under it). The header walk from that
+    // entry catches it.
+    let mut dir = log.into_dir();
+    let second = segment_base(&dir, 1);
+    let segment_len = dir.content(&segment_name(second)).unwrap().len() as u64;
+    let forged = encode_offsets(second, &[(second, 0), (second + 1, segment_len / 2 + 1)]);
+    let times = encode_times(second, &[(i64::MIN, second), (i64::MIN, second + 1)]);
+    for (name, bytes) in [
+        (index_name(second), forged),
+        (time_index_name(second), times),
+    ] {
+        let f = dir.create_replacing(&name).unwrap();
+        dir.write_at(f, 0, &bytes).unwrap();
+        dir.sync_data(f).unwrap();
+    }
+    dir.power_cut();
+    let (log, report) = PartitionLog::open(dir, small_segments()).unwrap();
+    assert_eq!(report.indexes_rebuilt, vec![segment_name(second)]);
     assert_eq!(read_all(&log), before);
 }
 

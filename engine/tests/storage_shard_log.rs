@@ -268,3 +268,60 @@ fn appends_made_by_callbacks_join_one_group() {
         "{per_group:.1} appends per group with {appenders} appenders ({groups} groups)"
     );
 }
+
+#[test]
+fn logs_wait_for_free_op_slots_instead_of_failing() {
+    // The smallest ring has 15 op slots; 12 logs appending at once need 24 (a write and
+    // a sync each). The groups that do not fit wait for slots and go out later; none
+    // fails.
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        shards: Some(1),
+        uring_entries: 8,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    assert_eq!(rt.handle().call(0, |ctx| ctx.ops_available()).unwrap(), 15);
+    let (tx, rx) = mpsc::channel();
+    let dirs: Vec<FsDir> = (0..12)
+        .map(|i| FsDir::open(tmp.path().join(format!("log-{i}")), true).unwrap())
+        .collect();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            for (i, dir) in dirs.into_iter().enumerate() {
+                let (log, _) = ShardLog::open(dir, LogConfig::default()).unwrap();
+                let tx = tx.clone();
+                let record = Record {
+                    timestamp: 0,
+                    key: Some(b"k"),
+                    headers: &[],
+                    value: b"slot",
+                };
+                let keep = log.clone();
+                log.append(ctx, &[record], move |_, outcome| {
+                    drop(keep);
+                    tx.send((i, outcome)).unwrap();
+                })
+                .unwrap();
+            }
+        })
+        .unwrap();
+    let mut stored = Vec::new();
+    for _ in 0..12 {
+        let (i, outcome) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(
+            matches!(outcome, AppendOutcome::Stored { base_offset: 0, .. }),
+            "log {i}: {outcome:?}"
+        );
+        stored.push(i);
+    }
+    stored.sort_unstable();
+    assert_eq!(stored, (0..12).collect::<Vec<_>>());
+    rt.shutdown().unwrap();
+    for i in 0..12 {
+        assert_eq!(
+            read_back(&tmp.path().join(format!("log-{i}"))),
+            vec!["slot"]
+        );
+    }
+}

@@ -432,22 +432,36 @@ fn throughput_section(options: &Options, setup: &mut Setup) {
                 bytes_max: options.bytes_max,
             };
             let name = format!("append-{}-{size}", policy.name());
-            if !options.wants(&name) {
-                continue;
-            }
-            let tag = format!("{name}-{rep}");
-            eprintln!(
-                "running {tag} at {:.1} s",
-                setup.started.elapsed().as_secs_f64()
-            );
-            let previous = samples.runs.last();
-            if let Some((run, fio)) = append_with_fio(options, setup, case, &tag, previous) {
-                samples.runs.push(run);
-                samples.fio.push(fio);
-            }
+            run_case(options, setup, case, &name, rep, samples);
         }
     }
     print_throughput(&rows);
+}
+
+/// Runs one repetition of the case `name` (unless `--filter` leaves it out) with its
+/// fio comparison, adding both to `samples`; returns whether it ran.
+fn run_case(
+    options: &Options,
+    setup: &mut Setup,
+    case: AppendCase,
+    name: &str,
+    rep: usize,
+    samples: &mut Samples,
+) -> bool {
+    if !options.wants(name) {
+        return false;
+    }
+    let tag = format!("{name}-{rep}");
+    eprintln!(
+        "running {tag} at {:.1} s",
+        setup.started.elapsed().as_secs_f64()
+    );
+    let previous = samples.runs.last();
+    if let Some((run, fio)) = append_with_fio(options, setup, case, &tag, previous) {
+        samples.runs.push(run);
+        samples.fio.push(fio);
+    }
+    true
 }
 
 fn print_throughput(rows: &[((Policy, usize), Samples)]) {
@@ -528,18 +542,8 @@ fn latency_section(options: &Options, setup: &mut Setup) {
                 bytes_max: options.bytes_max,
             };
             let name = format!("latency-{appenders}");
-            if !options.wants(&name) {
+            if !run_case(options, setup, case, &name, rep, samples) {
                 continue;
-            }
-            let tag = format!("{name}-{rep}");
-            eprintln!(
-                "running {tag} at {:.1} s",
-                setup.started.elapsed().as_secs_f64()
-            );
-            let previous = samples.runs.last();
-            if let Some((run, fio)) = append_with_fio(options, setup, case, &tag, previous) {
-                samples.runs.push(run);
-                samples.fio.push(fio);
             }
             if setup.fio.is_some() {
                 let sync = fio_sync_latency(options, setup);

@@ -237,10 +237,7 @@ impl ShardCtx {
     where
         H: FnOnce(&mut ShardCtx, io::Result<usize>, Vec<u8>) + 'static,
     {
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        let entry = opcode::Write::new(types::Fd(fd), buf.as_ptr(), len)
-            .offset(offset)
-            .build();
+        let entry = write_entry(fd, &buf, offset);
         // SAFETY: the entry points into `buf`'s heap allocation, which moves into the
         // handler (moving a Vec does not move its buffer) and so lives until completion.
         unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_len(res), buf)) }
@@ -271,9 +268,7 @@ impl ShardCtx {
     where
         H: FnOnce(&mut ShardCtx, io::Result<()>) + 'static,
     {
-        let entry = opcode::Fsync::new(types::Fd(fd))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build();
+        let entry = fdatasync_entry(fd);
         // SAFETY: an fsync carries no pointers.
         unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_unit(res))) }
     }
@@ -305,13 +300,8 @@ impl ShardCtx {
             sync: Option<i32>,
             handler: Option<(H, Vec<u8>)>,
         }
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        let write = opcode::Write::new(types::Fd(fd), buf.as_ptr(), len)
-            .offset(offset)
-            .build();
-        let sync = opcode::Fsync::new(types::Fd(fd))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build();
+        let write = write_entry(fd, &buf, offset);
+        let sync = fdatasync_entry(fd);
         // Both completions land here; whichever arrives second (the kernel posts them
         // in chain order, but nothing here relies on it) runs the handler.
         let link = Rc::new(RefCell::new(Link {
@@ -529,6 +519,21 @@ impl ShardCtx {
         }
         n
     }
+}
+
+/// A write of `buf` (at most 4 GiB − 1 of it; the rest is a short write) at `offset`.
+/// The entry points into `buf`: whoever submits it keeps `buf` alive until completion.
+fn write_entry(fd: RawFd, buf: &[u8], offset: u64) -> io_uring::squeue::Entry {
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    opcode::Write::new(types::Fd(fd), buf.as_ptr(), len)
+        .offset(offset)
+        .build()
+}
+
+fn fdatasync_entry(fd: RawFd) -> io_uring::squeue::Entry {
+    opcode::Fsync::new(types::Fd(fd))
+        .flags(types::FsyncFlags::DATASYNC)
+        .build()
 }
 
 fn result_unit(res: i32) -> io::Result<()> {

@@ -185,6 +185,61 @@ pub struct Record<'a> {
     pub value: &'a [u8],
 }
 
+/// A record that owns its bytes: for code that keeps records before encoding them (a
+/// retry, a test's model) or after decoding them. `with_records` lends them as the
+/// borrowed `Record`s `encode_batch` and the log's `append` take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBuf {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key; `None` and `Some(vec![])` are distinct.
+    pub key: Option<Vec<u8>>,
+    /// Headers as (name, value) pairs, in order.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The payload.
+    pub value: Vec<u8>,
+}
+
+impl RecordBuf {
+    /// A copy of a decoded record's bytes.
+    pub fn from_view(view: &RecordView<'_>) -> Self {
+        Self {
+            timestamp: view.timestamp,
+            key: view.key.map(<[u8]>::to_vec),
+            headers: view
+                .headers()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect(),
+            value: view.value.to_vec(),
+        }
+    }
+}
+
+/// Runs `f` with `records` as borrowed `Record`s (one small allocation for the header
+/// slices of each record).
+pub fn with_records<R>(records: &[RecordBuf], f: impl FnOnce(&[Record<'_>]) -> R) -> R {
+    let headers: Vec<Vec<(&[u8], &[u8])>> = records
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                .collect()
+        })
+        .collect();
+    let borrowed: Vec<Record<'_>> = records
+        .iter()
+        .zip(&headers)
+        .map(|(r, headers)| Record {
+            timestamp: r.timestamp,
+            key: r.key.as_deref(),
+            headers,
+            value: &r.value,
+        })
+        .collect();
+    f(&borrowed)
+}
+
 /// A batch header's fields, validated by [`peek_header`] (checksum aside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -865,13 +920,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// A record that owns its bytes, to build inputs and compare decoded output.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    struct OwnedRecord {
-        timestamp: i64,
-        key: Option<Vec<u8>>,
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
-        value: Vec<u8>,
-    }
+    type OwnedRecord = RecordBuf;
 
     fn owned(
         timestamp: i64,
@@ -896,28 +945,14 @@ mod tests {
         records: &[OwnedRecord],
         out: &mut Vec<u8>,
     ) -> Result<usize, CodecError> {
-        let header_refs: Vec<Vec<(&[u8], &[u8])>> = records
-            .iter()
-            .map(|r| {
-                r.headers
-                    .iter()
-                    .map(|(n, v)| (n.as_slice(), v.as_slice()))
-                    .collect()
-            })
-            .collect();
-        let borrowed: Vec<Record<'_>> = records
-            .iter()
-            .zip(&header_refs)
-            .map(|(r, headers)| Record {
-                timestamp: r.timestamp,
-                key: r.key.as_deref(),
-                headers,
-                value: &r.value,
-            })
-            .collect();
-        let predicted = encoded_len(&borrowed);
-        let before = out.len();
-        let appended = encode_batch(base_offset, &borrowed, out);
+        let (predicted, appended, before) = with_records(records, |borrowed| {
+            let before = out.len();
+            (
+                encoded_len(borrowed),
+                encode_batch(base_offset, borrowed, out),
+                before,
+            )
+        });
         // encoded_len does not see the base offset, so cannot report its overflow.
         if !matches!(appended, Err(CodecError::OffsetOverflow { .. })) {
             assert_eq!(
@@ -943,14 +978,7 @@ mod tests {
     }
 
     fn decode_owned(view: &BatchView<'_>) -> Vec<OwnedRecord> {
-        view.records()
-            .map(|r| OwnedRecord {
-                timestamp: r.timestamp,
-                key: r.key.map(<[u8]>::to_vec),
-                headers: r.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
-                value: r.value.to_vec(),
-            })
-            .collect()
+        view.records().map(|r| RecordBuf::from_view(&r)).collect()
     }
 
     /// Checks that `bytes` decode to exactly `records` at offsets `base_offset..`.

@@ -19,6 +19,21 @@ use super::error::StorageError;
 /// A file opened through a `StorageDir`.
 pub type FileId = u32;
 
+/// The name of a file kept per log offset (segments, index files, snapshots): the
+/// offset in 20 decimal digits, so names sort by offset, then `suffix`.
+pub fn offset_file_name(offset: u64, suffix: &str) -> String {
+    format!("{offset:020}{suffix}")
+}
+
+/// The offset an `offset_file_name` with this `suffix` encodes, if `name` is one.
+pub fn parse_offset_file_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// What a partition log needs from the directory it lives in.
 pub trait StorageDir {
     /// The directory's path (for error messages).
@@ -28,6 +43,17 @@ pub trait StorageDir {
     /// Creates a new empty file and makes its directory entry durable (fsync of the
     /// directory), so the file survives a power cut once its data is synced.
     fn create(&mut self, name: &str) -> io::Result<FileId>;
+    /// Like `create`, but a file of that name left by an earlier, interrupted attempt
+    /// (a whole file is written again, never appended to) is removed first.
+    fn create_replacing(&mut self, name: &str) -> io::Result<FileId> {
+        match self.create(name) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.remove(name)?;
+                self.create(name)
+            }
+            other => other,
+        }
+    }
     /// Opens an existing file for reading and writing.
     fn open(&mut self, name: &str) -> io::Result<FileId>;
     /// Closes a file opened here.

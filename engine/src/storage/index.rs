@@ -21,6 +21,8 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::dir::{offset_file_name, parse_offset_file_name};
+
 /// Suffix of offset index files.
 pub const INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
@@ -35,23 +37,18 @@ const TIME_ENTRY_LEN: usize = 12;
 
 /// The offset index file name of the segment starting at `base_offset`.
 pub fn index_name(base_offset: u64) -> String {
-    format!("{base_offset:020}{INDEX_SUFFIX}")
+    offset_file_name(base_offset, INDEX_SUFFIX)
 }
 
 /// The time index file name of the segment starting at `base_offset`.
 pub fn time_index_name(base_offset: u64) -> String {
-    format!("{base_offset:020}{TIME_INDEX_SUFFIX}")
+    offset_file_name(base_offset, TIME_INDEX_SUFFIX)
 }
 
 /// The base offset an index or time index file name encodes, if it is one.
 pub fn parse_index_name(name: &str) -> Option<u64> {
-    let digits = name
-        .strip_suffix(INDEX_SUFFIX)
-        .or_else(|| name.strip_suffix(TIME_INDEX_SUFFIX))?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_offset_file_name(name, INDEX_SUFFIX)
+        .or_else(|| parse_offset_file_name(name, TIME_INDEX_SUFFIX))
 }
 
 /// A segment's sparse indexes, absolute offsets, ascending.

@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::codec::{decode_batch, encoded_len, peek_header, Record, RecordView, BATCH_HEADER_LEN};
-use super::dir::{FileId, StorageDir};
+use super::dir::{offset_file_name, parse_offset_file_name, FileId, StorageDir};
 use super::error::StorageError;
 use super::log::{
     AppendError, AppendOutcome, AppendTicket, LogConfig, PartitionLog, RecoveryReport,
@@ -92,16 +92,12 @@ const DELETE_HEADERS: &[(&[u8], &[u8])] = &[(OP_HEADER, OP_DELETE)];
 
 /// The file name of the snapshot covering offsets below `offset`.
 pub fn snapshot_name(offset: u64) -> String {
-    format!("{offset:020}{SNAPSHOT_SUFFIX}")
+    offset_file_name(offset, SNAPSHOT_SUFFIX)
 }
 
 /// The offset a snapshot file name encodes, if it is one.
 pub fn parse_snapshot_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SNAPSHOT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_offset_file_name(name, SNAPSHOT_SUFFIX)
 }
 
 /// One change.
@@ -914,14 +910,7 @@ fn write_snapshot<D: StorageDir>(
         let path = path.clone();
         move |e| StorageError::from_io(what, path, e)
     };
-    let file = match dir.create(&name) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            dir.remove(&name).map_err(io("remove stale snapshot"))?;
-            dir.create(&name)
-        }
-        other => other,
-    }
-    .map_err(io("create snapshot"))?;
+    let file = dir.create_replacing(&name).map_err(io("create snapshot"))?;
     let mut writer = SnapshotWriter {
         dir: &mut *dir,
         file,

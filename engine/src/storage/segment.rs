@@ -10,7 +10,7 @@ use std::cell::OnceCell;
 use bytes::Bytes;
 
 use super::codec::{decode_batch, peek_header, BatchHeader, BATCH_HEADER_LEN};
-use super::dir::{FileId, StorageDir};
+use super::dir::{offset_file_name, parse_offset_file_name, FileId, StorageDir};
 use super::index::SparseIndexes;
 
 /// File name suffix of segment data files.
@@ -18,16 +18,12 @@ pub const SEGMENT_SUFFIX: &str = ".log";
 
 /// The file name of the segment starting at `base_offset`.
 pub fn segment_name(base_offset: u64) -> String {
-    format!("{base_offset:020}{SEGMENT_SUFFIX}")
+    offset_file_name(base_offset, SEGMENT_SUFFIX)
 }
 
 /// The base offset a segment file name encodes, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_offset_file_name(name, SEGMENT_SUFFIX)
 }
 
 /// A segment as the log tracks it.

@@ -26,6 +26,42 @@ struct SimFile {
     durable: Vec<u8>,
 }
 
+/// A small deterministic random sequence (xorshift64*, Vigna 2016) for simulations and
+/// tests: the same seed gives the same sequence everywhere, so a failing seed replays
+/// exactly. Not for anything that needs unpredictability.
+#[derive(Debug, Clone)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// A sequence from `seed` (any value; zero is mapped to a valid state).
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    /// Between 0 and `max` random bytes.
+    pub fn bytes(&mut self, max: u64) -> Vec<u8> {
+        let len = self.below(max.saturating_add(1));
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
 /// Faults to inject. Counts start at 1 for the first write or sync after the plan is set.
 #[derive(Debug, Clone, Default)]
 pub struct FaultPlan {
@@ -47,7 +83,7 @@ pub struct SimDir {
     faults: FaultPlan,
     writes: u64,
     syncs: u64,
-    rng: u64,
+    rng: SeededRng,
 }
 
 impl SimDir {
@@ -61,7 +97,7 @@ impl SimDir {
             faults: FaultPlan::default(),
             writes: 0,
             syncs: 0,
-            rng: seed | 1,
+            rng: SeededRng::new(seed),
         }
     }
 
@@ -73,19 +109,11 @@ impl SimDir {
     }
 
     fn next_random(&mut self) -> u64 {
-        // xorshift64*: deterministic from the seed, so a failing seed replays exactly.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next_u64()
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_random() % n
-        }
+        self.rng.below(n)
     }
 
     /// Simulates a power cut and restart: every file keeps its durable bytes; the

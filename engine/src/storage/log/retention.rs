@@ -64,14 +64,7 @@ pub(super) fn write_index_files<D: StorageDir>(
             let path = path.clone();
             move |e| StorageError::from_io(what, path, e)
         };
-        let file = match dir.create(&name) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                dir.remove(&name).map_err(io("remove stale index"))?;
-                dir.create(&name)
-            }
-            other => other,
-        }
-        .map_err(io("create index"))?;
+        let file = dir.create_replacing(&name).map_err(io("create index"))?;
         let written = dir
             .write_at(file, 0, &bytes)
             .and_then(|()| dir.sync_data(file));

@@ -1,8 +1,10 @@
 //! Power cuts against the partition log, on the simulated directory that forgets every
 //! byte no completed `fdatasync` covered (and may keep a torn prefix, garbage or zeros
-//! instead). For each seed: random appends under `Always` or `Batch`, requests carried
-//! out step by step so a cut can fall between a group's write and its sync, random
-//! write/sync failures, then a cut at a random moment and a reopen. Checks: every
+//! instead). For each seed: random appends under `Always` or `Batch`, with 1 to 3 groups
+//! in flight whose writes and syncs are carried out step by step in random order (a
+//! later group's write and sync may finish before an earlier group's write starts), so
+//! a cut can fall between any two; random write/sync failures, then a cut at a random
+//! moment and a reopen. Checks: every
 //! acknowledged record is present and byte-identical, no record of an append reported
 //! as failed is (they are cut before the failure is reported), offsets are contiguous
 //! from 0, nothing is duplicated, and the log takes appends again.
@@ -81,8 +83,9 @@ struct Run {
     acked: HashMap<u64, Owned>,
     /// Records of appends reported as failed: never to be served.
     failed: Vec<Owned>,
-    /// A request taken from the log and not yet carried out (or half carried out).
-    inflight: Option<(IoRequest, bool)>,
+    /// Requests taken from the log and not yet carried out (or half carried out: the
+    /// flag says the write is done).
+    inflight: Vec<(IoRequest, bool)>,
 }
 
 impl Run {
@@ -128,23 +131,29 @@ impl Run {
         true
     }
 
-    /// Takes a request, or does its write, or its sync: one at a time, so a power cut
-    /// can fall between any two.
+    /// Takes a request, or does the write or the sync of a random one in flight: one
+    /// at a time, so a power cut can fall between any two.
     fn advance_io(&mut self) {
         use ringbroker::storage::StorageDir;
-        match self.inflight.take() {
-            None => self.inflight = self.log.next_request(self.now).map(|r| (r, false)),
-            Some((req, false)) => {
+        let pick = self.rng.below(self.inflight.len() as u64 + 1) as usize;
+        if pick == self.inflight.len() {
+            if let Some(req) = self.log.next_request(self.now) {
+                self.inflight.push((req, false));
+            }
+            return;
+        }
+        match self.inflight.swap_remove(pick) {
+            (req, false) => {
                 let result = self
                     .log
                     .dir_mut()
                     .write_at(req.file, req.position, &req.data);
                 match result {
-                    Ok(()) if req.sync => self.inflight = Some((req, true)),
+                    Ok(()) if req.sync => self.inflight.push((req, true)),
                     other => self.log.complete(req.id, other),
                 }
             }
-            Some((req, true)) => {
+            (req, true) => {
                 let result = self.log.dir_mut().sync_data(req.file);
                 self.log.complete(req.id, result);
             }
@@ -165,6 +174,7 @@ fn run_seed(seed: u64) {
     let config = LogConfig {
         durability,
         segment_bytes_max: 1024 + rng.below(4096),
+        groups_in_flight_max: 1 + rng.below(3) as usize,
         ..LogConfig::default()
     };
     let mut dir = SimDir::new(seed);
@@ -187,7 +197,7 @@ fn run_seed(seed: u64) {
             waiting: HashMap::new(),
             acked: acked_before.clone(),
             failed,
-            inflight: None,
+            inflight: Vec::new(),
         };
         check_recovered(&run.log, &acked_before, &run.failed);
         for _ in 0..400 {

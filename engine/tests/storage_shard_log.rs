@@ -104,18 +104,25 @@ fn assert_stored_in_order(outcomes: &[(usize, AppendOutcome)]) {
 
 #[test]
 fn always_appends_share_syncs_and_read_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        durability: Durability::Always,
-        ..LogConfig::default()
-    };
-    let (outcomes, groups) = append_burst(tmp.path(), config, 1000);
-    assert_stored_in_order(&outcomes);
-    // The first append starts a group at once; the other 999 arrive while its sync
-    // runs and share the next one.
-    assert_eq!(groups, 2, "1000 appends in one turn take two groups");
-    let expected: Vec<String> = (0..1000).map(|i| format!("record-{i}")).collect();
-    assert_eq!(read_back(tmp.path()), expected);
+    // The first appends start groups at once, one per slot (`groups_in_flight_max`);
+    // the rest arrive while those run and share the next group.
+    for in_flight in [1, 2, 4] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            durability: Durability::Always,
+            groups_in_flight_max: in_flight,
+            ..LogConfig::default()
+        };
+        let (outcomes, groups) = append_burst(tmp.path(), config, 1000);
+        assert_stored_in_order(&outcomes);
+        assert_eq!(
+            groups,
+            in_flight as u64 + 1,
+            "1000 appends in one turn, {in_flight} groups in flight at most"
+        );
+        let expected: Vec<String> = (0..1000).map(|i| format!("record-{i}")).collect();
+        assert_eq!(read_back(tmp.path()), expected);
+    }
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub struct AppendCase {
     pub records_max: u64,
     /// The most log bytes to append.
     pub bytes_max: u64,
+    /// The log's `groups_in_flight_max`.
+    pub groups_in_flight: usize,
 }
 
 /// What one run measured.
@@ -174,6 +176,7 @@ fn start_loop(
         dir,
         LogConfig {
             durability: case.policy.durability(),
+            groups_in_flight_max: case.groups_in_flight,
             ..LogConfig::default()
         },
     ) {

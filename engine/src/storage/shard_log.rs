@@ -17,7 +17,7 @@
 //! state) and use it only there. Clones share the one log.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ const RESUBMIT_DELAY: Duration = Duration::from_micros(50);
 
 struct State<D: StorageDir> {
     log: PartitionLog<D>,
-    callbacks: HashMap<AppendTicket, AppendCallback>,
+    /// In ticket order, which is the order the log reports outcomes in.
+    callbacks: VecDeque<(AppendTicket, AppendCallback)>,
     /// When the armed `Batch` timer fires, if one is armed.
     timer_at: Option<Instant>,
     /// A request the ring could not take yet (too many ops in flight).
@@ -50,6 +51,18 @@ struct State<D: StorageDir> {
     /// callback sent a group of one and made the rest wait a whole extra sync; a
     /// nested pump would instead recurse once per outcome.)
     reporting: bool,
+}
+
+impl<D: StorageDir> State<D> {
+    /// The callback of `ticket`: the oldest one, since outcomes come in ticket order
+    /// (searched for all the same, should that ever change).
+    fn take_callback(&mut self, ticket: AppendTicket) -> Option<AppendCallback> {
+        let index = match self.callbacks.front() {
+            Some((first, _)) if *first == ticket => 0,
+            _ => self.callbacks.iter().position(|(t, _)| *t == ticket)?,
+        };
+        self.callbacks.remove(index).map(|(_, callback)| callback)
+    }
 }
 
 /// A partition log whose appends go through the owning shard's io_uring.
@@ -95,7 +108,7 @@ impl<D: StorageDir + 'static> ShardLog<D> {
         let (log, report) = PartitionLog::open(dir, config)?;
         let state = State {
             log,
-            callbacks: HashMap::new(),
+            callbacks: VecDeque::new(),
             timer_at: None,
             stalled: None,
             groups: 0,
@@ -121,7 +134,7 @@ impl<D: StorageDir + 'static> ShardLog<D> {
         let ticket = {
             let mut state = self.state.borrow_mut();
             let ticket = state.log.append(records, Instant::now())?;
-            state.callbacks.insert(ticket, Box::new(done));
+            state.callbacks.push_back((ticket, Box::new(done)));
             ticket
         };
         self.pump(ctx);
@@ -172,7 +185,7 @@ impl<D: StorageDir + 'static> ShardLog<D> {
         self.arm_timer(ctx);
     }
 
-    /// Submits every request the log has due (at most one group is in flight).
+    /// Submits every request the log has due (up to its `groups_in_flight_max`).
     fn submit_due(&self, ctx: &mut ShardCtx) {
         loop {
             let request = {
@@ -237,12 +250,21 @@ impl<D: StorageDir + 'static> ShardLog<D> {
                     let next = position + n as u64;
                     match this.submit_write(ctx, fd, id, next, sync, data) {
                         Ok(()) => return,
-                        Err(error) => Err(io::Error::other(error.to_string())),
+                        Err(error) => {
+                            let error = io::Error::other(error.to_string());
+                            this.state.borrow_mut().log.complete(id, Err(error));
+                            this.pump(ctx);
+                            return;
+                        }
                     }
                 }
                 Err(e) => Err(e),
             };
-            this.state.borrow_mut().log.complete(id, result);
+            {
+                let mut state = this.state.borrow_mut();
+                state.log.complete(id, result);
+                state.log.recycle_buffer(data);
+            }
             this.pump(ctx);
         };
         if sync {
@@ -267,7 +289,7 @@ impl<D: StorageDir + 'static> ShardLog<D> {
                         AppendOutcome::Stored { ticket, .. }
                         | AppendOutcome::Failed { ticket, .. } => *ticket,
                     };
-                    (state.callbacks.remove(&ticket), outcome)
+                    (state.take_callback(ticket), outcome)
                 })
             };
             match next {

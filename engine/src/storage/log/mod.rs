@@ -3,15 +3,24 @@
 //! `IoRequest`s, and is told their outcomes; a driver carries them out (the shard's
 //! io_uring in production, `BlockingDriver` over any `StorageDir` in tests and tools).
 //!
-//! Owns: offsets, the segment list, the bytes waiting to be written, the one group in
+//! Owns: offsets, the segment list, the bytes waiting to be written, the groups in
 //! flight, and the acknowledgements. Never: acknowledges an append before the write
-//! (policy `None`) or the sync (`Always`, `Batch`) covering it has completed; serves
-//! bytes not yet acknowledged; has more than one write in flight.
+//! (policy `None`) or the sync (`Always`, `Batch`) covering it has completed, nor before
+//! every earlier group is stored; serves bytes not yet acknowledged; has more than
+//! `groups_in_flight_max` groups in flight, or any while it rolls or cuts a segment.
 //!
-//! Group commit: appends are encoded at once into the pending buffer. When no group is
-//! in flight (and, under `Batch`, the delay or byte bound is reached), everything
-//! pending becomes one group: one write of all its bytes, linked to one `fdatasync`.
-//! Appends arriving meanwhile wait for the next group, so one sync covers them all.
+//! Group commit: appends are encoded at once into the pending buffer. When fewer than
+//! `groups_in_flight_max` groups are in flight (and, under `Batch`, the delay or byte
+//! bound is reached), everything pending becomes one group: one write of all its bytes,
+//! linked to one `fdatasync`. Appends arriving meanwhile wait for the next group, so one
+//! sync covers them all. With two groups in flight, the next group's write runs while
+//! the previous group's sync does, instead of after it.
+//!
+//! Groups settle in order. A group whose write and sync completed before an earlier
+//! group's waits for it (its own sync need not cover the earlier bytes: the earlier
+//! group's sync does, and neither is acknowledged before both are done). A failed group
+//! fails every group after it too, once all of them have completed (so no write lands
+//! after the cut), then the bytes from the failed group on are cut.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +41,13 @@ pub use retention::{Retention, RetentionReport};
 /// The largest segment: index entries store positions as u32, and a segment may pass
 /// `segment_bytes_max` by one group (at most `pending_bytes_max`).
 pub const SEGMENT_BYTES_LIMIT: u64 = 2 << 30;
+
+/// The most groups a log lets its driver have in flight at once.
+pub const GROUPS_IN_FLIGHT_LIMIT: usize = 8;
+
+/// Group buffers larger than this are freed after their write instead of reused, so an
+/// idle log keeps at most `(groups_in_flight_max + 1) × 16 MiB` of spare buffers.
+const SPARE_BUFFER_BYTES_MAX: usize = 16 << 20;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +86,9 @@ pub struct LogConfig {
     pub pending_bytes_max: usize,
     /// What `apply_retention` removes. Default: keep everything.
     pub retention: Retention,
+    /// Groups written (and synced) at once: with 2, the next group's write overlaps the
+    /// previous group's sync. Default 2; 1 to `GROUPS_IN_FLIGHT_LIMIT`.
+    pub groups_in_flight_max: usize,
 }
 
 impl LogConfig {
@@ -78,6 +97,7 @@ impl LogConfig {
         self.segment_bytes_max = self.segment_bytes_max.clamp(1, SEGMENT_BYTES_LIMIT);
         self.pending_bytes_max = self.pending_bytes_max.clamp(1, 1 << 30);
         self.index_interval_bytes = self.index_interval_bytes.max(1);
+        self.groups_in_flight_max = self.groups_in_flight_max.clamp(1, GROUPS_IN_FLIGHT_LIMIT);
         self
     }
 }
@@ -91,6 +111,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             pending_bytes_max: 64 << 20,
             retention: Retention::default(),
+            groups_in_flight_max: 2,
         }
     }
 }
@@ -182,9 +203,13 @@ struct Inflight {
     waiters: Vec<Waiter>,
     /// Where the group starts in the active segment.
     position: u64,
+    /// The group's bytes.
+    len: u64,
     /// The group's batches: position relative to the group start, and header (to
     /// index them once stored; the driver owns the bytes).
     batches: Vec<(u64, BatchHeader)>,
+    /// The driver's report, once it came (a group settles only after the ones before).
+    result: Option<std::io::Result<()>>,
 }
 
 /// A partition log over a `StorageDir`.
@@ -198,7 +223,13 @@ pub struct PartitionLog<D: StorageDir> {
     pending: Vec<u8>,
     pending_waiters: Vec<Waiter>,
     pending_since: Option<Instant>,
-    inflight: Option<Inflight>,
+    /// Oldest first.
+    inflight: VecDeque<Inflight>,
+    /// A group failed: no new group starts until every group in flight has completed
+    /// and the failed bytes are cut.
+    failing: bool,
+    /// Group buffers back from the driver, cleared, for the next groups.
+    spare_buffers: Vec<Vec<u8>>,
     /// A previous failure left bytes past the active segment's valid end.
     needs_truncate: bool,
     outcomes: VecDeque<AppendOutcome>,
@@ -220,7 +251,9 @@ impl<D: StorageDir> PartitionLog<D> {
             pending: Vec::new(),
             pending_waiters: Vec::new(),
             pending_since: None,
-            inflight: None,
+            inflight: VecDeque::new(),
+            failing: false,
+            spare_buffers: Vec::new(),
             needs_truncate: false,
             outcomes: VecDeque::new(),
             next_ticket: 0,
@@ -259,41 +292,77 @@ impl<D: StorageDir> PartitionLog<D> {
         Ok(ticket)
     }
 
-    /// The next I/O to carry out, if one is due: at most one is in flight at a time.
+    /// The next I/O to carry out, if one is due: at most `groups_in_flight_max` are in
+    /// flight at a time, and none while a failure is being settled. A group that must
+    /// roll the segment or cut a failed tail first waits until none is in flight.
     pub fn next_request(&mut self, now: Instant) -> Option<IoRequest> {
-        if self.inflight.is_some() || self.pending.is_empty() || !self.group_due(now) {
+        if self.inflight.len() >= self.config.groups_in_flight_max
+            || self.failing
+            || self.pending.is_empty()
+            || !self.group_due(now)
+        {
             return None;
+        }
+        if !self.inflight.is_empty() && (self.needs_truncate || self.active_is_full()) {
+            return None; // asked again when the groups in flight complete
         }
         if let Err(error) = self.prepare_active_segment() {
             self.fail_pending(Arc::new(error));
             return None;
         }
-        let active = self.segments.last()?;
+        let position = self.write_end();
+        let file = self.segments.last()?.file;
         let id = self.next_io;
         self.next_io += 1;
-        let request = IoRequest {
-            id,
-            file: active.file,
-            position: active.len,
-            data: std::mem::take(&mut self.pending),
-            sync: self.config.durability != Durability::None,
-        };
-        self.inflight = Some(Inflight {
+        let spare = self.spare_buffers.pop().unwrap_or_default();
+        let data = std::mem::replace(&mut self.pending, spare);
+        self.inflight.push_back(Inflight {
             id,
             waiters: std::mem::take(&mut self.pending_waiters),
-            position: active.len,
+            position,
+            len: data.len() as u64,
             batches: std::mem::take(&mut self.pending_batches),
+            result: None,
         });
         self.pending_since = None;
         self.flush_requested = false;
-        Some(request)
+        Some(IoRequest {
+            id,
+            file,
+            position,
+            data,
+            sync: self.config.durability != Durability::None,
+        })
+    }
+
+    /// Where the next group goes in the active segment: after its stored bytes and the
+    /// groups in flight.
+    fn write_end(&self) -> u64 {
+        match self.inflight.back() {
+            Some(last) => last.position + last.len,
+            None => self.segments.last().map_or(0, |s| s.len),
+        }
+    }
+
+    /// Hands a request's buffer back once the driver is done with it, so the next
+    /// groups reuse its memory (already faulted in) instead of growing a new one.
+    pub fn recycle_buffer(&mut self, mut buffer: Vec<u8>) {
+        if self.spare_buffers.len() <= self.config.groups_in_flight_max
+            && buffer.capacity() <= SPARE_BUFFER_BYTES_MAX
+        {
+            buffer.clear();
+            self.spare_buffers.push(buffer);
+        }
     }
 
     /// When `next_request` should be asked again although nothing completed (the end of
     /// a `Batch` delay), if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.config.durability, self.pending_since, &self.inflight) {
-            (Durability::Batch { max_delay, .. }, Some(since), None) => Some(since + max_delay),
+        if self.inflight.len() >= self.config.groups_in_flight_max || self.failing {
+            return None;
+        }
+        match (self.config.durability, self.pending_since) {
+            (Durability::Batch { max_delay, .. }, Some(since)) => Some(since + max_delay),
             _ => None,
         }
     }
@@ -324,19 +393,39 @@ impl<D: StorageDir> PartitionLog<D> {
         }
     }
 
-    /// Reports the outcome of request `id`. On success every append of the group is
-    /// stored; on failure every append not yet stored fails (their offsets are given
-    /// out again), and the bytes past the last stored batch are cut.
+    /// Reports the outcome of request `id`. Groups settle in order: once every group
+    /// before it has been stored, a group that succeeded is stored; on failure every
+    /// append not yet stored fails (their offsets are given out again), and the bytes
+    /// past the last stored batch are cut, after every group in flight has completed.
     pub fn complete(&mut self, id: u64, result: std::io::Result<()>) {
-        let Some(group) = self.inflight.take_if(|g| g.id == id) else {
+        let Some(group) = self.inflight.iter_mut().find(|g| g.id == id) else {
             return;
         };
-        match result {
-            Ok(()) => self.store_group(group),
-            Err(source) => {
-                let path = self.active_path();
-                let error = Arc::new(StorageError::from_io("append", path, source));
-                self.fail_group(group, error);
+        if result.is_err() {
+            self.failing = true;
+        }
+        group.result = Some(result);
+        self.settle();
+    }
+
+    /// Stores the completed groups at the head, in order; at a failed one, waits for
+    /// every group in flight, then fails them all.
+    fn settle(&mut self) {
+        while let Some(head) = self.inflight.front() {
+            match &head.result {
+                None => return,
+                Some(Ok(())) => {
+                    if let Some(group) = self.inflight.pop_front() {
+                        self.store_group(group);
+                    }
+                }
+                Some(Err(_)) => {
+                    if self.inflight.iter().any(|g| g.result.is_none()) {
+                        return; // a later write could land after the cut
+                    }
+                    self.fail_inflight();
+                    return;
+                }
             }
         }
     }
@@ -357,7 +446,14 @@ impl<D: StorageDir> PartitionLog<D> {
         }
     }
 
-    fn fail_group(&mut self, group: Inflight, error: Arc<StorageError>) {
+    /// Fails every group in flight (all completed, the first failed) and every pending
+    /// append, after cutting their bytes.
+    fn fail_inflight(&mut self) {
+        let source = match self.inflight.front_mut().and_then(|g| g.result.take()) {
+            Some(Err(source)) => source,
+            _ => std::io::Error::other("an earlier group failed"),
+        };
+        let error = Arc::new(StorageError::from_io("append", self.active_path(), source));
         tracing::warn!(%error, "log append failed; unstored appends fail and are cut");
         // Cut the failed bytes now, before anyone hears "failed": left in the page
         // cache, a later flush could make them durable and a restart serve them.
@@ -365,12 +461,15 @@ impl<D: StorageDir> PartitionLog<D> {
         if let Err(cut) = self.cut_failed_tail() {
             tracing::error!(%cut, "cannot cut a failed group; retrying before the next write");
         }
-        for w in group.waiters {
-            self.outcomes.push_back(AppendOutcome::Failed {
-                ticket: w.ticket,
-                error: error.clone(),
-            });
+        for group in std::mem::take(&mut self.inflight) {
+            for w in group.waiters {
+                self.outcomes.push_back(AppendOutcome::Failed {
+                    ticket: w.ticket,
+                    error: error.clone(),
+                });
+            }
         }
+        self.failing = false;
         self.fail_pending(error);
     }
 
@@ -409,7 +508,10 @@ impl<D: StorageDir> PartitionLog<D> {
         self.pending.clear();
         self.pending_batches.clear();
         self.pending_since = None;
-        self.next_offset = self.segments.last().map_or(0, |s| s.next_offset);
+        self.next_offset = match self.inflight.back().and_then(|g| g.waiters.last()) {
+            Some(w) => w.last_offset + 1,
+            None => self.segments.last().map_or(0, |s| s.next_offset),
+        };
     }
 
     /// Before a group is written: cut leftovers of a failed group, and roll to a new
@@ -429,10 +531,11 @@ impl<D: StorageDir> PartitionLog<D> {
         let Some(active) = self.segments.last() else {
             return false;
         };
-        if active.len == 0 {
+        let end = self.write_end();
+        if end == 0 {
             return false;
         }
-        let by_size = active.len >= self.config.segment_bytes_max;
+        let by_size = end >= self.config.segment_bytes_max;
         let next_first = self.pending_batches.first().map(|(_, h)| h.first_timestamp);
         let by_age = match (
             self.config.segment_age_max,
@@ -483,7 +586,7 @@ impl<D: StorageDir> PartitionLog<D> {
 
     /// Whether a request is in flight or appends wait for one.
     pub fn is_busy(&self) -> bool {
-        self.inflight.is_some() || !self.pending.is_empty()
+        !self.inflight.is_empty() || !self.pending.is_empty()
     }
 
     /// The directory (for drivers that need file descriptors).
@@ -525,6 +628,7 @@ impl BlockingDriver {
                 result = log.dir.sync_data(req.file);
             }
             log.complete(req.id, result);
+            log.recycle_buffer(req.data);
             ran += 1;
         }
         ran

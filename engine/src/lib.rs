@@ -10,6 +10,8 @@
 //! - [`storage`]: the on-disk record batch format, partition logs with group commit
 //!   over io_uring, recovery, retention.
 //! - [`routing`]: subjects, patterns and the matcher the models route with.
+//! - [`pubsub`]: subjects: fire-and-forget publish/subscribe, queue groups and
+//!   request-reply (the NATS core model), at most once.
 //!
 //! See `docs/architecture.md` for the picture.
 
@@ -19,6 +21,8 @@ pub mod routing;
 pub mod storage;
 mod sync;
 
+#[cfg(not(loom))]
+pub mod pubsub;
 #[cfg(not(loom))]
 pub mod runtime;
 

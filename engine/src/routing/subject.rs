@@ -65,6 +65,9 @@ pub enum SubjectError {
         /// The token's position.
         index: usize,
     },
+    /// Bytes that are not UTF-8.
+    #[error("subject is not UTF-8")]
+    NotUtf8,
     /// `>` anywhere but the last token.
     #[error("'>' must be the last token (found at position {index})")]
     TailNotLast {

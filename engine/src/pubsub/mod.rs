@@ -1,0 +1,302 @@
+//! Subjects: fire-and-forget publish/subscribe, queue groups and request-reply (the
+//! NATS core model), in process.
+//!
+//! Owns: the subject model's API for threads that are not shards (`PubSub`,
+//! `Subscription`) and for tasks on shards (`ShardPubSub`). Never: persists anything or
+//! retries a delivery. **At most once**: a message reaches the subscriptions that
+//! matched when it was routed, unless a subscriber's pending buffer is full (then it is
+//! dropped and counted) or the subscription goes away meanwhile. For messages that must
+//! not be lost, publish to a stream (durable log, acknowledgements, replay).
+//!
+//! How it works (`docs/architecture.md`, "Subjects"):
+//! - Every shard holds a copy of the interest: each subscription's pattern, owner shard
+//!   and queue group, in a `routing::Matcher`. A subscribe returns once every shard has
+//!   it, so any publish that starts afterwards sees it.
+//! - A publish is routed on the shard it is made on: matched there (routes are cached
+//!   per subject until interest changes), one member picked per queue group (in turn),
+//!   and one delivery per receiving subscription put in the outbox of the owner's shard.
+//!   Outboxes leave as one task per shard once the publishing task yields, over the
+//!   SPSC rings; payloads travel as `bytes::Bytes` (a reference count, not a copy).
+//! - The owner hands each delivery to the subscription's sink: a bounded queue for a
+//!   consumer on another thread, or a handler on the shard.
+//! - A request publishes with a reply subject `_INBOX.rb.<shard>.<n>`; a publish to such
+//!   a subject goes straight to that shard, which completes the request. No match for
+//!   the request's subject: `NoResponders` at once.
+
+mod error;
+mod message;
+mod shard;
+mod subscription;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::PubSubError;
+pub use message::{Headers, Message, Subject};
+pub use shard::{
+    Handler, PubSubStats, ReplyCallback, ShardPubSub, SubId, INBOX_PREFIX, OUTBOX_MESSAGES_MAX,
+};
+pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
+
+use crate::routing::{Pattern, Syntax};
+use crate::runtime::{RuntimeHandle, ShardCtx};
+use shard::{Interest, Sink};
+use subscription::SubQueue;
+
+/// How a subscription is made.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Queue group: within a group each message goes to one member.
+    pub queue_group: Option<String>,
+    /// Auto-unsubscribe after this many messages.
+    pub max_messages: Option<u64>,
+    /// The pending buffer's bounds and what happens past them.
+    pub pending: PendingLimits,
+}
+
+/// The subjects model of one runtime, for threads that are not shards. Cheap to clone.
+/// Use one `PubSub` per runtime (its per-shard state is the shards' `ShardPubSub`).
+#[derive(Clone)]
+pub struct PubSub {
+    runtime: RuntimeHandle,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    next_id: AtomicU64,
+    next_home: AtomicUsize,
+}
+
+impl std::fmt::Debug for PubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSub")
+            .field("shards", &self.runtime.shard_count())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// The shard this thread publishes through (one per thread keeps its publishes in
+    /// order), assigned round-robin on first use.
+    static HOME: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+impl PubSub {
+    /// The subjects model over `runtime`.
+    pub fn new(runtime: RuntimeHandle) -> Self {
+        Self {
+            runtime,
+            shared: Arc::new(Shared {
+                next_id: AtomicU64::new(1),
+                next_home: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn home(&self) -> usize {
+        let shards = self.runtime.shard_count();
+        HOME.with(|home| match home.get() {
+            Some(shard) if shard < shards => shard,
+            _ => {
+                let shard = self.shared.next_home.fetch_add(1, Ordering::Relaxed) % shards;
+                home.set(Some(shard));
+                shard
+            }
+        })
+    }
+
+    /// Publishes `payload` on `subject`. Returns once the message is queued for its
+    /// shard; messages published by one thread are routed in the order published.
+    pub fn publish(&self, subject: &str, payload: impl Into<Bytes>) -> Result<(), PubSubError> {
+        let subject = Subject::new(Bytes::copy_from_slice(subject.as_bytes()))?;
+        self.publish_message(Message::new(subject, payload))
+    }
+
+    /// Publishes `message`.
+    pub fn publish_message(&self, message: Message) -> Result<(), PubSubError> {
+        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
+            let _ = ShardPubSub::get(ctx).publish(ctx, message);
+        })?;
+        Ok(())
+    }
+
+    /// Publishes every message of `batch` in one task (far cheaper per message).
+    pub fn publish_batch(&self, batch: Vec<Message>) -> Result<(), PubSubError> {
+        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            for message in batch {
+                if pubsub.publish(ctx, message).is_err() {
+                    tracing::warn!("pub/sub outbox full: rest of a batch dropped");
+                    break;
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Subscribes to `pattern` (`*` one token, `>` one or more trailing tokens). Returns
+    /// once every shard routes to it.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, PubSubError> {
+        let pattern = Pattern::parse(pattern, Syntax::Subjects)?;
+        let queue = SubQueue::new(options.pending).map_err(PubSubError::Wait)?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let owner = self.owner_of(id);
+        let sink_queue = queue.clone();
+        let max = options.max_messages;
+        self.runtime.call(owner, move |ctx: &mut ShardCtx| {
+            ShardPubSub::get(ctx).own(id, Sink::Queue(sink_queue), max);
+        })?;
+        let subscription = Subscription {
+            id,
+            queue,
+            pubsub: self.clone(),
+            unsubscribed: false,
+        };
+        let interest = Interest {
+            id,
+            shard: owner,
+            group: options.queue_group.map(Arc::from),
+        };
+        // On failure the subscription's drop removes whatever was added.
+        self.add_interest_everywhere(&pattern, &interest)?;
+        Ok(subscription)
+    }
+
+    /// Sends `payload` to `subject` with a fresh reply subject and waits for the first
+    /// reply: `NoResponders` at once if no subscription matches, `Timeout` if no reply
+    /// comes within `timeout`.
+    pub fn request(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message, PubSubError> {
+        let subject = Subject::new(Bytes::copy_from_slice(subject.as_bytes()))?;
+        let message = Message::new(subject, payload);
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
+            let done: ReplyCallback = Box::new(move |_, result| {
+                let _ = tx.send(result);
+            });
+            ShardPubSub::get(ctx).request(ctx, message, timeout, done);
+        })?;
+        // The shard's timer answers at `timeout`; the margin covers a busy shard.
+        match rx.recv_timeout(timeout + Duration::from_secs(5)) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(PubSubError::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(PubSubError::ShuttingDown),
+        }
+    }
+
+    /// Each shard's pub/sub counters, in shard order.
+    pub fn stats(&self) -> Result<Vec<PubSubStats>, PubSubError> {
+        (0..self.runtime.shard_count())
+            .map(|shard| {
+                self.runtime
+                    .call(shard, |ctx: &mut ShardCtx| ShardPubSub::get(ctx).stats())
+                    .map_err(PubSubError::from)
+            })
+            .collect()
+    }
+
+    /// The shard that owns subscription `id`.
+    fn owner_of(&self, id: SubId) -> usize {
+        (id % self.runtime.shard_count() as u64) as usize
+    }
+
+    fn add_interest_everywhere(
+        &self,
+        pattern: &Pattern,
+        interest: &Interest,
+    ) -> Result<(), PubSubError> {
+        for shard in 0..self.runtime.shard_count() {
+            let (pattern, interest) = (pattern.clone(), interest.clone());
+            self.runtime.call(shard, move |ctx: &mut ShardCtx| {
+                ShardPubSub::get(ctx).add_interest(pattern, interest);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stops subscription `id`: its owner drops what arrives for it from now on, and
+    /// every shard forgets its interest.
+    pub(crate) fn unsubscribe(&self, id: SubId) -> Result<(), PubSubError> {
+        let owner = self.owner_of(id);
+        self.runtime.call(owner, move |ctx: &mut ShardCtx| {
+            ShardPubSub::get(ctx).disown(id);
+        })?;
+        for shard in 0..self.runtime.shard_count() {
+            self.runtime.call(shard, move |ctx: &mut ShardCtx| {
+                ShardPubSub::get(ctx).remove_interest(id);
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl ShardPubSub {
+    /// Subscribes on this shard: `handler` runs here for each message. `ready` runs
+    /// here once every shard routes to the subscription (publishes that start after
+    /// it are delivered). Returns the subscription's id, for `unsubscribe`.
+    pub fn subscribe<H, R>(
+        &self,
+        ctx: &mut ShardCtx,
+        pattern: &str,
+        queue_group: Option<&str>,
+        max_messages: Option<u64>,
+        handler: H,
+        ready: R,
+    ) -> Result<SubId, PubSubError>
+    where
+        H: FnMut(&mut ShardCtx, Message) + 'static,
+        R: FnOnce(&mut ShardCtx) + 'static,
+    {
+        let pattern = Pattern::parse(pattern, Syntax::Subjects)?;
+        let id = self.local_sub_id(ctx);
+        let handler: Rc<RefCell<Handler>> = Rc::new(RefCell::new(handler));
+        self.own(id, Sink::Handler(handler), max_messages);
+        let interest = Interest {
+            id,
+            shard: ctx.shard_id(),
+            group: queue_group.map(Arc::from),
+        };
+        self.add_interest(pattern.clone(), interest.clone());
+        let others: Vec<usize> = (0..ctx.shard_count())
+            .filter(|&s| s != ctx.shard_id())
+            .collect();
+        if others.is_empty() {
+            ready(ctx);
+            return Ok(id);
+        }
+        self.await_interest(id, others.len(), Box::new(ready));
+        for shard in others {
+            let (pattern, interest) = (pattern.clone(), interest.clone());
+            let add = move |ctx: &mut ShardCtx| {
+                ShardPubSub::get(ctx).add_interest(pattern, interest);
+            };
+            let acked = move |ctx: &mut ShardCtx, _| {
+                ShardPubSub::get(ctx).interest_acked(ctx, id);
+            };
+            if ctx.call(shard, add, acked).is_err() {
+                self.unsubscribe(ctx, id);
+                return Err(PubSubError::Backpressure);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Stops a subscription made on this shard with `subscribe`.
+    pub fn unsubscribe(&self, ctx: &mut ShardCtx, id: SubId) {
+        self.disown(id);
+        shard::broadcast_removal(ctx, id);
+    }
+}

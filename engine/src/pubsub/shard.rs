@@ -1,0 +1,672 @@
+//! The per-shard half of the subjects model: each shard's copy of the interest (every
+//! subscription's pattern), the subscriptions this shard owns, and the outboxes that
+//! carry deliveries to their owners.
+//!
+//! Owns: routing a publish on the shard it happens on (match locally, pick one member
+//! per queue group, batch deliveries per owner shard), delivering batches to owned
+//! subscriptions (queue or handler), auto-unsubscribe, and the requests this shard
+//! waits on (reply inboxes, timeouts). Never: waits, copies a payload, or grows an
+//! outbox past `OUTBOX_MESSAGES_MAX` (a publish past it gets `Backpressure`).
+//!
+//! A delivery that reaches a shard after its subscription was removed is dropped and
+//! counted: the model is at-most-once.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::error::PubSubError;
+use super::message::{Message, Subject};
+use super::subscription::{Offer, SubQueue};
+use crate::routing::{Matcher, Pattern};
+use crate::runtime::{SendError, ShardCtx};
+
+/// Identifies a subscription within a `PubSub`.
+pub type SubId = u64;
+
+/// Reply subjects of requests made through the engine start with this; the next token
+/// is the requesting shard, the last the request's number there. A publish to one is
+/// routed straight to that shard (no interest needed), and matched as usual too.
+pub const INBOX_PREFIX: &str = "_INBOX.rb.";
+
+/// The most deliveries a shard keeps waiting in its outboxes before publishes on it get
+/// `Backpressure`.
+pub const OUTBOX_MESSAGES_MAX: usize = 1 << 20;
+
+/// Routes cached per shard; the cache is cleared when full or when interest changes.
+const ROUTE_CACHE_MAX: usize = 4096;
+
+/// How long to wait before retrying a batch a full ring refused.
+const RETRY_DELAY: Duration = Duration::from_micros(50);
+
+/// What the matcher stores for a subscription, on every shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Interest {
+    pub(crate) id: SubId,
+    /// The shard that owns (delivers to) the subscription.
+    pub(crate) shard: usize,
+    pub(crate) group: Option<Arc<str>>,
+}
+
+/// Where a subject's messages go, computed once per subject and interest version.
+#[derive(Debug, Default)]
+struct Route {
+    /// Plain subscriptions: each gets every message.
+    plain: Vec<(SubId, usize)>,
+    /// Queue groups: each message goes to one member, in turn.
+    groups: Vec<Group>,
+}
+
+#[derive(Debug)]
+struct Group {
+    members: Vec<(SubId, usize)>,
+    next: Cell<usize>,
+}
+
+/// Who a delivery is for.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// A subscription owned by the receiving shard.
+    Sub(SubId),
+    /// A request the receiving shard waits on.
+    Reply(u64),
+}
+
+type Delivery = (Target, Message);
+
+/// What runs for each message of an on-shard subscription.
+pub type Handler = dyn FnMut(&mut ShardCtx, Message);
+
+/// What runs when a request is answered, times out, or has no responders.
+pub type ReplyCallback = Box<dyn FnOnce(&mut ShardCtx, Result<Message, PubSubError>)>;
+
+/// Where an owned subscription's messages go.
+pub(crate) enum Sink {
+    /// A consumer on another thread (`Subscription`).
+    Queue(Arc<SubQueue>),
+    /// A handler on this shard (a connection, a responder), called outside any borrow.
+    Handler(Rc<RefCell<Handler>>),
+}
+
+struct LocalSub {
+    sink: Sink,
+    /// Auto-unsubscribe after this many messages.
+    max: Option<u64>,
+    received: u64,
+}
+
+/// Counters of one shard's pub/sub traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PubSubStats {
+    /// Messages published on this shard.
+    pub published: u64,
+    /// Deliveries routed from this shard (one per receiving subscription).
+    pub routed: u64,
+    /// Messages published on this shard that matched no subscription.
+    pub no_interest: u64,
+    /// Deliveries that arrived for a subscription already gone (at-most-once).
+    pub unknown_target: u64,
+    /// Deliveries dropped by full subscription buffers on this shard.
+    pub dropped_slow: u64,
+}
+
+struct State {
+    shards: usize,
+    interest: Matcher<Interest>,
+    /// Pattern of every subscription in `interest`, to remove it.
+    patterns: HashMap<SubId, (Pattern, Interest)>,
+    routes: HashMap<Box<str>, Rc<Route>>,
+    subs: HashMap<SubId, LocalSub>,
+    /// Deliveries per target shard, sent when the flush task runs.
+    outbox: Vec<Vec<Delivery>>,
+    outboxed: usize,
+    flush_scheduled: bool,
+    /// Batches a full ring refused, retried on a timer.
+    stalled: Vec<(usize, Vec<Delivery>)>,
+    requests: HashMap<u64, ReplyCallback>,
+    /// Request deadlines, earliest first; entries of answered requests are skipped
+    /// (and compacted away once they outnumber the waiting ones).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// When the expiry timer fires, if one is armed.
+    timer_at: Option<Instant>,
+    next_request: u64,
+    /// Subscriptions made here waiting for other shards to add their interest: how
+    /// many have not answered yet, and what runs when all have.
+    awaiting: HashMap<SubId, (usize, ReadyCallback)>,
+    next_local_sub: u64,
+    stats: PubSubStats,
+}
+
+/// What runs when a subscription made on a shard is routed by every shard.
+pub(crate) type ReadyCallback = Box<dyn FnOnce(&mut ShardCtx)>;
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The shard is stopping: consumers on other threads must not wait forever.
+        for sub in self.subs.values() {
+            if let Sink::Queue(queue) = &sub.sink {
+                queue.close();
+            }
+        }
+    }
+}
+
+/// The shard's pub/sub state. Cheap to clone; not `Send`: use it on its shard only.
+#[derive(Clone)]
+pub struct ShardPubSub {
+    state: Rc<RefCell<State>>,
+}
+
+#[derive(Default)]
+struct Slot(Option<ShardPubSub>);
+
+impl ShardPubSub {
+    /// This shard's pub/sub state (created on first use).
+    pub fn get(ctx: &mut ShardCtx) -> Self {
+        let shards = ctx.shard_count();
+        ctx.with_local(Slot::default, |slot, _| {
+            slot.0.get_or_insert_with(|| Self::new(shards)).clone()
+        })
+    }
+
+    fn new(shards: usize) -> Self {
+        let state = State {
+            shards,
+            interest: Matcher::new(),
+            patterns: HashMap::new(),
+            routes: HashMap::new(),
+            subs: HashMap::new(),
+            outbox: (0..shards).map(|_| Vec::new()).collect(),
+            outboxed: 0,
+            flush_scheduled: false,
+            stalled: Vec::new(),
+            requests: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            timer_at: None,
+            next_request: 0,
+            awaiting: HashMap::new(),
+            next_local_sub: 0,
+            stats: PubSubStats::default(),
+        };
+        Self {
+            state: Rc::new(RefCell::new(state)),
+        }
+    }
+
+    /// Routes `message` to every matching subscription (one member per queue group).
+    /// Returns how many subscriptions it was routed to (0: no interest, dropped).
+    /// Deliveries leave when the current task yields (one batch per owner shard).
+    pub fn publish(&self, ctx: &mut ShardCtx, message: Message) -> Result<usize, PubSubError> {
+        let schedule = {
+            let mut st = self.state.borrow_mut();
+            if st.outboxed >= OUTBOX_MESSAGES_MAX {
+                return Err(PubSubError::Backpressure);
+            }
+            let routed = st.route(message);
+            st.stats.published += 1;
+            st.stats.routed += routed as u64;
+            if routed == 0 {
+                st.stats.no_interest += 1;
+                return Ok(0);
+            }
+            let schedule = !st.flush_scheduled;
+            st.flush_scheduled = true;
+            (schedule, routed)
+        };
+        if schedule.0 {
+            self.schedule_flush(ctx);
+        }
+        Ok(schedule.1)
+    }
+
+    /// Publishes `payload` to `subject` and calls `done` with the first reply, or
+    /// `NoResponders` at once when no subscription matches, or `Timeout`.
+    pub fn request(
+        &self,
+        ctx: &mut ShardCtx,
+        mut message: Message,
+        timeout: Duration,
+        done: ReplyCallback,
+    ) {
+        let seq = {
+            let mut st = self.state.borrow_mut();
+            st.next_request += 1;
+            st.next_request
+        };
+        let inbox = format!("{INBOX_PREFIX}{}.{seq}", ctx.shard_id());
+        match Subject::new(Bytes::from(inbox)) {
+            Ok(inbox) => message.reply = Some(inbox),
+            Err(error) => return done(ctx, Err(error.into())),
+        }
+        match self.publish(ctx, message) {
+            Ok(0) => return done(ctx, Err(PubSubError::NoResponders)),
+            Ok(_) => {}
+            Err(error) => return done(ctx, Err(error)),
+        }
+        let deadline = Instant::now() + timeout;
+        let arm = {
+            let mut st = self.state.borrow_mut();
+            st.requests.insert(seq, done);
+            st.deadlines.push(Reverse((deadline, seq)));
+            st.compact_deadlines();
+            let arm = st.timer_at.is_none_or(|at| deadline < at);
+            if arm {
+                st.timer_at = Some(deadline);
+            }
+            arm
+        };
+        if arm {
+            self.arm_expiry(ctx, deadline);
+        }
+    }
+
+    /// One timer per shard ends requests: armed for the earliest deadline, it fails
+    /// every request past its deadline with `Timeout`, then arms for the next. (A timer
+    /// per request would outlive its answered request: timers cannot be cancelled.)
+    fn arm_expiry(&self, ctx: &mut ShardCtx, deadline: Instant) {
+        let delay = deadline.saturating_duration_since(Instant::now());
+        if ctx
+            .after(delay, |ctx| ShardPubSub::get(ctx).expire(ctx))
+            .is_err()
+        {
+            // No timer (shutting down, or the shard's timer table is full): fail what
+            // waits rather than leave it waiting forever.
+            let waiting: Vec<ReplyCallback> = {
+                let mut st = self.state.borrow_mut();
+                st.timer_at = None;
+                st.deadlines.clear();
+                st.requests.drain().map(|(_, done)| done).collect()
+            };
+            for done in waiting {
+                done(ctx, Err(PubSubError::ShuttingDown));
+            }
+        }
+    }
+
+    fn expire(&self, ctx: &mut ShardCtx) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let next = {
+            let mut st = self.state.borrow_mut();
+            st.timer_at = None;
+            while let Some(Reverse((deadline, seq))) = st.deadlines.peek().copied() {
+                if deadline > now {
+                    break;
+                }
+                st.deadlines.pop();
+                if let Some(done) = st.requests.remove(&seq) {
+                    expired.push(done);
+                }
+            }
+            let next = st.deadlines.peek().map(|Reverse((deadline, _))| *deadline);
+            st.timer_at = next;
+            next
+        };
+        if let Some(next) = next {
+            self.arm_expiry(ctx, next);
+        }
+        for done in expired {
+            done(ctx, Err(PubSubError::Timeout));
+        }
+    }
+
+    /// Makes this shard the owner of subscription `id` (messages for it are delivered
+    /// to `sink`). Call before the interest is added anywhere.
+    pub(crate) fn own(&self, id: SubId, sink: Sink, max: Option<u64>) {
+        let sub = LocalSub {
+            sink,
+            max: max.filter(|&m| m > 0),
+            received: 0,
+        };
+        self.state.borrow_mut().subs.insert(id, sub);
+    }
+
+    /// Stops owning subscription `id`: later deliveries to it are dropped; a queue
+    /// consumer sees `Closed` once it has read what is pending. Returns whether it
+    /// was owned here.
+    pub(crate) fn disown(&self, id: SubId) -> bool {
+        let sub = {
+            let mut st = self.state.borrow_mut();
+            st.awaiting.remove(&id);
+            st.subs.remove(&id)
+        };
+        if let Some(LocalSub {
+            sink: Sink::Queue(queue),
+            ..
+        }) = &sub
+        {
+            queue.close();
+        }
+        sub.is_some()
+    }
+
+    /// Adds a subscription's pattern to this shard's copy of the interest.
+    pub(crate) fn add_interest(&self, pattern: Pattern, interest: Interest) {
+        let mut st = self.state.borrow_mut();
+        st.interest.insert(&pattern, interest.clone());
+        st.patterns.insert(interest.id, (pattern, interest));
+        st.routes.clear();
+    }
+
+    /// Removes a subscription's pattern from this shard's copy of the interest.
+    pub(crate) fn remove_interest(&self, id: SubId) {
+        let mut st = self.state.borrow_mut();
+        if let Some((pattern, interest)) = st.patterns.remove(&id) {
+            st.interest.remove(&pattern, &interest);
+            st.routes.clear();
+        }
+    }
+
+    /// Ids of subscriptions made on shards: the high bit set, then the shard, then a
+    /// per-shard count (ids from `PubSub` count from 1 without the high bit).
+    pub(crate) fn local_sub_id(&self, ctx: &ShardCtx) -> SubId {
+        let mut st = self.state.borrow_mut();
+        st.next_local_sub += 1;
+        (1 << 63) | ((ctx.shard_id() as u64) << 48) | (st.next_local_sub & ((1 << 48) - 1))
+    }
+
+    /// Runs `ready` once `shards` other shards have acknowledged subscription `id`.
+    pub(crate) fn await_interest(&self, id: SubId, shards: usize, ready: ReadyCallback) {
+        self.state.borrow_mut().awaiting.insert(id, (shards, ready));
+    }
+
+    /// One more shard routes to subscription `id`.
+    pub(crate) fn interest_acked(&self, ctx: &mut ShardCtx, id: SubId) {
+        let ready = {
+            let mut st = self.state.borrow_mut();
+            let Some((left, _)) = st.awaiting.get_mut(&id) else {
+                return;
+            };
+            *left -= 1;
+            if *left > 0 {
+                return;
+            }
+            st.awaiting.remove(&id).map(|(_, ready)| ready)
+        };
+        if let Some(ready) = ready {
+            ready(ctx);
+        }
+    }
+
+    /// Subscriptions in this shard's copy of the interest.
+    pub fn interest_len(&self) -> usize {
+        self.state.borrow().interest.len()
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> PubSubStats {
+        self.state.borrow().stats
+    }
+
+    fn schedule_flush(&self, ctx: &mut ShardCtx) {
+        let shard = ctx.shard_id();
+        // A task to ourselves runs after the tasks already queued: every publish they
+        // make joins the same batches.
+        if let Err(SendError::Full(_) | SendError::NoSuchShard { .. }) =
+            ctx.send(shard, |ctx| ShardPubSub::get(ctx).flush(ctx))
+        {
+            let this = self.clone();
+            if ctx
+                .after(Duration::ZERO, move |ctx| this.flush(ctx))
+                .is_err()
+            {
+                tracing::error!("pub/sub cannot schedule its flush; deliveries wait");
+            }
+        }
+    }
+
+    /// Sends every outbox to its shard; delivers this shard's own at once.
+    fn flush(&self, ctx: &mut ShardCtx) {
+        let (batches, stalled) = {
+            let mut st = self.state.borrow_mut();
+            st.flush_scheduled = false;
+            st.outboxed = 0;
+            let batches: Vec<(usize, Vec<Delivery>)> = st
+                .outbox
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(t, b)| (t, std::mem::take(b)))
+                .collect();
+            (batches, std::mem::take(&mut st.stalled))
+        };
+        let own = ctx.shard_id();
+        let mut local = None;
+        let mut refused = Vec::new();
+        for (target, batch) in stalled.into_iter().chain(batches) {
+            if target == own {
+                local = Some(batch);
+                continue;
+            }
+            let len = batch.len();
+            if let Err(error) = ctx.send(target, move |ctx| deliver(ctx, batch)) {
+                match error {
+                    SendError::Full(task) => refused.push((target, len, task)),
+                    SendError::NoSuchShard { .. } => {
+                        tracing::error!(target, "pub/sub delivery to a shard that does not exist");
+                    }
+                }
+            }
+        }
+        if !refused.is_empty() {
+            self.retry_later(ctx, refused);
+        }
+        if let Some(batch) = local {
+            deliver_batch(self, ctx, batch);
+        }
+    }
+
+    /// Retries batches a full ring refused, after a short delay. They stay counted
+    /// against the outbox bound meanwhile.
+    fn retry_later<F>(&self, ctx: &mut ShardCtx, refused: Vec<(usize, usize, F)>)
+    where
+        F: FnOnce(&mut ShardCtx) + Send + 'static,
+    {
+        let held: usize = refused.iter().map(|(_, len, _)| len).sum();
+        self.state.borrow_mut().outboxed += held;
+        let this = self.clone();
+        let retry = move |ctx: &mut ShardCtx| {
+            this.state.borrow_mut().outboxed -= held;
+            let mut again = Vec::new();
+            for (target, len, task) in refused {
+                if let Err(SendError::Full(task)) = ctx.send(target, task) {
+                    again.push((target, len, task));
+                }
+            }
+            if !again.is_empty() {
+                this.retry_later(ctx, again);
+            }
+        };
+        if ctx.after(RETRY_DELAY, retry).is_err() {
+            tracing::error!("pub/sub cannot arm a retry timer; refused deliveries are lost");
+        }
+    }
+}
+
+impl State {
+    /// Drops deadlines of answered requests once they are most of the heap, so its
+    /// size stays proportional to the requests waiting.
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() > 2 * self.requests.len() + 64 {
+            let requests = &self.requests;
+            self.deadlines
+                .retain(|Reverse((_, seq))| requests.contains_key(seq));
+        }
+    }
+
+    /// Puts one delivery per receiving subscription into the outboxes; returns how many.
+    fn route(&mut self, message: Message) -> usize {
+        let subject = message.subject.as_str();
+        let mut routed = 0;
+        if let Some((shard, seq)) = parse_inbox(subject, self.shards) {
+            self.outbox[shard].push((Target::Reply(seq), message.clone()));
+            routed += 1;
+            // Inbox subjects are unique: matched without the cache.
+            let extra: Vec<Interest> = self.interest.matches_uncached(subject);
+            let route = build_route(extra);
+            return routed + self.enqueue(&route, &message);
+        }
+        let route = match self.routes.get(subject) {
+            Some(route) => route.clone(),
+            None => {
+                let route = Rc::new(build_route(self.interest.matches_uncached(subject)));
+                if self.routes.len() >= ROUTE_CACHE_MAX {
+                    self.routes.clear();
+                }
+                self.routes.insert(subject.into(), route.clone());
+                route
+            }
+        };
+        self.enqueue(&route, &message)
+    }
+
+    fn enqueue(&mut self, route: &Route, message: &Message) -> usize {
+        let mut routed = 0;
+        for &(id, shard) in &route.plain {
+            self.outbox[shard].push((Target::Sub(id), message.clone()));
+            routed += 1;
+        }
+        for group in &route.groups {
+            let turn = group.next.get();
+            group.next.set(turn.wrapping_add(1));
+            let (id, shard) = group.members[turn % group.members.len()];
+            self.outbox[shard].push((Target::Sub(id), message.clone()));
+            routed += 1;
+        }
+        self.outboxed += routed;
+        routed
+    }
+}
+
+fn build_route(matched: Vec<Interest>) -> Route {
+    let mut route = Route::default();
+    let mut names: Vec<Arc<str>> = Vec::new();
+    for interest in matched {
+        let member = (interest.id, interest.shard);
+        match interest.group {
+            None => route.plain.push(member),
+            Some(name) => match names.iter().position(|n| *n == name) {
+                Some(i) => route.groups[i].members.push(member),
+                None => {
+                    names.push(name);
+                    route.groups.push(Group {
+                        members: vec![member],
+                        next: Cell::new(0),
+                    });
+                }
+            },
+        }
+    }
+    route
+}
+
+/// `_INBOX.rb.<shard>.<seq>` → (shard, seq), if `subject` is one of ours.
+fn parse_inbox(subject: &str, shards: usize) -> Option<(usize, u64)> {
+    let rest = subject.strip_prefix(INBOX_PREFIX)?;
+    let (shard, seq) = rest.split_once('.')?;
+    let shard: usize = shard.parse().ok()?;
+    let seq: u64 = seq.parse().ok()?;
+    (shard < shards).then_some((shard, seq))
+}
+
+/// Runs on the receiving shard: hands a batch to its subscriptions and requests.
+fn deliver(ctx: &mut ShardCtx, batch: Vec<Delivery>) {
+    let pubsub = ShardPubSub::get(ctx);
+    deliver_batch(&pubsub, ctx, batch);
+}
+
+fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, batch: Vec<Delivery>) {
+    let mut handlers: Vec<(Rc<RefCell<Handler>>, Message)> = Vec::new();
+    let mut replies: Vec<(ReplyCallback, Message)> = Vec::new();
+    let mut touched: Vec<Arc<SubQueue>> = Vec::new();
+    let mut finished: Vec<SubId> = Vec::new();
+    {
+        let mut st = pubsub.state.borrow_mut();
+        for (target, message) in batch {
+            let id = match target {
+                Target::Reply(seq) => {
+                    if let Some(done) = st.requests.remove(&seq) {
+                        replies.push((done, message));
+                    }
+                    continue;
+                }
+                Target::Sub(id) => id,
+            };
+            let Some(sub) = st.subs.get_mut(&id) else {
+                st.stats.unknown_target += 1;
+                continue;
+            };
+            let mut done = false;
+            match &sub.sink {
+                Sink::Queue(queue) => match queue.offer(message) {
+                    Offer::Queued => {
+                        sub.received += 1;
+                        if !touched.last().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+                            touched.push(queue.clone());
+                        }
+                    }
+                    Offer::Dropped => st.stats.dropped_slow += 1,
+                    Offer::Overflow => {
+                        st.stats.dropped_slow += 1;
+                        done = true;
+                    }
+                },
+                Sink::Handler(handler) => {
+                    sub.received += 1;
+                    handlers.push((handler.clone(), message));
+                }
+            }
+            if let Some(sub) = st.subs.get(&id) {
+                done |= sub.max.is_some_and(|max| sub.received >= max);
+            }
+            if done {
+                if let Some(LocalSub {
+                    sink: Sink::Queue(queue),
+                    ..
+                }) = st.subs.remove(&id)
+                {
+                    queue.close();
+                }
+                finished.push(id);
+            }
+        }
+    }
+    for queue in touched {
+        queue.notify();
+    }
+    for (handler, message) in handlers {
+        (handler.borrow_mut())(ctx, message);
+    }
+    for (done, message) in replies {
+        done(ctx, Ok(message));
+    }
+    for id in finished {
+        broadcast_removal(ctx, id);
+    }
+}
+
+/// Removes subscription `id`'s interest on every shard (this one at once).
+pub(crate) fn broadcast_removal(ctx: &mut ShardCtx, id: SubId) {
+    ShardPubSub::get(ctx).remove_interest(id);
+    let own = ctx.shard_id();
+    for shard in (0..ctx.shard_count()).filter(|&s| s != own) {
+        let task = move |ctx: &mut ShardCtx| ShardPubSub::get(ctx).remove_interest(id);
+        if let Err(SendError::Full(task)) = ctx.send(shard, task) {
+            // The interest stays a little longer; deliveries to it are dropped on
+            // arrival (the owner no longer has the subscription).
+            let retry = move |ctx: &mut ShardCtx| {
+                if ctx.send(shard, task).is_err() {
+                    tracing::warn!(shard, id, "could not remove stale interest");
+                }
+            };
+            if ctx.after(RETRY_DELAY, retry).is_err() {
+                tracing::warn!(shard, id, "could not remove stale interest");
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! A subscription consumed by a thread that is not a shard (the application's, a
+//! binding's event loop): a bounded queue the owning shard pushes into and the consumer
+//! drains, announced on an eventfd.
+//!
+//! Owns: the pending bound (messages and bytes), the slow-consumer policy and its
+//! counters, and waiting for messages. Never: grows past its bound (a message that does
+//! not fit is dropped and counted, or closes the subscription, as the policy says), or
+//! blocks the shard (pushes never wait).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::error::PubSubError;
+use super::message::Message;
+use super::PubSub;
+use crate::doorbell::{Doorbell, EventFd};
+
+/// What happens when a message arrives for a subscription whose pending buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Drop the message and count it (`Subscription::dropped`); the subscription
+    /// carries on. NATS core's behaviour towards a slow subscriber, minus disconnecting.
+    #[default]
+    DropNewest,
+    /// Close the subscription: interest is removed everywhere, the consumer gets the
+    /// messages already pending, then `PubSubError::SlowConsumer`.
+    Close,
+}
+
+/// Limits of a subscription's pending buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingLimits {
+    /// The most messages waiting for the consumer. Default 65,536.
+    pub messages: usize,
+    /// The most bytes (`Message::size`) waiting for the consumer. Default 64 MiB.
+    pub bytes: usize,
+    /// What happens past either bound.
+    pub policy: SlowConsumerPolicy,
+}
+
+impl Default for PendingLimits {
+    fn default() -> Self {
+        Self {
+            messages: 65_536,
+            bytes: 64 << 20,
+            policy: SlowConsumerPolicy::DropNewest,
+        }
+    }
+}
+
+/// The part of a subscription the owning shard and the consumer share.
+pub(crate) struct SubQueue {
+    queue: ArrayQueue<Message>,
+    bytes: AtomicUsize,
+    bytes_max: usize,
+    policy: SlowConsumerPolicy,
+    dropped: AtomicU64,
+    delivered: AtomicU64,
+    /// No more messages will come (unsubscribed, auto-unsubscribed, slow consumer,
+    /// shutdown); set by the shard after its last push.
+    closed: AtomicBool,
+    slow: AtomicBool,
+    bell: Doorbell<EventFd>,
+}
+
+/// What the shard did with a message offered to a subscription queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued for the consumer.
+    Queued,
+    /// Dropped (buffer full, policy `DropNewest`).
+    Dropped,
+    /// Buffer full under policy `Close`: the shard must remove the subscription.
+    Overflow,
+}
+
+impl SubQueue {
+    pub(crate) fn new(limits: PendingLimits) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            queue: ArrayQueue::new(limits.messages.max(1)),
+            bytes: AtomicUsize::new(0),
+            bytes_max: limits.bytes.max(1),
+            policy: limits.policy,
+            dropped: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
+            bell: Doorbell::new(EventFd::new()?),
+        }))
+    }
+
+    /// Shard side: queues `message` unless the buffer is full. Call `notify` once
+    /// after a batch of offers.
+    pub(crate) fn offer(&self, message: Message) -> Offer {
+        let size = message.size();
+        // Only this shard adds, so the check cannot be raced past the bound; the bytes
+        // are added before the push so the consumer's subtraction (after its pop) can
+        // never come first and wrap the counter.
+        let pending = self.bytes.load(Ordering::Acquire);
+        if pending.saturating_add(size) <= self.bytes_max {
+            self.bytes.fetch_add(size, Ordering::AcqRel);
+            if self.queue.push(message).is_ok() {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                return Offer::Queued;
+            }
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
+        }
+        match self.policy {
+            SlowConsumerPolicy::DropNewest => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Offer::Dropped
+            }
+            SlowConsumerPolicy::Close => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.slow.store(true, Ordering::Release);
+                Offer::Overflow
+            }
+        }
+    }
+
+    /// Shard side: no more messages will come. Wakes the consumer.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    /// Shard side: wakes the consumer if it sleeps.
+    pub(crate) fn notify(&self) {
+        self.bell.ring();
+    }
+
+    fn pop(&self) -> Option<Message> {
+        let message = self.queue.pop()?;
+        self.bytes.fetch_sub(message.size(), Ordering::AcqRel);
+        Some(message)
+    }
+}
+
+/// A subscription read by a thread that is not a shard. Dropping it unsubscribes.
+///
+/// Event-loop integration: watch `fd()` for readability; when readable call
+/// `clear_notification()`, drain with `try_next()` until `Ok(None)`, then `arm()`; if
+/// `arm()` returns true, messages arrived meanwhile: drain again before waiting.
+/// `Send`, not `Sync` (one consumer at a time).
+pub struct Subscription {
+    pub(crate) id: u64,
+    pub(crate) queue: Arc<SubQueue>,
+    pub(crate) pubsub: PubSub,
+    pub(crate) unsubscribed: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("pending", &self.pending())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The subscription's id (unique in its `PubSub`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next pending message, if any. `Err` once the subscription is closed and
+    /// drained: `Closed` (unsubscribed, auto-unsubscribe reached, shutdown) or
+    /// `SlowConsumer` (the pending buffer overflowed under `SlowConsumerPolicy::Close`).
+    pub fn try_next(&mut self) -> Result<Option<Message>, PubSubError> {
+        if let Some(message) = self.queue.pop() {
+            return Ok(Some(message));
+        }
+        if self.queue.closed.load(Ordering::Acquire) {
+            // Pushes happen before `closed` is set: one more look catches the last.
+            if let Some(message) = self.queue.pop() {
+                return Ok(Some(message));
+            }
+            return Err(if self.queue.slow.load(Ordering::Acquire) {
+                PubSubError::SlowConsumer
+            } else {
+                PubSubError::Closed
+            });
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `timeout` for the next message: `Err(Timeout)` if none came.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Message, PubSubError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(message) = self.try_next()? {
+                return Ok(message);
+            }
+            self.queue.bell.arm();
+            if let Some(message) = self.try_next()? {
+                self.queue.bell.disarm();
+                return Ok(message);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.queue.bell.disarm();
+                return Err(PubSubError::Timeout);
+            }
+            let notifier = self.queue.bell.notifier();
+            let readable = notifier
+                .wait_readable(Some(left))
+                .map_err(PubSubError::Wait)?;
+            if readable {
+                notifier.read_count().map_err(PubSubError::Wait)?;
+            }
+            self.queue.bell.disarm();
+        }
+    }
+
+    /// Messages waiting for this consumer.
+    pub fn pending(&self) -> usize {
+        self.queue.queue.len()
+    }
+
+    /// Bytes (`Message::size`) waiting for this consumer.
+    pub fn pending_bytes(&self) -> usize {
+        self.queue.bytes.load(Ordering::Acquire)
+    }
+
+    /// Messages dropped because the pending buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued for this consumer so far.
+    pub fn delivered(&self) -> u64 {
+        self.queue.delivered.load(Ordering::Relaxed)
+    }
+
+    /// The eventfd that becomes readable when messages arrive (after `arm`).
+    pub fn fd(&self) -> RawFd {
+        self.queue.bell.notifier().as_raw_fd()
+    }
+
+    /// Announces the consumer is about to wait on `fd()`. Returns true if messages (or
+    /// the close) are already there: drain again instead of waiting.
+    pub fn arm(&self) -> bool {
+        self.queue.bell.arm();
+        let ready = !self.queue.queue.is_empty() || self.queue.closed.load(Ordering::Acquire);
+        if ready {
+            self.queue.bell.disarm();
+        }
+        ready
+    }
+
+    /// Clears the eventfd after it was readable.
+    pub fn clear_notification(&self) -> std::io::Result<()> {
+        self.queue.bell.notifier().read_count().map(drop)
+    }
+
+    /// Stops the subscription: no message published after this returns is delivered
+    /// to it. Messages already pending stay readable.
+    pub fn unsubscribe(mut self) -> Result<(), PubSubError> {
+        self.unsubscribed = true;
+        self.pubsub.unsubscribe(self.id)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.unsubscribed {
+            let _ = self.pubsub.unsubscribe(self.id);
+        }
+    }
+}

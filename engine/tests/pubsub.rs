@@ -1,0 +1,420 @@
+//! The subjects model end to end on a real runtime: wildcard delivery, queue groups
+//! spreading evenly with exactly-once delivery, unsubscribe and auto-unsubscribe,
+//! request-reply (round trip, `NoResponders`, `Timeout`, many concurrent requests), and
+//! slow consumers held to their pending bound.
+
+// In tests an unwrap that fails is a test failure with its message: exactly right.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringbroker::pubsub::{
+    Message, PendingLimits, PubSub, PubSubError, ShardPubSub, SlowConsumerPolicy, SubscribeOptions,
+    Subscription,
+};
+use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
+
+fn runtime(shards: usize) -> Runtime {
+    Runtime::start(RuntimeConfig {
+        shards: Some(shards),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+fn subscribe(pubsub: &PubSub, pattern: &str) -> Subscription {
+    pubsub
+        .subscribe(pattern, SubscribeOptions::default())
+        .unwrap()
+}
+
+/// Every message the subscription receives within `quiet` of the previous one.
+fn drain(sub: &mut Subscription, quiet: Duration) -> Vec<Message> {
+    let mut got = Vec::new();
+    while let Ok(message) = sub.next_timeout(quiet) {
+        got.push(message);
+    }
+    got
+}
+
+fn subjects(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| m.subject.to_string()).collect()
+}
+
+#[test]
+fn wildcards_deliver_what_they_match_and_nothing_else() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut users = subscribe(&pubsub, "user.>");
+    let mut shipped = subscribe(&pubsub, "orders.*.shipped");
+    let mut exact = subscribe(&pubsub, "user.updated");
+    for subject in [
+        "user",
+        "user.registered",
+        "user.updated",
+        "orders.123.shipped",
+        "orders.1.2.shipped",
+        "orders.123.paid",
+        "users.registered",
+    ] {
+        pubsub.publish(subject, Bytes::from_static(b"x")).unwrap();
+    }
+    let quiet = Duration::from_millis(200);
+    assert_eq!(
+        subjects(&drain(&mut users, quiet)),
+        ["user.registered", "user.updated"]
+    );
+    assert_eq!(
+        subjects(&drain(&mut shipped, quiet)),
+        ["orders.123.shipped"]
+    );
+    assert_eq!(subjects(&drain(&mut exact, quiet)), ["user.updated"]);
+    drop((users, shipped, exact));
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn invalid_subjects_and_patterns_are_refused_with_the_reason() {
+    let rt = runtime(1);
+    let pubsub = PubSub::new(rt.handle());
+    let refused = |r: Result<(), PubSubError>| match r {
+        Err(PubSubError::Subject(e)) => e.to_string(),
+        other => panic!("accepted: {other:?}"),
+    };
+    assert!(refused(pubsub.publish("a..b", Bytes::new())).contains("empty token"));
+    assert!(refused(pubsub.publish("a.*", Bytes::new())).contains("wildcard"));
+    assert!(refused(pubsub.publish("a b", Bytes::new())).contains("whitespace"));
+    assert!(refused(pubsub.publish(&"a".repeat(2000), Bytes::new())).contains("limit"));
+    let bad_pattern = pubsub.subscribe("a.>.b", SubscribeOptions::default());
+    assert!(matches!(bad_pattern, Err(PubSubError::Subject(_))));
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn plain_subscribers_each_get_every_message_in_order() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut subs: Vec<Subscription> = (0..5).map(|_| subscribe(&pubsub, "fan.out")).collect();
+    for i in 0..1000u32 {
+        pubsub
+            .publish("fan.out", Bytes::from(i.to_be_bytes().to_vec()))
+            .unwrap();
+    }
+    for sub in &mut subs {
+        let got = drain(sub, Duration::from_millis(300));
+        let values: Vec<u32> = got
+            .iter()
+            .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(values, (0..1000).collect::<Vec<_>>());
+    }
+    drop(subs);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_queue_group_delivers_each_message_once_spread_evenly() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let group = || SubscribeOptions {
+        queue_group: Some("workers".into()),
+        ..SubscribeOptions::default()
+    };
+    let mut members: Vec<Subscription> = (0..3)
+        .map(|_| pubsub.subscribe("jobs.*", group()).unwrap())
+        .collect();
+    let mut watcher = subscribe(&pubsub, "jobs.>");
+    let total = 30_000u32;
+    let batch: Vec<Message> = (0..total)
+        .map(|i| {
+            let subject = format!("jobs.{}", i % 7).try_into().unwrap();
+            Message::new(subject, Bytes::from(i.to_be_bytes().to_vec()))
+        })
+        .collect();
+    for chunk in batch.chunks(1000) {
+        pubsub.publish_batch(chunk.to_vec()).unwrap();
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut per_member = vec![0usize; members.len()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while per_member.iter().sum::<usize>() < total as usize && Instant::now() < deadline {
+        for (i, member) in members.iter_mut().enumerate() {
+            while let Some(m) = member.try_next().unwrap() {
+                per_member[i] += 1;
+                *seen
+                    .entry(u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+                    .or_default() += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        seen.len(),
+        total as usize,
+        "every message delivered: {per_member:?}"
+    );
+    assert!(seen.values().all(|&n| n == 1), "no message delivered twice");
+    // Nothing more arrives after all were counted.
+    std::thread::sleep(Duration::from_millis(50));
+    for member in &mut members {
+        assert!(
+            member.try_next().unwrap().is_none(),
+            "a message delivered twice"
+        );
+    }
+    let even = f64::from(total) / 3.0;
+    for n in &per_member {
+        let off = (*n as f64 - even).abs() / even;
+        assert!(off <= 0.2, "members got {per_member:?}, not within 20%");
+    }
+    // A plain subscriber next to the group still gets everything.
+    assert_eq!(
+        drain(&mut watcher, Duration::from_millis(300)).len(),
+        total as usize
+    );
+    drop((members, watcher));
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn unsubscribe_stops_delivery_and_auto_unsubscribe_stops_after_n() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut limited = pubsub
+        .subscribe(
+            "count",
+            SubscribeOptions {
+                max_messages: Some(5),
+                ..SubscribeOptions::default()
+            },
+        )
+        .unwrap();
+    let gone = subscribe(&pubsub, "count");
+    let id = gone.id();
+    gone.unsubscribe().unwrap();
+    for i in 0..20u8 {
+        pubsub.publish("count", Bytes::from(vec![i])).unwrap();
+    }
+    let got = drain(&mut limited, Duration::from_millis(300));
+    assert_eq!(got.len(), 5, "auto-unsubscribe after 5");
+    assert!(matches!(limited.try_next(), Err(PubSubError::Closed)));
+    assert!(id > 0);
+    // Nobody is left: once the removal reached every shard, a publish matches nothing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        pubsub
+            .publish("count", Bytes::from_static(b"late"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let stats = pubsub.stats().unwrap();
+        if stats.iter().map(|s| s.no_interest).sum::<u64>() > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "interest never removed: {stats:?}"
+        );
+    }
+    let unknown: u64 = pubsub
+        .stats()
+        .unwrap()
+        .iter()
+        .map(|s| s.unknown_target)
+        .sum();
+    assert!(unknown <= 20, "{unknown}");
+    drop(limited);
+    rt.shutdown().unwrap();
+}
+
+/// Starts a responder on shard `shard` answering requests on `subject` with
+/// "re:" + payload; returns once every shard routes to it.
+fn respond_on(rt: &Runtime, shard: usize, subject: &'static str) {
+    let (tx, rx) = mpsc::channel();
+    rt.handle()
+        .spawn(shard, move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            let answer = pubsub.clone();
+            pubsub
+                .subscribe(
+                    ctx,
+                    subject,
+                    None,
+                    None,
+                    move |ctx, request: Message| {
+                        let Some(reply) = request.reply else { return };
+                        let mut body = b"re:".to_vec();
+                        body.extend_from_slice(&request.payload);
+                        answer.publish(ctx, Message::new(reply, body)).unwrap();
+                    },
+                    move |_| tx.send(()).unwrap(),
+                )
+                .unwrap();
+        })
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn request_reply_round_trip_no_responders_and_timeout() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    respond_on(&rt, 1, "echo");
+    let reply = pubsub
+        .request("echo", &b"hi"[..], Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(&reply.payload[..], b"re:hi");
+
+    let started = std::time::Instant::now();
+    let none = pubsub.request("nobody.home", &b"?"[..], Duration::from_secs(5));
+    assert!(matches!(none, Err(PubSubError::NoResponders)), "{none:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "NoResponders is immediate"
+    );
+
+    // A subscriber that never answers: the request times out, after the timeout.
+    let _silent = subscribe(&pubsub, "silent");
+    let started = std::time::Instant::now();
+    let timed_out = pubsub.request("silent", &b"?"[..], Duration::from_millis(100));
+    assert!(
+        matches!(timed_out, Err(PubSubError::Timeout)),
+        "{timed_out:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    drop(_silent);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn concurrent_requests_get_their_own_replies() {
+    let rt = runtime(2);
+    respond_on(&rt, 0, "svc.echo");
+    respond_on(&rt, 1, "svc.echo");
+    let pubsub = PubSub::new(rt.handle());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let pubsub = pubsub.clone();
+            scope.spawn(move || {
+                for i in 0..250 {
+                    let body = format!("{t}-{i}");
+                    let reply = pubsub
+                        .request("svc.echo", body.clone(), Duration::from_secs(5))
+                        .unwrap();
+                    assert_eq!(reply.payload, Bytes::from(format!("re:{body}")));
+                }
+            });
+        }
+    });
+    rt.shutdown().unwrap();
+}
+
+/// A subscription to "firehose" holding at most 100 messages and 64 KiB.
+fn firehose(pubsub: &PubSub, policy: SlowConsumerPolicy) -> Subscription {
+    let pending = PendingLimits {
+        messages: 100,
+        bytes: 64 << 10,
+        policy,
+    };
+    let options = SubscribeOptions {
+        pending,
+        ..SubscribeOptions::default()
+    };
+    pubsub.subscribe("firehose", options).unwrap()
+}
+
+#[test]
+fn a_slow_consumer_stays_within_its_bound() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut slow = firehose(&pubsub, SlowConsumerPolicy::DropNewest);
+    let payload = Bytes::from(vec![0u8; 1024]);
+    let mut max_pending = (0, 0);
+    for _ in 0..50 {
+        let batch: Vec<Message> = (0..200)
+            .map(|_| Message::new("firehose".try_into().unwrap(), payload.clone()))
+            .collect();
+        pubsub.publish_batch(batch).unwrap();
+        max_pending.0 = max_pending.0.max(slow.pending());
+        max_pending.1 = max_pending.1.max(slow.pending_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(slow.pending() <= 100, "{} messages pending", slow.pending());
+    assert!(
+        slow.pending_bytes() <= 64 << 10,
+        "{} bytes pending",
+        slow.pending_bytes()
+    );
+    assert!(
+        max_pending.0 <= 100 && max_pending.1 <= 64 << 10,
+        "{max_pending:?}"
+    );
+    // 64 KiB holds 62 messages of 1024 + subject bytes: the byte bound binds first.
+    let kept = slow.pending() as u64;
+    assert_eq!(
+        kept + slow.dropped(),
+        10_000,
+        "every message kept or counted"
+    );
+    assert!(slow.dropped() > 0);
+    // Draining makes room again.
+    let drained = drain(&mut slow, Duration::from_millis(50)).len();
+    assert_eq!(drained as u64, kept);
+    pubsub.publish("firehose", payload.clone()).unwrap();
+    assert!(slow.next_timeout(Duration::from_secs(5)).is_ok());
+    drop(slow);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_slow_consumer_under_close_is_closed_with_slow_consumer() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let payload = Bytes::from(vec![0u8; 1024]);
+    let mut closing = firehose(&pubsub, SlowConsumerPolicy::Close);
+    let batch: Vec<Message> = (0..500)
+        .map(|_| Message::new("firehose".try_into().unwrap(), payload.clone()))
+        .collect();
+    pubsub.publish_batch(batch).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let got = drain(&mut closing, Duration::from_millis(50)).len();
+    assert!(got <= 100);
+    assert!(matches!(closing.try_next(), Err(PubSubError::SlowConsumer)));
+    drop(closing);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn consumers_see_closed_when_the_runtime_stops() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut sub = subscribe(&pubsub, "bye");
+    rt.shutdown().unwrap();
+    assert!(matches!(
+        sub.next_timeout(Duration::from_secs(5)),
+        Err(PubSubError::Closed)
+    ));
+}
+
+#[test]
+fn answered_requests_leave_no_timers_behind() {
+    // A timer per request would fill this shard's 64-slot timer table in 64 requests
+    // (each timer outliving its answered request by the whole timeout).
+    let rt = Runtime::start(RuntimeConfig {
+        shards: Some(1),
+        timers_max: 64,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    respond_on(&rt, 0, "svc.fast");
+    let pubsub = PubSub::new(rt.handle());
+    for i in 0..1000 {
+        let reply = pubsub
+            .request("svc.fast", format!("{i}"), Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(reply.payload, Bytes::from(format!("re:{i}")));
+    }
+    rt.shutdown().unwrap();
+}

@@ -418,3 +418,26 @@ fn answered_requests_leave_no_timers_behind() {
     }
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn mixed_request_timeouts_leave_no_timers_behind() {
+    // Short requests after long ones: each short one arms an earlier expiry timer than
+    // the armed one. Timers cannot be cancelled, so a timer per supersession kept alive
+    // would fill the 64-slot table within 64 rounds.
+    let rt = Runtime::start(RuntimeConfig {
+        shards: Some(1),
+        timers_max: 64,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    respond_on(&rt, 0, "svc.mixed");
+    let pubsub = PubSub::new(rt.handle());
+    for i in 0..150 {
+        for timeout in [Duration::from_secs(30), Duration::from_millis(2)] {
+            let reply = pubsub.request("svc.mixed", format!("{i}"), timeout);
+            assert!(reply.is_ok(), "round {i}: {reply:?}");
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    rt.shutdown().unwrap();
+}

@@ -13,7 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,7 +133,9 @@ struct State {
     /// (and compacted away once they outnumber the waiting ones).
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// When the expiry timer fires, if one is armed.
-    timer_at: Option<Instant>,
+    /// Deadlines of the expiry timers armed now (timers cannot be cancelled: one armed
+    /// for a later deadline stays when an earlier one is armed).
+    armed: BTreeSet<Instant>,
     next_request: u64,
     /// Subscriptions made here waiting for other shards to add their interest: how
     /// many have not answered yet, and what runs when all have.
@@ -187,7 +189,7 @@ impl ShardPubSub {
             stalled: Vec::new(),
             requests: HashMap::new(),
             deadlines: BinaryHeap::new(),
-            timer_at: None,
+            armed: BTreeSet::new(),
             next_request: 0,
             awaiting: HashMap::new(),
             next_local_sub: 0,
@@ -254,9 +256,9 @@ impl ShardPubSub {
             st.requests.insert(seq, done);
             st.deadlines.push(Reverse((deadline, seq)));
             st.compact_deadlines();
-            let arm = st.timer_at.is_none_or(|at| deadline < at);
+            let arm = st.armed.first().is_none_or(|first| deadline < *first);
             if arm {
-                st.timer_at = Some(deadline);
+                st.armed.insert(deadline);
             }
             arm
         };
@@ -270,15 +272,13 @@ impl ShardPubSub {
     /// per request would outlive its answered request: timers cannot be cancelled.)
     fn arm_expiry(&self, ctx: &mut ShardCtx, deadline: Instant) {
         let delay = deadline.saturating_duration_since(Instant::now());
-        if ctx
-            .after(delay, |ctx| ShardPubSub::get(ctx).expire(ctx))
-            .is_err()
-        {
+        let fire = move |ctx: &mut ShardCtx| ShardPubSub::get(ctx).expire(ctx, deadline);
+        if ctx.after(delay, fire).is_err() {
             // No timer (shutting down, or the shard's timer table is full): fail what
             // waits rather than leave it waiting forever.
             let waiting: Vec<ReplyCallback> = {
                 let mut st = self.state.borrow_mut();
-                st.timer_at = None;
+                st.armed.clear();
                 st.deadlines.clear();
                 st.requests.drain().map(|(_, done)| done).collect()
             };
@@ -288,12 +288,14 @@ impl ShardPubSub {
         }
     }
 
-    fn expire(&self, ctx: &mut ShardCtx) {
+    /// Runs when the timer armed for `armed_at` fires: fails what is due, then arms for
+    /// the next deadline unless an armed timer fires by then (so timers never pile up).
+    fn expire(&self, ctx: &mut ShardCtx, armed_at: Instant) {
         let now = Instant::now();
         let mut expired = Vec::new();
         let next = {
             let mut st = self.state.borrow_mut();
-            st.timer_at = None;
+            st.armed.remove(&armed_at);
             while let Some(Reverse((deadline, seq))) = st.deadlines.peek().copied() {
                 if deadline > now {
                     break;
@@ -303,8 +305,14 @@ impl ShardPubSub {
                     expired.push(done);
                 }
             }
-            let next = st.deadlines.peek().map(|Reverse((deadline, _))| *deadline);
-            st.timer_at = next;
+            let next = st
+                .deadlines
+                .peek()
+                .map(|Reverse((deadline, _))| *deadline)
+                .filter(|next| st.armed.first().is_none_or(|first| next < first));
+            if let Some(next) = next {
+                st.armed.insert(next);
+            }
             next
         };
         if let Some(next) = next {
@@ -415,6 +423,8 @@ impl ShardPubSub {
                 .after(Duration::ZERO, move |ctx| this.flush(ctx))
                 .is_err()
             {
+                // The next publish tries again; what is outboxed leaves with it.
+                self.state.borrow_mut().flush_scheduled = false;
                 tracing::error!("pub/sub cannot schedule its flush; deliveries wait");
             }
         }
@@ -425,7 +435,6 @@ impl ShardPubSub {
         let (batches, stalled) = {
             let mut st = self.state.borrow_mut();
             st.flush_scheduled = false;
-            st.outboxed = 0;
             let batches: Vec<(usize, Vec<Delivery>)> = st
                 .outbox
                 .iter_mut()
@@ -433,6 +442,8 @@ impl ShardPubSub {
                 .filter(|(_, b)| !b.is_empty())
                 .map(|(t, b)| (t, std::mem::take(b)))
                 .collect();
+            let taken: usize = batches.iter().map(|(_, b)| b.len()).sum();
+            st.outboxed = st.outboxed.saturating_sub(taken);
             (batches, std::mem::take(&mut st.stalled))
         };
         let own = ctx.shard_id();
@@ -471,7 +482,9 @@ impl ShardPubSub {
         self.state.borrow_mut().outboxed += held;
         let this = self.clone();
         let retry = move |ctx: &mut ShardCtx| {
-            this.state.borrow_mut().outboxed -= held;
+            let mut st = this.state.borrow_mut();
+            st.outboxed = st.outboxed.saturating_sub(held);
+            drop(st);
             let mut again = Vec::new();
             for (target, len, task) in refused {
                 if let Err(SendError::Full(task)) = ctx.send(target, task) {
@@ -505,6 +518,7 @@ impl State {
         let mut routed = 0;
         if let Some((shard, seq)) = parse_inbox(subject, self.shards) {
             self.outbox[shard].push((Target::Reply(seq), message.clone()));
+            self.outboxed += 1;
             routed += 1;
             // Inbox subjects are unique: matched without the cache.
             let extra: Vec<Interest> = self.interest.matches_uncached(subject);

@@ -87,7 +87,10 @@ pub struct LogConfig {
     /// What `apply_retention` removes. Default: keep everything.
     pub retention: Retention,
     /// Groups written (and synced) at once: with 2, the next group's write overlaps the
-    /// previous group's sync. Default 2; 1 to `GROUPS_IN_FLIGHT_LIMIT`.
+    /// previous group's sync. Default 1; 1 to `GROUPS_IN_FLIGHT_LIMIT`. With more than
+    /// one, a failed sync fails every group not yet acknowledged, earlier ones too:
+    /// Linux reports a writeback error to the first `fdatasync` that checks the file,
+    /// which may be a later group's.
     pub groups_in_flight_max: usize,
 }
 
@@ -111,7 +114,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             pending_bytes_max: 64 << 20,
             retention: Retention::default(),
-            groups_in_flight_max: 2,
+            groups_in_flight_max: 1,
         }
     }
 }
@@ -414,12 +417,12 @@ impl<D: StorageDir> PartitionLog<D> {
         while let Some(head) = self.inflight.front() {
             match &head.result {
                 None => return,
-                Some(Ok(())) => {
+                Some(Ok(())) if !self.failing => {
                     if let Some(group) = self.inflight.pop_front() {
                         self.store_group(group);
                     }
                 }
-                Some(Err(_)) => {
+                Some(_) => {
                     if self.inflight.iter().any(|g| g.result.is_none()) {
                         return; // a later write could land after the cut
                     }
@@ -449,10 +452,14 @@ impl<D: StorageDir> PartitionLog<D> {
     /// Fails every group in flight (all completed, the first failed) and every pending
     /// append, after cutting their bytes.
     fn fail_inflight(&mut self) {
-        let source = match self.inflight.front_mut().and_then(|g| g.result.take()) {
-            Some(Err(source)) => source,
-            _ => std::io::Error::other("an earlier group failed"),
-        };
+        let failed = self
+            .inflight
+            .iter_mut()
+            .find_map(|g| match g.result.take() {
+                Some(Err(source)) => Some(source),
+                _ => None,
+            });
+        let source = failed.unwrap_or_else(|| std::io::Error::other("a group in flight failed"));
         let error = Arc::new(StorageError::from_io("append", self.active_path(), source));
         tracing::warn!(%error, "log append failed; unstored appends fail and are cut");
         // Cut the failed bytes now, before anyone hears "failed": left in the page

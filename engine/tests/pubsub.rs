@@ -284,6 +284,9 @@ fn request_reply_round_trip_no_responders_and_timeout() {
         "{timed_out:?}"
     );
     assert!(started.elapsed() >= Duration::from_millis(100));
+    // "Forever" is a valid timeout, not a panic.
+    let reply = pubsub.request("echo", &b"max"[..], Duration::MAX).unwrap();
+    assert_eq!(&reply.payload[..], b"re:max");
     drop(_silent);
     rt.shutdown().unwrap();
 }

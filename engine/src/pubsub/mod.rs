@@ -190,7 +190,7 @@ impl PubSub {
             ShardPubSub::get(ctx).request(ctx, message, timeout, done);
         })?;
         // The shard's timer answers at `timeout`; the margin covers a busy shard.
-        match rx.recv_timeout(timeout + Duration::from_secs(5)) {
+        match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(5))) {
             Ok(result) => result,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(PubSubError::Timeout),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(PubSubError::ShuttingDown),

@@ -250,6 +250,8 @@ impl ShardPubSub {
             Ok(_) => {}
             Err(error) => return done(ctx, Err(error)),
         }
+        // A timeout past what `Instant` can hold means "no timeout": a year.
+        let timeout = timeout.min(Duration::from_secs(365 * 24 * 3600));
         let deadline = Instant::now() + timeout;
         let arm = {
             let mut st = self.state.borrow_mut();

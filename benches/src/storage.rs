@@ -113,43 +113,27 @@ impl Walk {
         Self::with(bytes, WalkMode::Decode)
     }
 
-    /// Walks the whole batches at the start of `bytes` in `mode`.
+    /// Walks the whole batches at the start of `bytes` in `mode`: framed by their
+    /// headers alone, or decoded record by record.
     pub fn with(bytes: &[u8], mode: WalkMode) -> Result<Walk, String> {
-        match mode {
-            WalkMode::Decode => Self::decode(bytes),
-            WalkMode::Frame => Self::frame(bytes),
-        }
-    }
-
-    /// Frames the whole batches at the start of `bytes` by their headers alone.
-    fn frame(bytes: &[u8]) -> Result<Walk, String> {
         let mut walk = Walk::default();
         while bytes.len() - walk.consumed >= BATCH_HEADER_LEN {
             let rest = &bytes[walk.consumed..];
-            let header = peek_header(rest).map_err(|e| format!("at {}: {e}", walk.consumed))?;
+            let at = |e| format!("at {}: {e}", walk.consumed);
+            let header = peek_header(rest).map_err(at)?;
             if header.batch_len_bytes() > rest.len() {
                 break;
             }
-            walk.records += u64::from(header.record_count);
+            match mode {
+                WalkMode::Frame => walk.records += u64::from(header.record_count),
+                WalkMode::Decode => {
+                    for record in decode_batch(rest).map_err(at)?.records() {
+                        walk.records += 1;
+                        walk.value_bytes += record.value.len() as u64;
+                    }
+                }
+            }
             walk.consumed += header.batch_len_bytes();
-        }
-        Ok(walk)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Walk, String> {
-        let mut walk = Walk::default();
-        while bytes.len() - walk.consumed >= BATCH_HEADER_LEN {
-            let rest = &bytes[walk.consumed..];
-            let header = peek_header(rest).map_err(|e| format!("at {}: {e}", walk.consumed))?;
-            if header.batch_len_bytes() > rest.len() {
-                break;
-            }
-            let batch = decode_batch(rest).map_err(|e| format!("at {}: {e}", walk.consumed))?;
-            for record in batch.records() {
-                walk.records += 1;
-                walk.value_bytes += record.value.len() as u64;
-            }
-            walk.consumed += batch.bytes().len();
         }
         Ok(walk)
     }

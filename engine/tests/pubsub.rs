@@ -444,3 +444,116 @@ fn mixed_request_timeouts_leave_no_timers_behind() {
     }
     rt.shutdown().unwrap();
 }
+
+/// Publishes `count` messages on shard 0, `per_turn` per task (the task sends itself
+/// again in between), payload = the message's number; reports how many were taken and
+/// the first refusal.
+fn publish_in_turns(
+    rt: &Runtime,
+    subject: &'static str,
+    count: u32,
+    per_turn: u32,
+) -> (u32, Option<String>) {
+    fn turn(
+        ctx: &mut ShardCtx,
+        subject: &'static str,
+        next: u32,
+        count: u32,
+        per_turn: u32,
+        done: mpsc::Sender<(u32, Option<String>)>,
+    ) {
+        let pubsub = ShardPubSub::get(ctx);
+        let mut i = next;
+        while i < count && i < next + per_turn {
+            let message = Message::new(
+                subject.try_into().unwrap(),
+                Bytes::from(i.to_be_bytes().to_vec()),
+            );
+            if let Err(error) = pubsub.publish(ctx, message) {
+                done.send((i, Some(error.to_string()))).unwrap();
+                return;
+            }
+            i += 1;
+        }
+        if i == count {
+            done.send((i, None)).unwrap();
+            return;
+        }
+        let again = move |ctx: &mut ShardCtx| turn(ctx, subject, i, count, per_turn, done);
+        ctx.send(0, again).map_err(|_| "self-send refused").unwrap();
+    }
+    let (tx, rx) = mpsc::channel();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            turn(ctx, subject, 0, count, per_turn, tx)
+        })
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(60)).unwrap()
+}
+
+/// A handler subscription on `shard` that collects the payload numbers it receives.
+fn collect_on(rt: &Runtime, shard: usize, subject: &'static str) -> mpsc::Receiver<u32> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    rt.handle()
+        .spawn(shard, move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            let on_message = move |_: &mut ShardCtx, m: Message| {
+                let _ = tx.send(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+            };
+            let ready = move |_: &mut ShardCtx| ready_tx.send(()).unwrap();
+            pubsub
+                .subscribe(ctx, subject, None, None, on_message, ready)
+                .unwrap();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rx
+}
+
+#[test]
+fn full_rings_hold_batches_back_in_order_and_lose_none() {
+    // Tiny rings and backlogs, and a subscriber shard that sleeps: the publisher's
+    // batches are refused and must wait, then arrive complete and in order.
+    let rt = Runtime::start(RuntimeConfig {
+        shards: Some(2),
+        ring_capacity: 2,
+        outbound_backlog_max: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let received = collect_on(&rt, 1, "ordered");
+    rt.handle()
+        .spawn(1, |_: &mut ShardCtx| {
+            std::thread::sleep(Duration::from_millis(200))
+        })
+        .unwrap();
+    let (published, refused) = publish_in_turns(&rt, "ordered", 2000, 10);
+    assert_eq!((published, refused), (2000, None));
+    let got: Vec<u32> = (0..2000)
+        .map(|_| received.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(got, (0..2000).collect::<Vec<_>>());
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_full_outbox_refuses_with_backpressure_then_delivers_what_it_took() {
+    let rt = runtime(2);
+    let received = collect_on(&rt, 1, "flood");
+    // One task publishing without yielding fills the outbox: the next publish is
+    // refused, and everything taken before it is delivered.
+    let max = ringbroker::pubsub::OUTBOX_MESSAGES_MAX as u32;
+    let (published, refused) = publish_in_turns(&rt, "flood", max + 10, max + 10);
+    assert_eq!(published, max);
+    assert!(refused.unwrap().contains("backpressure"));
+    let mut count = 0u32;
+    while received.recv_timeout(Duration::from_secs(10)).is_ok() {
+        count += 1;
+        if count == max {
+            break;
+        }
+    }
+    assert_eq!(count, max);
+    rt.shutdown().unwrap();
+}

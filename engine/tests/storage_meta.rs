@@ -22,7 +22,7 @@ use ringbroker::storage::meta::{
     parse_snapshot_name, snapshot_name, MetaAppendError, MetaConfig, MetaRecoveryReport, MetaStore,
     Op, SnapshotOutcome, ENTRY_BYTES_MAX, SNAPSHOT_BATCH_BYTES_MAX, SNAPSHOT_TRAILER_LEN,
 };
-use ringbroker::storage::sim::{FaultPlan, SeededRng, SimDir};
+use ringbroker::storage::sim::{random_synced_durability, FaultPlan, SeededRng, SimDir};
 use ringbroker::storage::{
     parse_segment_name, AppendOutcome, AppendTicket, BlockingDriver, Durability, FileId, IoRequest,
     LogConfig, StorageDir, StorageError,
@@ -920,27 +920,9 @@ fn killer(rng: &mut Rng) -> Option<Judge> {
     }
 }
 
-fn random_faults(rng: &mut Rng) -> FaultPlan {
-    let mut plan = FaultPlan::default();
-    if rng.below(3) == 0 {
-        plan.fail_write = Some((1 + rng.below(30), libc::EIO));
-    }
-    if rng.below(3) == 0 {
-        plan.fail_sync = Some((1 + rng.below(30), libc::EIO));
-    }
-    plan
-}
-
 fn run_seed(seed: u64) -> Stats {
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let durability = if rng.below(2) == 0 {
-        Durability::Always
-    } else {
-        Durability::Batch {
-            max_delay: Duration::from_millis(2),
-            max_bytes: 2048,
-        }
-    };
+    let durability = random_synced_durability(&mut rng);
     let config = MetaConfig {
         log: LogConfig {
             durability,
@@ -960,7 +942,7 @@ fn run_seed(seed: u64) -> Stats {
             .log_mut()
             .dir_mut()
             .sim
-            .set_faults(random_faults(&mut rng));
+            .set_faults(FaultPlan::random(&mut rng, 30));
         store.log_mut().dir_mut().judge = killer(&mut rng);
         let mut round = Round {
             acked: store.as_map().clone(),

@@ -19,10 +19,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ringbroker::storage::codec::{decode_batch, with_records, RecordBuf};
-use ringbroker::storage::sim::{FaultPlan, SeededRng as Rng, SimDir};
-use ringbroker::storage::{
-    AppendOutcome, AppendTicket, Durability, IoRequest, LogConfig, PartitionLog,
-};
+use ringbroker::storage::sim::{random_synced_durability, FaultPlan, SeededRng as Rng, SimDir};
+use ringbroker::storage::{AppendOutcome, AppendTicket, IoRequest, LogConfig, PartitionLog};
 
 /// A record as the test remembers it.
 type Owned = RecordBuf;
@@ -163,14 +161,7 @@ impl Run {
 
 fn run_seed(seed: u64) {
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let durability = if rng.below(2) == 0 {
-        Durability::Always
-    } else {
-        Durability::Batch {
-            max_delay: Duration::from_millis(2),
-            max_bytes: 2048,
-        }
-    };
+    let durability = random_synced_durability(&mut rng);
     let config = LogConfig {
         durability,
         segment_bytes_max: 1024 + rng.below(4096),
@@ -178,14 +169,7 @@ fn run_seed(seed: u64) {
         ..LogConfig::default()
     };
     let mut dir = SimDir::new(seed);
-    let mut plan = FaultPlan::default();
-    if rng.below(3) == 0 {
-        plan.fail_write = Some((1 + rng.below(20), libc::EIO));
-    }
-    if rng.below(3) == 0 {
-        plan.fail_sync = Some((1 + rng.below(20), libc::EIO));
-    }
-    dir.set_faults(plan);
+    dir.set_faults(FaultPlan::random(&mut rng, 20));
     let mut acked_before: HashMap<u64, Owned> = HashMap::new();
     let mut failed: Vec<Owned> = Vec::new();
     for _round in 0..3 {

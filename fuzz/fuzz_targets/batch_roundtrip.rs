@@ -24,7 +24,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use ringbroker::storage::codec::{
-    decode_batch, encode_batch, encoded_len, BatchHeader, CodecError, Record, BATCH_HEADER_LEN,
+    decode_batch, encode_batch, encoded_len, with_records, BatchHeader, CodecError, Record,
+    RecordBuf, BATCH_HEADER_LEN,
 };
 
 #[derive(Debug, Arbitrary)]
@@ -80,38 +81,34 @@ fuzz_target!(|input: Input| {
             Timestamp::Any(t) => t,
         })
         .collect();
-    let header_refs: Vec<Vec<(&[u8], &[u8])>> = input
-        .records
-        .iter()
-        .map(|r| {
-            r.headers
-                .iter()
-                .map(|(n, v)| (n.as_slice(), v.as_slice()))
-                .collect()
-        })
-        .collect();
-    let records: Vec<Record<'_>> = input
+    let owned: Vec<RecordBuf> = input
         .records
         .iter()
         .zip(&timestamps)
-        .zip(&header_refs)
-        .map(|((r, &timestamp), headers)| Record {
+        .map(|(r, &timestamp)| RecordBuf {
             timestamp,
-            key: r.key.as_deref(),
-            headers,
-            value: &r.value,
+            key: r.key.clone(),
+            headers: r.headers.clone(),
+            value: r.value.clone(),
         })
         .collect();
+    with_records(&owned, |records| {
+        round_trip(&input, base_offset, &timestamps, records);
+    });
+});
 
+/// Encodes `records` after `input.prefix`, checks the outcome against the prediction,
+/// then decodes, flips and cuts what was written.
+fn round_trip(input: &Input, base_offset: u64, timestamps: &[i64], records: &[Record<'_>]) {
     let mut out = input.prefix.clone();
     let outcome = encode_batch(base_offset, &records, &mut out);
-    let predicted = predict(base_offset, &timestamps);
+    let predicted = predict(base_offset, timestamps);
     match (&outcome, &predicted) {
         (Ok(_), Ok(())) => {}
         (Err(got), Err(want)) => {
             assert_eq!(got, want);
             assert_eq!(out, input.prefix, "a failed encode changed the buffer");
-            let len_outcome = encoded_len(&records).err();
+            let len_outcome = encoded_len(records).err();
             match want {
                 CodecError::OffsetOverflow { .. } => assert_eq!(len_outcome, None),
                 _ => assert_eq!(len_outcome.as_ref(), Some(want)),
@@ -121,7 +118,7 @@ fuzz_target!(|input: Input| {
         _ => panic!("encode returned {outcome:?}, the inputs predict {predicted:?}"),
     }
     let written = outcome.expect("matched Ok above");
-    assert_eq!(encoded_len(&records), Ok(written));
+    assert_eq!(encoded_len(records), Ok(written));
     assert_eq!(out.len(), input.prefix.len() + written);
     assert_eq!(&out[..input.prefix.len()], input.prefix.as_slice());
     let batch = &out[input.prefix.len()..];
@@ -133,14 +130,14 @@ fuzz_target!(|input: Input| {
         first_timestamp: timestamps[0],
         max_timestamp: timestamps.iter().copied().max().expect("not empty"),
     };
-    check_decodes_to(batch, base_offset, &records, &expected_header);
+    check_decodes_to(batch, base_offset, records, &expected_header);
     let mut with_trailing = batch.to_vec();
     with_trailing.extend_from_slice(&input.trailing);
-    check_decodes_to(&with_trailing, base_offset, &records, &expected_header);
+    check_decodes_to(&with_trailing, base_offset, records, &expected_header);
 
     check_flip(batch, input.flip);
     check_cut(batch, input.cut);
-});
+}
 
 /// What `encode_batch` must return for these timestamps and base offset.
 fn predict(base_offset: u64, timestamps: &[i64]) -> Result<(), CodecError> {

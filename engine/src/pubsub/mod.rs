@@ -32,7 +32,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -44,7 +44,7 @@ pub use shard::{
 pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
 
 use crate::routing::{Pattern, Syntax};
-use crate::runtime::{RuntimeHandle, ShardCtx};
+use crate::runtime::{CallError, RuntimeHandle, ShardCtx, SubmitError};
 use shard::{Interest, Sink};
 use subscription::SubQueue;
 
@@ -227,19 +227,26 @@ impl PubSub {
         Ok(())
     }
 
-    /// Stops subscription `id`: its owner drops what arrives for it from now on, and
-    /// every shard forgets its interest.
+    /// Stops subscription `id`: its owner drops what arrives for it from now on (done
+    /// when this returns), and tells every shard to forget its interest. A full queue
+    /// is retried for up to a second rather than leave the subscription behind; on a
+    /// shard thread (a `Subscription` dropped there) the removal is queued instead.
     pub(crate) fn unsubscribe(&self, id: SubId) -> Result<(), PubSubError> {
         let owner = self.owner_of(id);
-        self.runtime.call(owner, move |ctx: &mut ShardCtx| {
-            ShardPubSub::get(ctx).disown(id);
-        })?;
-        for shard in 0..self.runtime.shard_count() {
-            self.runtime.call(shard, move |ctx: &mut ShardCtx| {
-                ShardPubSub::get(ctx).remove_interest(id);
-            })?;
+        let remove = move |ctx: &mut ShardCtx| ShardPubSub::get(ctx).unsubscribe(ctx, id);
+        let give_up = Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.runtime.call(owner, remove) {
+                Ok(()) => return Ok(()),
+                Err(CallError::Submit(SubmitError::Full { .. })) if Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(CallError::OnShardThread { .. }) => {
+                    return Ok(self.runtime.spawn(owner, remove)?);
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        Ok(())
     }
 }
 

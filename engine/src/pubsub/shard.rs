@@ -13,7 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,8 +126,10 @@ struct State {
     outbox: Vec<Vec<Delivery>>,
     outboxed: usize,
     flush_scheduled: bool,
-    /// Batches a full ring refused, retried on a timer.
-    stalled: Vec<(usize, Vec<Delivery>)>,
+    /// Batches per target shard that its ring could not take yet, oldest first.
+    waiting: Vec<VecDeque<Vec<Delivery>>>,
+    /// The timer that sends `waiting` is armed.
+    retry_armed: bool,
     requests: HashMap<u64, ReplyCallback>,
     /// Request deadlines, earliest first; entries of answered requests are skipped
     /// (and compacted away once they outnumber the waiting ones).
@@ -186,7 +188,8 @@ impl ShardPubSub {
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outboxed: 0,
             flush_scheduled: false,
-            stalled: Vec::new(),
+            waiting: (0..shards).map(|_| VecDeque::new()).collect(),
+            retry_armed: false,
             requests: HashMap::new(),
             deadlines: BinaryHeap::new(),
             armed: BTreeSet::new(),
@@ -434,71 +437,60 @@ impl ShardPubSub {
 
     /// Sends every outbox to its shard; delivers this shard's own at once.
     fn flush(&self, ctx: &mut ShardCtx) {
-        let (batches, stalled) = {
+        let own = ctx.shard_id();
+        let local = {
             let mut st = self.state.borrow_mut();
             st.flush_scheduled = false;
-            let batches: Vec<(usize, Vec<Delivery>)> = st
-                .outbox
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, b)| !b.is_empty())
-                .map(|(t, b)| (t, std::mem::take(b)))
-                .collect();
-            let taken: usize = batches.iter().map(|(_, b)| b.len()).sum();
-            st.outboxed = st.outboxed.saturating_sub(taken);
-            (batches, std::mem::take(&mut st.stalled))
-        };
-        let own = ctx.shard_id();
-        let mut local = None;
-        let mut refused = Vec::new();
-        for (target, batch) in stalled.into_iter().chain(batches) {
-            if target == own {
-                local = Some(batch);
-                continue;
-            }
-            let len = batch.len();
-            if let Err(error) = ctx.send(target, move |ctx| deliver(ctx, batch)) {
-                match error {
-                    SendError::Full(task) => refused.push((target, len, task)),
-                    SendError::NoSuchShard { .. } => {
-                        tracing::error!(target, "pub/sub delivery to a shard that does not exist");
-                    }
+            let st = &mut *st;
+            for (target, batch) in st.outbox.iter_mut().enumerate() {
+                if target != own && !batch.is_empty() {
+                    st.waiting[target].push_back(std::mem::take(batch));
                 }
             }
-        }
-        if !refused.is_empty() {
-            self.retry_later(ctx, refused);
-        }
-        if let Some(batch) = local {
-            deliver_batch(self, ctx, batch);
+            let local = std::mem::take(&mut st.outbox[own]);
+            st.outboxed -= local.len();
+            local
+        };
+        self.send_waiting(ctx);
+        if !local.is_empty() {
+            deliver_batch(self, ctx, local);
         }
     }
 
-    /// Retries batches a full ring refused, after a short delay. They stay counted
-    /// against the outbox bound meanwhile.
-    fn retry_later<F>(&self, ctx: &mut ShardCtx, refused: Vec<(usize, usize, F)>)
-    where
-        F: FnOnce(&mut ShardCtx) + Send + 'static,
-    {
-        let held: usize = refused.iter().map(|(_, len, _)| len).sum();
-        self.state.borrow_mut().outboxed += held;
-        let this = self.clone();
-        let retry = move |ctx: &mut ShardCtx| {
-            let mut st = this.state.borrow_mut();
-            st.outboxed = st.outboxed.saturating_sub(held);
-            drop(st);
-            let mut again = Vec::new();
-            for (target, len, task) in refused {
-                if let Err(SendError::Full(task)) = ctx.send(target, task) {
-                    again.push((target, len, task));
+    /// Sends the batches waiting for each shard, oldest first, while its ring takes
+    /// them; if some must wait, retries after `RETRY_DELAY`. A later batch never
+    /// overtakes an earlier one to the same shard, and waiting batches stay counted
+    /// against the outbox bound (so publishers feel the backpressure).
+    fn send_waiting(&self, ctx: &mut ShardCtx) {
+        let retry = {
+            let mut st = self.state.borrow_mut();
+            for target in 0..st.shards {
+                while !st.waiting[target].is_empty() && ctx.can_send(target) {
+                    let Some(batch) = st.waiting[target].pop_front() else {
+                        break;
+                    };
+                    st.outboxed -= batch.len();
+                    if ctx.send(target, move |ctx| deliver(ctx, batch)).is_err() {
+                        tracing::error!(target, "pub/sub batch refused after can_send");
+                    }
                 }
             }
-            if !again.is_empty() {
-                this.retry_later(ctx, again);
-            }
+            let waiting = st.waiting.iter().any(|q| !q.is_empty());
+            let retry = waiting && !st.retry_armed;
+            st.retry_armed |= retry;
+            retry
         };
-        if ctx.after(RETRY_DELAY, retry).is_err() {
-            tracing::error!("pub/sub cannot arm a retry timer; refused deliveries are lost");
+        if retry {
+            let this = self.clone();
+            let armed = ctx.after(RETRY_DELAY, move |ctx| {
+                this.state.borrow_mut().retry_armed = false;
+                this.send_waiting(ctx);
+            });
+            if armed.is_err() {
+                // The next flush tries again.
+                self.state.borrow_mut().retry_armed = false;
+                tracing::error!("pub/sub cannot arm its retry timer; batches wait");
+            }
         }
     }
 }

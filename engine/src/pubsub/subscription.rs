@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 
 use super::error::PubSubError;
 use super::message::Message;
@@ -54,7 +54,13 @@ impl Default for PendingLimits {
 
 /// The part of a subscription the owning shard and the consumer share.
 pub(crate) struct SubQueue {
-    queue: ArrayQueue<Message>,
+    /// Grows in small blocks as messages wait, so an idle subscription costs little
+    /// whatever its bound (a preallocated ring of 65,536 messages would be ~7.5 MiB).
+    queue: SegQueue<Message>,
+    /// Messages in `queue`: added before a push, subtracted after a pop, so it never
+    /// wraps; only the owning shard adds, so the check cannot be raced past the bound.
+    count: AtomicUsize,
+    count_max: usize,
     bytes: AtomicUsize,
     bytes_max: usize,
     policy: SlowConsumerPolicy,
@@ -81,7 +87,9 @@ pub(crate) enum Offer {
 impl SubQueue {
     pub(crate) fn new(limits: PendingLimits) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
-            queue: ArrayQueue::new(limits.messages.max(1)),
+            queue: SegQueue::new(),
+            count: AtomicUsize::new(0),
+            count_max: limits.messages.max(1),
             bytes: AtomicUsize::new(0),
             bytes_max: limits.bytes.max(1),
             policy: limits.policy,
@@ -101,13 +109,14 @@ impl SubQueue {
         // are added before the push so the consumer's subtraction (after its pop) can
         // never come first and wrap the counter.
         let pending = self.bytes.load(Ordering::Acquire);
-        if pending.saturating_add(size) <= self.bytes_max {
+        let fits = pending.saturating_add(size) <= self.bytes_max
+            && self.count.load(Ordering::Acquire) < self.count_max;
+        if fits {
+            self.count.fetch_add(1, Ordering::AcqRel);
             self.bytes.fetch_add(size, Ordering::AcqRel);
-            if self.queue.push(message).is_ok() {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-                return Offer::Queued;
-            }
-            self.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.queue.push(message);
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+            return Offer::Queued;
         }
         match self.policy {
             SlowConsumerPolicy::DropNewest => {
@@ -136,6 +145,7 @@ impl SubQueue {
     fn pop(&self) -> Option<Message> {
         let message = self.queue.pop()?;
         self.bytes.fetch_sub(message.size(), Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
         Some(message)
     }
 }
@@ -221,7 +231,7 @@ impl Subscription {
 
     /// Messages waiting for this consumer.
     pub fn pending(&self) -> usize {
-        self.queue.queue.len()
+        self.queue.count.load(Ordering::Acquire)
     }
 
     /// Bytes (`Message::size`) waiting for this consumer.

@@ -159,6 +159,13 @@ impl ShardCtx {
         Ok(())
     }
 
+    /// Whether `send` to `target` would accept a task now (no backpressure, valid
+    /// index). A caller that keeps its own queue can hold work back instead of getting
+    /// it refused.
+    pub fn can_send(&mut self, target: usize) -> bool {
+        self.check_target(target).is_ok() && self.has_room(target)
+    }
+
     /// How many tasks are staged for `target` and not yet in its ring: those sent this
     /// turn (pushed when the turn ends) plus any its full ring could not take. When it
     /// stays high across turns the target is not keeping up; sources that can slow down

@@ -17,6 +17,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use super::dir::{FileId, StorageDir};
+use super::log::Durability;
 
 #[derive(Debug, Clone, Default)]
 struct SimFile {
@@ -71,6 +72,34 @@ pub struct FaultPlan {
     pub fail_sync: Option<(u64, i32)>,
     /// Total bytes all files may hold; a write past it writes what fits, then ENOSPC.
     pub capacity_bytes: Option<u64>,
+}
+
+impl FaultPlan {
+    /// Each of a write failure and a sync failure (EIO) with probability 1/3, at a
+    /// uniform count in `1..=nth_max`: the plan the randomized power-cut tests use.
+    pub fn random(rng: &mut SeededRng, nth_max: u64) -> Self {
+        let mut plan = Self::default();
+        if rng.below(3) == 0 {
+            plan.fail_write = Some((1 + rng.below(nth_max), libc::EIO));
+        }
+        if rng.below(3) == 0 {
+            plan.fail_sync = Some((1 + rng.below(nth_max), libc::EIO));
+        }
+        plan
+    }
+}
+
+/// `Always` or a short `Batch` (2 ms or 2 KiB), evenly: the synced policies the
+/// randomized power-cut tests draw from.
+pub fn random_synced_durability(rng: &mut SeededRng) -> Durability {
+    if rng.below(2) == 0 {
+        Durability::Always
+    } else {
+        Durability::Batch {
+            max_delay: std::time::Duration::from_millis(2),
+            max_bytes: 2048,
+        }
+    }
 }
 
 /// An in-memory `StorageDir` with a durability model and fault injection.

@@ -99,6 +99,36 @@ impl<N: Notify> Doorbell<N> {
 pub use eventfd::EventFd;
 
 #[cfg(not(loom))]
+impl Doorbell<EventFd> {
+    /// The sleeper's half of the protocol over an eventfd, for a consumer on a thread
+    /// that is not a shard: arms, re-checks with `ready` (S2), and if nothing is there
+    /// sleeps until rung or `deadline`, then clears the eventfd and disarms. Callers
+    /// loop: take what is there, and `sleep` again while nothing is.
+    pub fn sleep(
+        &self,
+        deadline: std::time::Instant,
+        ready: impl FnOnce() -> bool,
+    ) -> std::io::Result<()> {
+        self.arm();
+        if ready() {
+            self.disarm();
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let slept = match left.is_zero() {
+            true => Ok(()),
+            false => match self.notifier().wait_readable(Some(left)) {
+                Ok(true) => self.notifier().read_count().map(drop),
+                Ok(false) => Ok(()),
+                Err(error) => Err(error),
+            },
+        };
+        self.disarm();
+        slept
+    }
+}
+
+#[cfg(not(loom))]
 mod eventfd {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

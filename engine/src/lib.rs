@@ -12,6 +12,8 @@
 //! - [`routing`]: subjects, patterns and the matcher the models route with.
 //! - [`pubsub`]: subjects: fire-and-forget publish/subscribe, queue groups and
 //!   request-reply (the NATS core model), at most once.
+//! - [`stream`]: streams: persistent partitioned logs with deduplication, consumer
+//!   groups, acknowledgements, redelivery and replay (the Kafka / JetStream model).
 //!
 //! See `docs/architecture.md` for the picture.
 
@@ -25,6 +27,8 @@ mod sync;
 pub mod pubsub;
 #[cfg(not(loom))]
 pub mod runtime;
+#[cfg(not(loom))]
+pub mod stream;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

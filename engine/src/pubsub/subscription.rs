@@ -208,24 +208,15 @@ impl Subscription {
             if let Some(message) = self.try_next()? {
                 return Ok(message);
             }
-            self.queue.bell.arm();
-            if let Some(message) = self.try_next()? {
-                self.queue.bell.disarm();
-                return Ok(message);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.queue.bell.disarm();
+            if Instant::now() >= deadline {
                 return Err(PubSubError::Timeout);
             }
-            let notifier = self.queue.bell.notifier();
-            let readable = notifier
-                .wait_readable(Some(left))
+            let queue = &self.queue;
+            let ready = || !queue.queue.is_empty() || queue.closed.load(Ordering::Acquire);
+            queue
+                .bell
+                .sleep(deadline, ready)
                 .map_err(PubSubError::Wait)?;
-            if readable {
-                notifier.read_count().map_err(PubSubError::Wait)?;
-            }
-            self.queue.bell.disarm();
         }
     }
 

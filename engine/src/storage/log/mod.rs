@@ -591,6 +591,16 @@ impl<D: StorageDir> PartitionLog<D> {
         self.segments.last().map_or(0, |s| s.next_offset)
     }
 
+    /// Bytes of stored segments (what retention by bytes counts).
+    pub fn stored_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Replaces the retention policy (applied by the next `apply_retention`).
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.config.retention = retention;
+    }
+
     /// Whether a request is in flight or appends wait for one.
     pub fn is_busy(&self) -> bool {
         !self.inflight.is_empty() || !self.pending.is_empty()

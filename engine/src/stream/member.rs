@@ -1,0 +1,391 @@
+//! A member of a consumer group, seen from both sides: the shards that deliver to it
+//! (credit, buffer, assignment generations) and the application thread that drains it
+//! (`Consumer`).
+//!
+//! Owns: the member's bounded buffer and its credit (records delivered and not yet
+//! acknowledged, across all its partitions, at most `max_ack_pending`), waking the
+//! shards that ran out of credit once some is released, and the liveness clock the
+//! group's coordinator reads. Never: lets the buffer grow past the credit (a shard
+//! reserves credit before it pushes), or hands the application a record of a partition
+//! that was taken away from this member since it was pushed.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_queue::SegQueue;
+
+use super::error::StreamError;
+use super::message::StreamMessage;
+use super::shard::ShardStreams;
+use super::Streams;
+use crate::doorbell::{Doorbell, EventFd};
+use crate::runtime::{RuntimeHandle, ShardCtx, SHARDS_MAX};
+
+/// Identifies a member within a `Streams`.
+pub type MemberId = u64;
+
+const STARVED_WORDS: usize = SHARDS_MAX.div_ceil(64);
+
+/// Why a member stopped receiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Left, deleted, its stream deleted, or the engine stopped.
+    Closed,
+    /// Missed its heartbeat: the group gave its partitions to the others.
+    Evicted,
+}
+
+/// The state a member's shards and its application thread share.
+pub(crate) struct Member {
+    pub(crate) id: MemberId,
+    queue: SegQueue<StreamMessage>,
+    /// Records delivered and not yet released (acked, nacked, taken under
+    /// `AckPolicy::None`, or revoked). The buffer holds at most this many.
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+    /// Shards that found no credit and wait to be told when some is released.
+    starved: [AtomicU64; STARVED_WORDS],
+    /// Per partition: the generation of its assignment to this member, 0 if none.
+    generations: Box<[AtomicU64]>,
+    /// Milliseconds since the Unix epoch when the application last showed life.
+    last_seen_ms: AtomicU64,
+    /// Under `AckPolicy::None` a record's credit is released when it is taken.
+    release_on_take: bool,
+    closed: AtomicBool,
+    evicted: AtomicBool,
+    bell: Doorbell<EventFd>,
+    runtime: RuntimeHandle,
+}
+
+impl Member {
+    pub(crate) fn new(
+        id: MemberId,
+        partitions: u32,
+        max_in_flight: usize,
+        release_on_take: bool,
+        runtime: RuntimeHandle,
+    ) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            id,
+            queue: SegQueue::new(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight,
+            starved: std::array::from_fn(|_| AtomicU64::new(0)),
+            generations: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            last_seen_ms: AtomicU64::new(now_ms()),
+            release_on_take,
+            closed: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            bell: Doorbell::new(EventFd::new()?),
+            runtime,
+        }))
+    }
+
+    /// Shard side: takes one credit if there is one. A shard that gets none marks
+    /// itself starved and tries once more (the release that would have woken it may
+    /// have come between), so a wake-up is never lost.
+    pub(crate) fn reserve(&self, shard: usize) -> bool {
+        if self.try_reserve() {
+            return true;
+        }
+        self.starved[shard / 64].fetch_or(1 << (shard % 64), Ordering::SeqCst);
+        self.try_reserve()
+    }
+
+    fn try_reserve(&self) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_in_flight).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` credits and wakes the shards that ran out.
+    pub(crate) fn release(self: &Arc<Self>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.in_flight.fetch_sub(n, Ordering::SeqCst);
+        debug_assert!(before >= n, "credit released twice");
+        for (word, bits) in self.starved.iter().enumerate() {
+            let mut bits = bits.swap(0, Ordering::SeqCst);
+            while bits != 0 {
+                let shard = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let member = self.clone();
+                let resume = move |ctx: &mut ShardCtx| ShardStreams::get(ctx).resume(ctx, &member);
+                if let Err(error) = self.runtime.spawn(shard, resume) {
+                    tracing::warn!(%error, shard, "cannot wake a shard waiting for credit");
+                }
+            }
+        }
+    }
+
+    /// Shard side: queues a message (credit already reserved). Call `notify` after.
+    pub(crate) fn push(&self, message: StreamMessage) {
+        self.queue.push(message);
+    }
+
+    /// Shard side: wakes the application if it sleeps.
+    pub(crate) fn notify(&self) {
+        self.bell.ring();
+    }
+
+    pub(crate) fn set_generation(&self, partition: u32, generation: u64) {
+        if let Some(slot) = self.generations.get(partition as usize) {
+            slot.store(generation, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets partition `partition` if its assignment is still `generation`.
+    pub(crate) fn revoke(&self, partition: u32, generation: u64) {
+        if let Some(slot) = self.generations.get(partition as usize) {
+            let _ = slot.compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    fn is_current(&self, message: &StreamMessage) -> bool {
+        self.generations
+            .get(message.partition as usize)
+            .is_some_and(|g| g.load(Ordering::SeqCst) == message.generation)
+    }
+
+    pub(crate) fn close(&self, reason: CloseReason) {
+        if reason == CloseReason::Evicted {
+            self.evicted.store(true, Ordering::SeqCst);
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since the application last showed life.
+    pub(crate) fn silent_for(&self) -> Duration {
+        let last = self.last_seen_ms.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(last))
+    }
+
+    /// The next message that is still this member's, releasing the credit of what it
+    /// skips or takes under `AckPolicy::None`.
+    fn take(self: &Arc<Self>) -> Option<StreamMessage> {
+        while let Some(message) = self.queue.pop() {
+            if self.release_on_take {
+                self.release(1);
+            }
+            if self.is_current(&message) {
+                return Some(message);
+            }
+            // Revoked: the revoke released its credit (explicit acks), and the
+            // partition's new member receives it.
+        }
+        None
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How an application answers a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckKind {
+    Ack,
+    Nak(Duration),
+}
+
+/// Where acknowledgements of one partition's deliveries go: its owner shard.
+#[derive(Debug)]
+pub(crate) struct AckRoute {
+    pub(crate) runtime: RuntimeHandle,
+    pub(crate) owner: usize,
+    pub(crate) group: Arc<str>,
+}
+
+impl AckRoute {
+    pub(crate) fn send(&self, message: &StreamMessage, kind: AckKind) -> Result<(), StreamError> {
+        let (stream, group) = (message.stream.clone(), self.group.clone());
+        let (partition, offset, generation) =
+            (message.partition, message.offset, message.generation);
+        self.runtime.spawn(self.owner, move |ctx: &mut ShardCtx| {
+            let streams = ShardStreams::get(ctx);
+            let _ = streams.ack(ctx, &stream, partition, &group, offset, generation, kind);
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn call(&self, message: &StreamMessage) -> Result<(), StreamError> {
+        let (stream, group) = (message.stream.clone(), self.group.clone());
+        let (partition, offset, generation) =
+            (message.partition, message.offset, message.generation);
+        self.runtime.call(self.owner, move |ctx: &mut ShardCtx| {
+            let streams = ShardStreams::get(ctx);
+            streams.ack(
+                ctx,
+                &stream,
+                partition,
+                &group,
+                offset,
+                generation,
+                AckKind::Ack,
+            )
+        })?
+    }
+}
+
+/// A member of a consumer group, read by a thread that is not a shard. Dropping it
+/// leaves the group (its partitions go to the other members; an ephemeral consumer is
+/// deleted).
+///
+/// Event-loop integration: watch `fd()` for readability; when readable, drain with
+/// `try_next()` until `Ok(None)`, then `arm()`; if it returns true, drain again before
+/// waiting. `Send`, not `Sync`.
+pub struct Consumer {
+    pub(crate) member: Arc<Member>,
+    pub(crate) streams: Streams,
+    pub(crate) stream: Arc<str>,
+    pub(crate) group: Arc<str>,
+    pub(crate) ephemeral: bool,
+    pub(crate) heartbeat_timeout: Duration,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("member", &self.member.id)
+            .finish()
+    }
+}
+
+impl Consumer {
+    /// The consumer (group) name; ephemeral consumers get a generated one.
+    pub fn name(&self) -> &str {
+        &self.group
+    }
+
+    /// This member's id in its group.
+    pub fn member_id(&self) -> MemberId {
+        self.member.id
+    }
+
+    /// The next message if one is buffered. `Err(Closed)` once the consumer is closed
+    /// and drained.
+    pub fn try_next(&self) -> Result<Option<StreamMessage>, StreamError> {
+        self.member.touch();
+        if let Some(message) = self.member.take() {
+            return Ok(Some(message));
+        }
+        if self.member.is_closed() {
+            // Pushes happen before the close: one more look catches the last.
+            return match self.member.take() {
+                Some(message) => Ok(Some(message)),
+                None => Err(StreamError::Closed),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `timeout` for the next message: `Err(Timeout)` if none came. Waiting
+    /// counts as a heartbeat.
+    pub fn next(&self, timeout: Duration) -> Result<StreamMessage, StreamError> {
+        let timeout = timeout.min(Duration::from_secs(365 * 24 * 3600));
+        let deadline = Instant::now() + timeout;
+        let slice = self.heartbeat_timeout / 3;
+        loop {
+            if let Some(message) = self.try_next()? {
+                return Ok(message);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StreamError::Timeout);
+            }
+            let wake = deadline.min(now + slice);
+            let member = &self.member;
+            let ready = || !member.queue.is_empty() || member.is_closed();
+            member.bell.sleep(wake, ready).map_err(StreamError::Wait)?;
+        }
+    }
+
+    /// Up to `max` messages: waits up to `timeout` for the first, then takes what is
+    /// buffered. Empty if none came in time.
+    pub fn fetch(&self, max: usize, timeout: Duration) -> Result<Vec<StreamMessage>, StreamError> {
+        let mut batch = Vec::new();
+        if max == 0 {
+            return Ok(batch);
+        }
+        match self.next(timeout) {
+            Ok(first) => batch.push(first),
+            Err(StreamError::Timeout) => return Ok(batch),
+            Err(error) => return Err(error),
+        }
+        while batch.len() < max {
+            match self.try_next() {
+                Ok(Some(message)) => batch.push(message),
+                Ok(None) | Err(StreamError::Closed) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// An iterator of messages, each waited for up to `timeout`; it ends at the first
+    /// timeout or when the consumer closes.
+    pub fn iter(&self, timeout: Duration) -> impl Iterator<Item = StreamMessage> + '_ {
+        std::iter::from_fn(move || self.next(timeout).ok())
+    }
+
+    /// Tells the group this member is alive (taking messages does too).
+    pub fn heartbeat(&self) {
+        self.member.touch();
+    }
+
+    /// Whether the group removed this member for missing its heartbeat.
+    pub fn was_evicted(&self) -> bool {
+        self.member.evicted.load(Ordering::SeqCst)
+    }
+
+    /// Records delivered to this member and not yet acknowledged (buffered ones too).
+    pub fn in_flight(&self) -> usize {
+        self.member.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The eventfd that becomes readable when messages arrive (after `arm`).
+    pub fn fd(&self) -> RawFd {
+        self.member.bell.notifier().as_raw_fd()
+    }
+
+    /// Announces the caller is about to wait on `fd()`. Returns true if messages (or the
+    /// close) are already there: drain again instead of waiting.
+    pub fn arm(&self) -> bool {
+        self.member.bell.arm();
+        let ready = !self.member.queue.is_empty() || self.member.is_closed();
+        if ready {
+            self.member.bell.disarm();
+        }
+        ready
+    }
+
+    /// Clears the eventfd after it was readable.
+    pub fn clear_notification(&self) -> std::io::Result<()> {
+        self.member.bell.notifier().read_count().map(drop)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.streams
+            .leave(&self.stream, &self.group, self.member.id, self.ephemeral);
+    }
+}

@@ -516,3 +516,33 @@ fn retention_removes_old_segments_and_consumers_skip_with_a_notice() {
     assert_eq!(got[0].skipped, Some(0..first));
     assert_eq!(got.len() as u64, 1000 - first);
 }
+
+#[test]
+fn a_revoked_partition_is_not_handed_out_by_its_old_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("s", &["s.>"], 2)).unwrap();
+    streams.create_consumer("s", ConsumerConfig::durable("g")).unwrap();
+    let a = streams.join("s", "g").unwrap();
+    let batch = (0..40u32)
+        .map(|i| Publish::new("s.x", format!("{i}")).key(format!("k{i}")))
+        .collect();
+    for r in streams.publish_batch(batch).unwrap() {
+        r.unwrap();
+    }
+    // Let `a` buffer records of both partitions without taking them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.in_flight() < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(a.in_flight(), 40);
+    let b = streams.join("s", "g").unwrap(); // partition 1 moves to b
+    std::thread::sleep(Duration::from_millis(200));
+    let from_a = drain(&a, QUIET);
+    let from_b = drain(&b, QUIET);
+    assert!(from_a.iter().all(|m| m.partition == 0), "a handed out a revoked record");
+    assert!(from_b.iter().all(|m| m.partition == 1));
+    assert!(from_b.iter().all(|m| m.delivery_count == 2), "b's records are redeliveries");
+    assert_eq!(from_a.len() + from_b.len(), 40);
+}

@@ -523,7 +523,9 @@ fn a_revoked_partition_is_not_handed_out_by_its_old_member() {
     let rt = runtime(2);
     let streams = open(&rt, dir.path());
     streams.create(stream("s", &["s.>"], 2)).unwrap();
-    streams.create_consumer("s", ConsumerConfig::durable("g")).unwrap();
+    streams
+        .create_consumer("s", ConsumerConfig::durable("g"))
+        .unwrap();
     let a = streams.join("s", "g").unwrap();
     let batch = (0..40u32)
         .map(|i| Publish::new("s.x", format!("{i}")).key(format!("k{i}")))
@@ -541,8 +543,14 @@ fn a_revoked_partition_is_not_handed_out_by_its_old_member() {
     std::thread::sleep(Duration::from_millis(200));
     let from_a = drain(&a, QUIET);
     let from_b = drain(&b, QUIET);
-    assert!(from_a.iter().all(|m| m.partition == 0), "a handed out a revoked record");
+    assert!(
+        from_a.iter().all(|m| m.partition == 0),
+        "a handed out a revoked record"
+    );
     assert!(from_b.iter().all(|m| m.partition == 1));
-    assert!(from_b.iter().all(|m| m.delivery_count == 2), "b's records are redeliveries");
+    assert!(
+        from_b.iter().all(|m| m.delivery_count == 2),
+        "b's records are redeliveries"
+    );
     assert_eq!(from_a.len() + from_b.len(), 40);
 }

@@ -423,9 +423,7 @@ fn max_ack_pending_holds_back_deliveries_until_acks() {
         held.push(m);
     }
     assert_eq!(held.len(), 5, "five in flight at most");
-    for m in &held {
-        m.ack().unwrap();
-    }
+    worker.ack_all(&held).unwrap();
     let rest = drain(&worker, QUIET);
     assert_eq!(rest.len(), 15);
 }

@@ -35,7 +35,9 @@ fn scratch_pending_without_member_spins() {
     let rt = runtime(1);
     let streams = Streams::open(rt.handle(), dir.path()).unwrap();
     streams.create(stream("s", &["s.>"], 1)).unwrap();
-    streams.create_consumer("s", ConsumerConfig::durable("g")).unwrap();
+    streams
+        .create_consumer("s", ConsumerConfig::durable("g"))
+        .unwrap();
     let c = streams.join("s", "g").unwrap();
     streams.publish(Publish::new("s.x", "a")).unwrap();
     let _m = c.next(Duration::from_secs(5)).unwrap(); // not acked
@@ -114,7 +116,9 @@ fn scratch_buffer_grows_past_credit() {
     };
     let c = streams.subscribe("s", config).unwrap();
     for i in 0..5 {
-        streams.publish(Publish::new("s.x", format!("{i}"))).unwrap();
+        streams
+            .publish(Publish::new("s.x", format!("{i}")))
+            .unwrap();
     }
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
@@ -125,7 +129,10 @@ fn scratch_buffer_grows_past_credit() {
     while let Ok(Some(_)) = c.try_next() {
         buffered += 1;
     }
-    eprintln!("buffered {buffered} messages with max_ack_pending 5, in_flight {}", c.in_flight());
+    eprintln!(
+        "buffered {buffered} messages with max_ack_pending 5, in_flight {}",
+        c.in_flight()
+    );
     assert!(buffered <= 5, "buffer holds {buffered} > max_ack_pending");
 }
 
@@ -179,12 +186,17 @@ fn scratch_nak_grows_pending_past_max_ack_pending() {
     streams.create_consumer("s", config).unwrap();
     let c = streams.join("s", "g").unwrap();
     for i in 0..50 {
-        streams.publish(Publish::new("s.x", format!("{i}"))).unwrap();
+        streams
+            .publish(Publish::new("s.x", format!("{i}")))
+            .unwrap();
     }
     while let Ok(m) = c.next(Duration::from_millis(300)) {
         m.nak(Duration::from_secs(3600)).unwrap();
     }
     let info = streams.consumer_info("s", "g").unwrap();
-    eprintln!("pending {} with max_ack_pending 2", info.partitions[0].pending);
+    eprintln!(
+        "pending {} with max_ack_pending 2",
+        info.partitions[0].pending
+    );
     assert!(info.partitions[0].pending <= 2);
 }

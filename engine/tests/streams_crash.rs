@@ -157,6 +157,26 @@ fn run_cycle(dir: &Path, gen: u64, kill_after: Duration, seen: &mut Seen) {
     }
 }
 
+/// Every stored record's id by (partition, offset), read from offset 0.
+fn read_all_stored(streams: &Streams) -> BTreeMap<(u32, u64), String> {
+    let all = ConsumerConfig {
+        deliver: DeliverPolicy::All,
+        ack: ringbroker::stream::AckPolicy::None,
+        max_ack_pending: 100_000,
+        ..ConsumerConfig::default()
+    };
+    let reader = streams.subscribe("crash", all).unwrap();
+    let mut stored: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    while let Ok(m) = reader.next(Duration::from_millis(500)) {
+        let id = String::from_utf8(m.payload.to_vec()).unwrap();
+        assert!(
+            stored.insert((m.partition, m.offset), id).is_none(),
+            "delivered twice"
+        );
+    }
+    stored
+}
+
 #[test]
 fn acknowledged_publishes_and_consumer_positions_survive_kill_9() {
     if std::env::var(CHILD_ENV).is_ok() {
@@ -180,22 +200,7 @@ fn acknowledged_publishes_and_consumer_positions_survive_kill_9() {
     );
     let rt = runtime();
     let streams = Streams::open(rt.handle(), dir.path()).unwrap();
-    // Every stored record, by (partition, offset), read from offset 0.
-    let all = ConsumerConfig {
-        deliver: DeliverPolicy::All,
-        ack: ringbroker::stream::AckPolicy::None,
-        max_ack_pending: 100_000,
-        ..ConsumerConfig::default()
-    };
-    let reader = streams.subscribe("crash", all).unwrap();
-    let mut stored: BTreeMap<(u32, u64), String> = BTreeMap::new();
-    while let Ok(m) = reader.next(Duration::from_millis(500)) {
-        let id = String::from_utf8(m.payload.to_vec()).unwrap();
-        assert!(
-            stored.insert((m.partition, m.offset), id).is_none(),
-            "delivered twice"
-        );
-    }
+    let stored = read_all_stored(&streams);
     let mut ids = HashMap::new();
     for (at, id) in &stored {
         assert!(

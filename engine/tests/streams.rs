@@ -286,8 +286,7 @@ fn offline_consumer_resumes_after_its_last_ack_across_a_restart() {
         assert_eq!(payloads(&[unacked]), vec![50]);
         drop(worker);
         publish_n(&streams, "log.a", 51..80);
-        std::thread::sleep(Duration::from_millis(50)); // positions are written within 10 ms
-        rt.shutdown().unwrap();
+        rt.shutdown().unwrap(); // positions still waiting for their timer are written
     }
     let rt = runtime(2);
     let streams = open(&rt, dir.path());
@@ -551,4 +550,175 @@ fn a_revoked_partition_is_not_handed_out_by_its_old_member() {
         "b's records are redeliveries"
     );
     assert_eq!(from_a.len() + from_b.len(), 40);
+}
+
+#[test]
+fn a_durable_group_that_emptied_serves_a_member_that_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("s", &["s.>"], 2)).unwrap();
+    streams
+        .create_consumer("s", ConsumerConfig::durable("g"))
+        .unwrap();
+    let a = streams.join("s", "g").unwrap();
+    publish_n(&streams, "s.x", 0..10);
+    assert_eq!(drain(&a, QUIET).len(), 10);
+    drop(a);
+    std::thread::sleep(Duration::from_millis(100));
+    let b = streams.join("s", "g").unwrap();
+    publish_n(&streams, "s.x", 10..20);
+    let mut got = payloads(&drain(&b, QUIET));
+    got.sort_unstable();
+    assert_eq!(got, (10..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_idle_consumer_with_records_due_does_not_spin_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("s", &["s.>"], 2)).unwrap();
+    streams
+        .create_consumer("s", ConsumerConfig::durable("g"))
+        .unwrap();
+    let config = ConsumerConfig {
+        max_ack_pending: 1,
+        ..ConsumerConfig::default()
+    };
+    let starved = streams.subscribe("s", config).unwrap();
+    let member = streams.join("s", "g").unwrap();
+    publish_n(&streams, "s.x", 0..10);
+    let held = member.next(Duration::from_secs(5)).unwrap(); // never acked
+    drop(member); // its pending record is due at once, for nobody
+    let first = starved.next(Duration::from_secs(5)).unwrap();
+    first.nak(Duration::from_millis(100)).unwrap(); // due again soon; no other credit
+    let fired = |rt: &Runtime| -> u64 { rt.handle().stats().iter().map(|s| s.timers_fired).sum() };
+    let before = fired(&rt);
+    std::thread::sleep(Duration::from_secs(1));
+    let during = fired(&rt) - before;
+    assert!(during < 50, "{during} timers fired in a second of idling");
+    drop(held);
+}
+
+#[test]
+fn a_publish_pending_at_shutdown_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let streams = open(&rt, dir.path());
+    let mut config = stream("slow", &["slow.>"], 2);
+    config.durability = Durability::Batch {
+        max_delay: Duration::from_secs(1),
+        max_bytes: 1 << 30,
+    };
+    streams.create(config).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let publisher = streams.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(publisher.publish_batch(vec![Publish::new("slow.x", "a"); 4]));
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    rt.shutdown().unwrap();
+    let answer = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("publish hung at shutdown");
+    // Not stored (the group never started): every record says so.
+    match answer {
+        Ok(results) => assert!(results
+            .iter()
+            .all(|r| matches!(r, Err(StreamError::ShuttingDown)))),
+        Err(error) => assert!(matches!(error, StreamError::ShuttingDown), "{error:?}"),
+    }
+}
+
+#[test]
+fn ack_policy_none_loses_nothing_when_a_partition_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("s", &["s.>"], 2)).unwrap();
+    let config = ConsumerConfig {
+        ack: AckPolicy::None,
+        ..ConsumerConfig::durable("g")
+    };
+    streams.create_consumer("s", config).unwrap();
+    let a = streams.join("s", "g").unwrap();
+    let batch = (0..40u32)
+        .map(|i| Publish::new("s.x", format!("{i}")).key(format!("k{i}")))
+        .collect();
+    for r in streams.publish_batch(batch).unwrap() {
+        r.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.in_flight() < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let b = streams.join("s", "g").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut got = payloads(&drain(&a, QUIET));
+    got.extend(payloads(&drain(&b, QUIET)));
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..40).collect::<Vec<_>>(),
+        "at most once, but nothing lost"
+    );
+}
+
+#[test]
+fn ack_wait_does_not_stack_copies_the_application_has_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("s", &["s.>"], 1)).unwrap();
+    let config = ConsumerConfig {
+        max_ack_pending: 5,
+        ack_wait: Duration::from_millis(20),
+        ..ConsumerConfig::default()
+    };
+    let slow = streams.subscribe("s", config).unwrap();
+    publish_n(&streams, "s.x", 0..20);
+    for _ in 0..10 {
+        slow.heartbeat();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut buffered = Vec::new();
+    while let Ok(Some(m)) = slow.try_next() {
+        buffered.push(m);
+    }
+    assert_eq!(payloads(&buffered), vec![0, 1, 2, 3, 4]);
+    assert!(buffered.iter().all(|m| m.delivery_count == 1));
+}
+
+#[test]
+fn naks_keep_their_credit_so_pending_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("s", &["s.>"], 1)).unwrap();
+    let config = ConsumerConfig {
+        max_ack_pending: 2,
+        ..ConsumerConfig::durable("g")
+    };
+    streams.create_consumer("s", config).unwrap();
+    let worker = streams.join("s", "g").unwrap();
+    publish_n(&streams, "s.x", 0..50);
+    while let Ok(m) = worker.next(Duration::from_millis(200)) {
+        m.nak(Duration::from_secs(3600)).unwrap();
+    }
+    let info = streams.consumer_info("s", "g").unwrap();
+    assert_eq!(info.partitions[0].pending, 2);
+}
+
+#[test]
+fn a_batch_larger_than_one_log_batch_is_stored_in_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let streams = open(&rt, dir.path());
+    streams.create(stream("big", &["big.>"], 1)).unwrap();
+    let payload = bytes::Bytes::from(vec![7u8; (1 << 20) - 64]);
+    let batch = vec![Publish::new("big.x", payload); 100]; // ~100 MiB, one partition
+    let results = streams.publish_batch(batch).unwrap();
+    let offsets: Vec<u64> = results.into_iter().map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets, (0..100).collect::<Vec<_>>());
 }

@@ -162,7 +162,7 @@ fn read_all_stored(streams: &Streams) -> BTreeMap<(u32, u64), String> {
     let all = ConsumerConfig {
         deliver: DeliverPolicy::All,
         ack: ringbroker::stream::AckPolicy::None,
-        max_ack_pending: 100_000,
+        max_ack_pending: ringbroker::stream::ACK_PENDING_LIMIT,
         ..ConsumerConfig::default()
     };
     let reader = streams.subscribe("crash", all).unwrap();

@@ -21,8 +21,9 @@ pub const STREAM_SUBJECTS_MAX: usize = 256;
 pub const RECORD_BYTES_LIMIT: usize = 8 << 20;
 /// The longest deduplication window.
 pub const DEDUP_WINDOW_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The most records a consumer may have delivered and not yet acknowledged.
-pub const ACK_PENDING_LIMIT: usize = 1 << 20;
+/// The most records a consumer may have delivered and not yet acknowledged (its
+/// persisted position then holds at most 256 KiB of pending offsets).
+pub const ACK_PENDING_LIMIT: usize = 32_768;
 
 /// A stream: a named, partitioned, persistent log capturing the subjects it names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 //! persisted as such).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,8 +51,23 @@ pub(crate) struct Assignment {
 struct Pending {
     deliveries: u32,
     due: Instant,
-    /// Holds one of the member's credits (false after a nak, a revoke or a restart).
+    /// Holds one of the member's credits (false after a revoke or a restart).
     credit: bool,
+    /// The number of its last push into the assigned member's buffer (this shard's
+    /// pushes there), 0 if none: while the application has not taken that copy, it is
+    /// not pushed again.
+    seq: u64,
+}
+
+impl Pending {
+    fn new(deliveries: u32, due: Instant, credit: bool) -> Self {
+        Self {
+            deliveries,
+            due,
+            credit,
+            seq: 0,
+        }
+    }
 }
 
 /// A record the consumer gave up on (`max_deliver` reached).
@@ -98,7 +114,7 @@ impl Cursor {
             skipped: None,
         };
         for &offset in pending.iter().filter(|&&o| o < next) {
-            cursor.set_pending(offset, 1, now, false);
+            cursor.set_pending(offset, Pending::new(1, now, false));
         }
         cursor
     }
@@ -115,23 +131,20 @@ impl Cursor {
         self.assigned.as_ref().map(|a| &a.member)
     }
 
-    /// The earliest time a pending record is due again.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.due.first().map(|(at, _)| *at)
+    /// The earliest time after `now` a pending record is due again, if the partition
+    /// is assigned. (Records due already wait for credit, whose release wakes the
+    /// shard, or for the next turn; a timer for them would only spin.)
+    pub(crate) fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.assigned.as_ref()?;
+        let after = (Bound::Excluded((now, u64::MAX)), Bound::Unbounded);
+        self.due.range(after).next().map(|(at, _)| *at)
     }
 
-    fn set_pending(&mut self, offset: u64, deliveries: u32, due: Instant, credit: bool) {
-        if let Some(old) = self.pending.insert(
-            offset,
-            Pending {
-                deliveries,
-                due,
-                credit,
-            },
-        ) {
+    fn set_pending(&mut self, offset: u64, entry: Pending) {
+        if let Some(old) = self.pending.insert(offset, entry) {
             self.due.remove(&(old.due, offset));
         }
-        self.due.insert((due, offset));
+        self.due.insert((entry.due, offset));
     }
 
     fn remove_pending(&mut self, offset: u64) -> Option<Pending> {
@@ -166,7 +179,7 @@ impl Cursor {
             let mut released = 0;
             for (offset, entry) in held {
                 released += usize::from(entry.credit);
-                self.set_pending(offset, entry.deliveries, now, false);
+                self.set_pending(offset, Pending::new(entry.deliveries, now, false));
             }
             old.member.release(released);
         }
@@ -193,16 +206,14 @@ impl Cursor {
                 self.remove_pending(offset);
             }
             AckKind::Nak(delay) => {
+                // It keeps its credit: a nak'd record still counts against
+                // `max_ack_pending` until it is acked, so naks cannot grow the pending
+                // set past the bound.
                 let Some(entry) = self.pending.get(&offset).copied() else {
                     return Ok(());
                 };
-                if entry.credit {
-                    if let Some(a) = &self.assigned {
-                        a.member.release(1);
-                    }
-                }
                 let due = Instant::now() + delay.min(Duration::from_secs(365 * 24 * 3600));
-                self.set_pending(offset, entry.deliveries, due, false);
+                self.set_pending(offset, Pending { due, ..entry });
             }
         }
         Ok(())
@@ -296,7 +307,7 @@ impl Cursor {
                     return Ok(false);
                 }
                 let message = StreamMessage::from_record(stream, partition, &batch, &record);
-                self.push(message, 1);
+                self.push(message, 1, shard);
                 self.next = record.offset + 1;
                 self.dirty = true;
                 *budget -= 1;
@@ -325,18 +336,25 @@ impl Cursor {
     }
 
     /// Hands `message` (its credit taken) to the member, recording it as pending.
-    fn push(&mut self, mut message: StreamMessage, deliveries: u32) {
+    fn push(&mut self, mut message: StreamMessage, deliveries: u32, shard: usize) {
         let Some(a) = &self.assigned else { return };
         message.delivery_count = deliveries;
         message.generation = a.generation;
         message.skipped = self.skipped.take();
-        let member = a.member.clone();
-        if self.config.ack == AckPolicy::Explicit {
+        let explicit = self.config.ack == AckPolicy::Explicit;
+        if explicit {
             message.route = Some(a.route.clone());
-            let due = Instant::now() + self.config.ack_wait;
-            self.set_pending(message.offset, deliveries, due, true);
         }
-        member.push(message);
+        let offset = message.offset;
+        let seq = a.member.push(shard, message);
+        if explicit {
+            let due = Instant::now() + self.config.ack_wait;
+            let entry = Pending {
+                seq,
+                ..Pending::new(deliveries, due, true)
+            };
+            self.set_pending(offset, entry);
+        }
     }
 
     /// Delivers again the pending records that are due, lowest offset first; those past
@@ -361,6 +379,13 @@ impl Cursor {
             let Some(entry) = self.pending.get(&offset).copied() else {
                 continue;
             };
+            if self.still_buffered(&entry, shard) {
+                // The application has not even taken the last copy: wait again
+                // rather than stack another one behind it.
+                let due = now + self.config.ack_wait;
+                self.set_pending(offset, Pending { due, ..entry });
+                continue;
+            }
             let Some(message) = read_one(log, stream, partition, offset)? else {
                 self.remove_pending(offset); // removed by retention meanwhile
                 continue;
@@ -381,10 +406,18 @@ impl Cursor {
             if *budget == 0 || (!entry.credit && !self.take_credit(shard)) {
                 return Ok(());
             }
-            self.push(message, entry.deliveries.saturating_add(1));
+            self.push(message, entry.deliveries.saturating_add(1), shard);
             *budget -= 1;
         }
         Ok(())
+    }
+
+    fn still_buffered(&self, entry: &Pending, shard: usize) -> bool {
+        entry.seq != 0
+            && self
+                .assigned
+                .as_ref()
+                .is_some_and(|a| !a.member.was_taken(shard, entry.seq))
     }
 
     /// The position as persisted: the next offset and the offsets pending.

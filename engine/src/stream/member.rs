@@ -49,6 +49,12 @@ pub(crate) struct Member {
     starved: [AtomicU64; STARVED_WORDS],
     /// Per partition: the generation of its assignment to this member, 0 if none.
     generations: Box<[AtomicU64]>,
+    /// Per shard: messages that shard pushed here, numbered from 1 (written only by it).
+    pushed: Box<[AtomicU64]>,
+    /// Per shard: the highest number of that shard's messages the application took.
+    /// One shard's pushes are taken in the order pushed, so a message numbered at or
+    /// below this has left the buffer.
+    taken: Box<[AtomicU64]>,
     /// Milliseconds since the Unix epoch when the application last showed life.
     last_seen_ms: AtomicU64,
     /// Under `AckPolicy::None` a record's credit is released when it is taken.
@@ -74,6 +80,12 @@ impl Member {
             max_in_flight,
             starved: std::array::from_fn(|_| AtomicU64::new(0)),
             generations: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            pushed: (0..runtime.shard_count())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            taken: (0..runtime.shard_count())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             last_seen_ms: AtomicU64::new(now_ms()),
             release_on_take,
             closed: AtomicBool::new(false),
@@ -117,15 +129,31 @@ impl Member {
                 let member = self.clone();
                 let resume = move |ctx: &mut ShardCtx| ShardStreams::get(ctx).resume(ctx, &member);
                 if let Err(error) = self.runtime.spawn(shard, resume) {
-                    tracing::warn!(%error, shard, "cannot wake a shard waiting for credit");
+                    // Keep it marked: the next release tries again.
+                    self.starved[word].fetch_or(1 << (shard % 64), Ordering::SeqCst);
+                    tracing::warn!(%error, shard, "cannot wake a shard waiting for credit yet");
                 }
             }
         }
     }
 
-    /// Shard side: queues a message (credit already reserved). Call `notify` after.
-    pub(crate) fn push(&self, message: StreamMessage) {
+    /// Shard side: queues a message (credit already reserved) from `shard`; returns
+    /// its number among that shard's pushes here. Call `notify` after.
+    pub(crate) fn push(&self, shard: usize, mut message: StreamMessage) -> u64 {
+        let seq = match self.pushed.get(shard) {
+            Some(pushed) => pushed.fetch_add(1, Ordering::SeqCst) + 1,
+            None => 0,
+        };
+        message.pushed_by = (shard, seq);
         self.queue.push(message);
+        seq
+    }
+
+    /// Whether push `seq` of `shard` has been taken by the application.
+    pub(crate) fn was_taken(&self, shard: usize, seq: u64) -> bool {
+        self.taken
+            .get(shard)
+            .is_none_or(|t| t.load(Ordering::SeqCst) >= seq)
     }
 
     /// Shard side: wakes the application if it sleeps.
@@ -178,14 +206,21 @@ impl Member {
     /// skips or takes under `AckPolicy::None`.
     fn take(self: &Arc<Self>) -> Option<StreamMessage> {
         while let Some(message) = self.queue.pop() {
+            let (shard, seq) = message.pushed_by;
+            if let Some(taken) = self.taken.get(shard) {
+                taken.fetch_max(seq, Ordering::SeqCst);
+            }
             if self.release_on_take {
+                // At most once: the record counted as processed when it was pushed,
+                // so it is handed out even if its partition moved since.
                 self.release(1);
+                return Some(message);
             }
             if self.is_current(&message) {
                 return Some(message);
             }
-            // Revoked: the revoke released its credit (explicit acks), and the
-            // partition's new member receives it.
+            // Revoked: the revoke released its credit, and the partition's new member
+            // receives the record.
         }
         None
     }

@@ -31,6 +31,8 @@ pub const DEAD_PARTITION_HEADER: &[u8] = b"Rb-Dead-Partition";
 pub const DEAD_OFFSET_HEADER: &[u8] = b"Rb-Dead-Offset";
 /// The consumer that gave up on it.
 pub const DEAD_CONSUMER_HEADER: &[u8] = b"Rb-Dead-Consumer";
+/// Its `Msg-Id`, if it had one (renamed, so dead letters are never deduplicated).
+pub const DEAD_MSG_ID_HEADER: &[u8] = b"Rb-Dead-Msg-Id";
 /// How many times it was delivered (decimal).
 pub const DEAD_DELIVERIES_HEADER: &[u8] = b"Rb-Dead-Deliveries";
 
@@ -146,6 +148,8 @@ pub struct StreamMessage {
     pub skipped: Option<std::ops::Range<u64>>,
     pub(crate) generation: u64,
     pub(crate) route: Option<Arc<AckRoute>>,
+    /// (shard, number) of the push that put it in the member's buffer.
+    pub(crate) pushed_by: (usize, u64),
 }
 
 impl StreamMessage {
@@ -157,7 +161,7 @@ impl StreamMessage {
         record: &RecordView<'_>,
     ) -> Self {
         let mut subject = Bytes::new();
-        let mut headers = Vec::with_capacity(record.header_count() as usize);
+        let mut headers = Vec::with_capacity(record.header_count().saturating_sub(1) as usize);
         for (name, value) in record.headers() {
             if name == SUBJECT_HEADER && subject.is_empty() {
                 subject = batch.slice_ref(value);
@@ -178,6 +182,7 @@ impl StreamMessage {
             skipped: None,
             generation: 0,
             route: None,
+            pushed_by: (0, 0),
         }
     }
 

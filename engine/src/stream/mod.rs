@@ -47,8 +47,8 @@ pub use error::StreamError;
 pub use member::{Consumer, MemberId};
 pub use message::{
     Publish, PublishAck, StreamMessage, DEAD_CONSUMER_HEADER, DEAD_DELIVERIES_HEADER,
-    DEAD_OFFSET_HEADER, DEAD_PARTITION_HEADER, DEAD_REASON_HEADER, DEAD_STREAM_HEADER,
-    MSG_ID_HEADER, RESERVED_HEADER_PREFIX, SUBJECT_HEADER,
+    DEAD_MSG_ID_HEADER, DEAD_OFFSET_HEADER, DEAD_PARTITION_HEADER, DEAD_REASON_HEADER,
+    DEAD_STREAM_HEADER, MSG_ID_HEADER, RESERVED_HEADER_PREFIX, SUBJECT_HEADER,
 };
 pub use partition::{ConsumerPartitionInfo, PartitionInfo};
 
@@ -450,13 +450,16 @@ impl Streams {
     /// Joins durable consumer `name` of `stream` as a new member: the group's
     /// partitions are rebalanced over its members.
     pub fn join(&self, stream: &str, name: &str) -> Result<Consumer, StreamError> {
-        let config = self
-            .catalog()
+        // Held while joining, so a concurrent delete cannot leave a member in a group
+        // without cursors.
+        let catalog = self.catalog();
+        let config = catalog
             .consumers
             .get(&(stream.to_owned(), name.to_owned()))
             .cloned()
             .ok_or_else(|| StreamError::consumer_not_found(name))?;
-        self.add_member(stream, name, &config, false)
+        let partitions = partitions_of(&catalog, stream)?;
+        self.add_member(stream, name, &config, partitions, false)
     }
 
     /// An ephemeral consumer of `stream` (`config.durable` must be `None`): one member,
@@ -469,13 +472,13 @@ impl Streams {
             ));
         }
         config.validate()?;
-        if !self.catalog().streams.contains_key(stream) {
-            return Err(StreamError::stream_not_found(stream));
-        }
+        let catalog = self.catalog();
+        let partitions = partitions_of(&catalog, stream)?;
         let n = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        let group = format!("_eph-{n}");
+        // '.' cannot appear in a consumer name: no clash with a durable one.
+        let group = format!("_eph.{n}");
         self.add_cursors(stream, &group, &config)?;
-        self.add_member(stream, &group, &config, true)
+        self.add_member(stream, &group, &config, partitions, true)
             .inspect_err(|_| {
                 let _ = self.remove_cursors(stream, &group);
             })
@@ -486,14 +489,9 @@ impl Streams {
         stream: &str,
         group: &str,
         config: &ConsumerConfig,
+        partitions: u32,
         ephemeral: bool,
     ) -> Result<Consumer, StreamError> {
-        let partitions = self
-            .catalog()
-            .streams
-            .get(stream)
-            .map(|s| s.partitions)
-            .ok_or_else(|| StreamError::stream_not_found(stream))?;
         let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
         let member = Member::new(
             id,
@@ -585,6 +583,14 @@ impl Streams {
             })?;
         Ok(())
     }
+}
+
+fn partitions_of(catalog: &Catalog, stream: &str) -> Result<u32, StreamError> {
+    catalog
+        .streams
+        .get(stream)
+        .map(|s| s.partitions)
+        .ok_or_else(|| StreamError::stream_not_found(stream))
 }
 
 fn check_overlap(

@@ -12,9 +12,9 @@
 //! power cut may roll one back, which redelivers records (never loses them).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use super::member::{now_ms, AckKind, Member};
 use super::message::{Publish, PublishAck, MSG_ID_HEADER, SUBJECT_HEADER};
 use super::shard::{ShardStreams, StreamDef};
 use crate::runtime::ShardCtx;
-use crate::storage::codec::{decode_batch, peek_header, Record};
+use crate::storage::codec::{decode_batch, peek_header, Record, BATCH_BYTES_MAX};
 use crate::storage::meta::{MetaConfig, MetaStore, Op};
 use crate::storage::{
     AppendError, AppendOutcome, BlockingDriver, Durability, FsDir, LogConfig, ShardLog,
@@ -37,6 +37,13 @@ use crate::storage::{
 
 /// A durable consumer's changed position is written at most this long after the change.
 const COMMIT_DELAY: Duration = Duration::from_millis(10);
+
+/// Records of one publish are stored in log batches of about this much at most (well
+/// inside `BATCH_BYTES_MAX`).
+const CHUNK_BYTES_MAX: usize = BATCH_BYTES_MAX / 2;
+/// Bytes a record costs in a batch besides its subject, key, headers and payload, at
+/// most (varints, the `Rb-Subject` header name, lengths).
+const RECORD_OVERHEAD_MAX: usize = 64 + SUBJECT_HEADER.len();
 
 /// Answers the publishes of one append, in the order given.
 pub(crate) type PublishReply = Box<dyn FnOnce(Vec<Result<PublishAck, StreamError>>) + Send>;
@@ -49,6 +56,20 @@ struct Waiting {
 }
 
 type WaitingRef = Rc<RefCell<Waiting>>;
+
+impl Drop for Waiting {
+    /// Dropped unanswered (the shard stopped with the append pending): the publishes
+    /// not answered yet are told so, rather than left waiting forever.
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            let results = std::mem::take(&mut self.results)
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(StreamError::ShuttingDown)))
+                .collect();
+            reply(results);
+        }
+    }
+}
 
 /// A publish waiting for the outcome of an earlier one with the same `Msg-Id`.
 struct Waiter {
@@ -87,7 +108,9 @@ struct State {
     positions: MetaStore<FsDir>,
     pump_scheduled: bool,
     commit_scheduled: bool,
-    timer_at: Option<Instant>,
+    /// Deadlines of the redelivery timers armed (a new one is armed only when none
+    /// armed fires earlier, so naks and acks cannot pile timers up).
+    armed: BTreeSet<Instant>,
 }
 
 struct Inner {
@@ -95,6 +118,15 @@ struct Inner {
     index: u32,
     log: ShardLog,
     state: RefCell<State>,
+}
+
+impl Drop for Inner {
+    /// The shard stops (or the stream goes): write the positions still waiting for
+    /// their commit timer.
+    fn drop(&mut self) {
+        let state = self.state.get_mut();
+        commit_positions(state, &self.stream);
+    }
 }
 
 /// A partition owned by this shard. Cheap to clone (shared).
@@ -166,7 +198,7 @@ impl Partition {
             positions,
             pump_scheduled: false,
             commit_scheduled: false,
-            timer_at: None,
+            armed: BTreeSet::new(),
         };
         Ok(Self {
             inner: Rc::new(Inner {
@@ -233,10 +265,27 @@ impl Partition {
         for (i, result) in early {
             settle(&waiting, i, result);
         }
-        if store.is_empty() {
-            return;
+        // One log batch per chunk: a batch is at most `BATCH_BYTES_MAX` encoded.
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for i in store {
+            let bytes = records[i].size() + RECORD_OVERHEAD_MAX;
+            if !chunk.is_empty() && chunk_bytes + bytes > CHUNK_BYTES_MAX {
+                self.store(
+                    ctx,
+                    &records,
+                    std::mem::take(&mut chunk),
+                    waiting.clone(),
+                    now,
+                );
+                chunk_bytes = 0;
+            }
+            chunk.push(i);
+            chunk_bytes += bytes;
         }
-        self.store(ctx, &records, store, waiting, now);
+        if !chunk.is_empty() {
+            self.store(ctx, &records, chunk, waiting, now);
+        }
     }
 
     fn publish_ack(&self, offset: u64, duplicate: bool) -> PublishAck {
@@ -281,11 +330,15 @@ impl Partition {
             .iter()
             .map(|&i| (i, records[i].id().cloned()))
             .collect();
-        let this = self.clone();
+        // Weak: the log keeps this callback, and the partition keeps the log.
+        let this: Weak<Inner> = Rc::downgrade(&self.inner);
         let pending_ids = ids.clone();
         let waiting_done = waiting.clone();
         let appended = self.inner.log.append(ctx, &batch, move |ctx, outcome| {
-            this.stored(ctx, &waiting_done, &pending_ids, outcome, now);
+            if let Some(inner) = this.upgrade() {
+                let partition = Partition { inner };
+                partition.stored(ctx, &waiting_done, &pending_ids, outcome, now);
+            }
         });
         if let Err(error) = appended {
             let error = match error {
@@ -389,6 +442,7 @@ impl Partition {
     /// arms the timer for the next redelivery.
     pub(crate) fn pump(&self, ctx: &mut ShardCtx) -> Vec<(Arc<str>, Dead)> {
         let shard = ctx.shard_id();
+        let now = Instant::now();
         let (mut dead, mut more, mut dirty, mut next_due) = (Vec::new(), false, false, None);
         {
             let mut state = self.inner.state.borrow_mut();
@@ -405,7 +459,7 @@ impl Partition {
                     Err(error) => tracing::error!(%error, "delivery read failed"),
                 }
                 dirty |= cursor.dirty && cursor.config.durable;
-                next_due = earliest(next_due, cursor.next_due());
+                next_due = earliest(next_due, cursor.next_due(now));
             }
         }
         if more {
@@ -421,26 +475,32 @@ impl Partition {
     }
 
     fn arm_timer(&self, ctx: &mut ShardCtx, due: Instant) {
+        if self
+            .inner
+            .state
+            .borrow()
+            .armed
+            .first()
+            .is_some_and(|first| *first <= due)
         {
-            let state = self.inner.state.borrow();
-            if state.timer_at.is_some_and(|at| at <= due) {
-                return;
-            }
+            return;
         }
         let (stream, index) = (self.inner.stream.clone(), self.inner.index);
         let delay = due.saturating_duration_since(Instant::now());
         let fire = move |ctx: &mut ShardCtx| {
             let streams = ShardStreams::get(ctx);
-            streams.timer_fired(ctx, &stream, index);
+            streams.timer_fired(ctx, &stream, index, due);
         };
         match ctx.after(delay, fire) {
-            Ok(()) => self.inner.state.borrow_mut().timer_at = Some(due),
+            Ok(()) => {
+                self.inner.state.borrow_mut().armed.insert(due);
+            }
             Err(error) => tracing::error!(%error, "cannot arm a redelivery timer"),
         }
     }
 
-    pub(crate) fn timer_fired(&self, ctx: &mut ShardCtx) {
-        self.inner.state.borrow_mut().timer_at = None;
+    pub(crate) fn timer_fired(&self, ctx: &mut ShardCtx, deadline: Instant) {
+        self.inner.state.borrow_mut().armed.remove(&deadline);
         self.schedule_pump(ctx);
     }
 
@@ -467,6 +527,12 @@ impl Partition {
     /// Writes the changed positions of durable consumers (one batch, written at once).
     pub(crate) fn commit(&self) {
         let mut state = self.inner.state.borrow_mut();
+        commit_positions(&mut state, &self.inner.stream);
+    }
+}
+
+fn commit_positions(state: &mut State, stream: &str) {
+    {
         state.commit_scheduled = false;
         let ops: Vec<Op> = state
             .cursors
@@ -481,13 +547,15 @@ impl Partition {
             })
             .collect();
         if let Err(error) = write_ops(&mut state.positions, &ops) {
-            tracing::error!(%error, stream = %self.inner.stream, "cannot write consumer positions");
+            tracing::error!(%error, stream, "cannot write consumer positions");
             for (_, c) in state.cursors.iter_mut().filter(|(_, c)| c.config.durable) {
                 c.dirty = true; // retried with the next change
             }
         }
     }
+}
 
+impl Partition {
     /// Adds consumer `group`'s cursor: at its persisted position if it has one, else
     /// where `deliver` says.
     pub(crate) fn add_cursor(
@@ -501,13 +569,30 @@ impl Partition {
         if state.cursors.contains_key(&group) {
             return Ok(());
         }
-        let saved = config
+        let saved = match config
             .durable
             .then(|| state.positions.get(group.as_bytes()))
-            .flatten()
-            .and_then(|bytes| decode_position(bytes, ACK_PENDING_LIMIT));
+        {
+            Some(Some(bytes)) => {
+                Some(decode_position(bytes, ACK_PENDING_LIMIT).ok_or_else(|| {
+                    StreamError::Storage(StorageError::Corrupt {
+                        path: partition_dir(&state.def.root, &self.inner.stream, self.inner.index)
+                            .join("positions"),
+                        position: 0,
+                        reason: format!("position of consumer {group:?} does not decode"),
+                    })
+                })?)
+            }
+            _ => None,
+        };
         let mut cursor = match saved {
-            Some((next, pending)) => Cursor::new(config, next, &pending),
+            Some((next, pending)) => {
+                // A power cut under `Durability::None` can leave the log shorter than
+                // a position written before it: offsets past the end will be reused.
+                let end = self.inner.log.with_log(|log| log.next_offset());
+                let pending: Vec<u64> = pending.into_iter().filter(|&o| o < end).collect();
+                Cursor::new(config, next.min(end), &pending)
+            }
             None => {
                 let start = self
                     .inner

@@ -14,9 +14,11 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::config::{DeliverPolicy, StreamConfig};
@@ -24,8 +26,9 @@ use super::cursor::CursorConfig;
 use super::error::StreamError;
 use super::member::{AckKind, CloseReason, Member, MemberId};
 use super::message::{
-    Publish, PublishAck, DEAD_CONSUMER_HEADER, DEAD_DELIVERIES_HEADER, DEAD_OFFSET_HEADER,
-    DEAD_PARTITION_HEADER, DEAD_REASON_HEADER, DEAD_STREAM_HEADER,
+    Publish, PublishAck, DEAD_CONSUMER_HEADER, DEAD_DELIVERIES_HEADER, DEAD_MSG_ID_HEADER,
+    DEAD_OFFSET_HEADER, DEAD_PARTITION_HEADER, DEAD_REASON_HEADER, DEAD_STREAM_HEADER,
+    MSG_ID_HEADER,
 };
 use super::partition::{ConsumerPartitionInfo, Partition, PartitionInfo, PublishReply};
 use crate::routing::{Matcher, Pattern};
@@ -85,7 +88,6 @@ struct Group {
     def: Arc<StreamDef>,
     members: BTreeMap<MemberId, Arc<Member>>,
     assignment: Vec<Option<MemberId>>,
-    generation: u64,
     heartbeat: Duration,
     timer_armed: bool,
 }
@@ -107,6 +109,11 @@ struct State {
     spread: u64,
     maintenance_armed: bool,
 }
+
+/// Assignment generations, increasing across every group of the process: a group that
+/// emptied and formed again must not reuse numbers its partitions already saw (they
+/// would ignore its assignments as stale).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// How often each shard applies retention and expires dedup ids.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -347,10 +354,20 @@ impl ShardStreams {
             .into_iter()
             .map(|(group, d)| {
                 let m = d.message;
+                // The id moves to `Rb-Dead-Msg-Id`: another consumer giving up on the
+                // same record must not be dropped as a duplicate.
+                let headers = m
+                    .headers
+                    .iter()
+                    .map(|(n, v)| match n.as_ref() == MSG_ID_HEADER {
+                        true => (Bytes::from_static(DEAD_MSG_ID_HEADER), v.clone()),
+                        false => (n.clone(), v.clone()),
+                    })
+                    .collect();
                 let mut record = Publish {
                     subject: m.subject_str().to_owned(),
                     key: m.key.clone(),
-                    headers: m.headers.clone(),
+                    headers,
                     payload: m.payload.clone(),
                 };
                 for (name, value) in [
@@ -371,9 +388,15 @@ impl ShardStreams {
         self.publish_to(ctx, &target, records);
     }
 
-    pub(crate) fn timer_fired(&self, ctx: &mut ShardCtx, stream: &Arc<str>, index: u32) {
+    pub(crate) fn timer_fired(
+        &self,
+        ctx: &mut ShardCtx,
+        stream: &Arc<str>,
+        index: u32,
+        deadline: Instant,
+    ) {
         if let Some(partition) = self.partition(stream, index) {
-            partition.timer_fired(ctx);
+            partition.timer_fired(ctx, deadline);
         }
     }
 
@@ -475,7 +498,6 @@ impl ShardStreams {
                     def,
                     members: BTreeMap::new(),
                     assignment: vec![None; partitions],
-                    generation: 0,
                     heartbeat,
                     timer_armed: false,
                 });
@@ -545,9 +567,9 @@ impl ShardStreams {
                 let want = (!ids.is_empty()).then(|| ids[p % ids.len()]);
                 if g.assignment[p] != want {
                     g.assignment[p] = want;
-                    g.generation += 1;
+                    let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
                     let member = want.and_then(|id| g.members.get(&id).cloned());
-                    moves.push((g.def.owners[p], p as u32, member, g.generation));
+                    moves.push((g.def.owners[p], p as u32, member, generation));
                 }
             }
         }
@@ -657,8 +679,8 @@ where
 }
 
 /// Gathers the results of a publish split across partitions, and answers once all are
-/// in. A part whose task is refused (a full ring) is answered `Backpressure` when its
-/// reply is dropped unanswered.
+/// in. Parts never answered (their task dropped at shutdown) are answered
+/// `ShuttingDown` when the last reference goes.
 #[derive(Clone)]
 struct Join {
     inner: Arc<Mutex<JoinState>>,
@@ -667,6 +689,18 @@ struct Join {
 struct JoinState {
     results: Vec<Option<Result<PublishAck, StreamError>>>,
     reply: Option<PublishReply>,
+}
+
+impl Drop for JoinState {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            let results = std::mem::take(&mut self.results)
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(StreamError::ShuttingDown)))
+                .collect();
+            reply(results);
+        }
+    }
 }
 
 impl Join {

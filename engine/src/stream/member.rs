@@ -122,6 +122,11 @@ impl Member {
         let before = self.in_flight.fetch_sub(n, Ordering::SeqCst);
         debug_assert!(before >= n, "credit released twice");
         for (word, bits) in self.starved.iter().enumerate() {
+            // A load first: no write (and no cache-line steal from the shards) when no
+            // shard starves, the usual case. SeqCst keeps the argument of `reserve`.
+            if bits.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
             let mut bits = bits.swap(0, Ordering::SeqCst);
             while bits != 0 {
                 let shard = word * 64 + bits.trailing_zeros() as usize;
@@ -202,9 +207,9 @@ impl Member {
         Duration::from_millis(now_ms().saturating_sub(last))
     }
 
-    /// The next message that is still this member's, releasing the credit of what it
-    /// skips or takes under `AckPolicy::None`.
-    fn take(self: &Arc<Self>) -> Option<StreamMessage> {
+    /// The next message that is still this member's. Under `AckPolicy::None` each one
+    /// taken adds a credit to `release` (the caller releases them together).
+    fn take(&self, release: &mut usize) -> Option<StreamMessage> {
         while let Some(message) = self.queue.pop() {
             let (shard, seq) = message.pushed_by;
             if let Some(taken) = self.taken.get(shard) {
@@ -213,7 +218,7 @@ impl Member {
             if self.release_on_take {
                 // At most once: the record counted as processed when it was pushed,
                 // so it is handed out even if its partition moved since.
-                self.release(1);
+                *release += 1;
                 return Some(message);
             }
             if self.is_current(&message) {
@@ -387,12 +392,20 @@ impl Consumer {
     /// and drained.
     pub fn try_next(&self) -> Result<Option<StreamMessage>, StreamError> {
         self.member.touch();
-        if let Some(message) = self.member.take() {
+        let mut release = 0;
+        let next = self.take_one(&mut release);
+        self.member.release(release);
+        next
+    }
+
+    /// `try_next` without the heartbeat and with the credit release left to the caller.
+    fn take_one(&self, release: &mut usize) -> Result<Option<StreamMessage>, StreamError> {
+        if let Some(message) = self.member.take(release) {
             return Ok(Some(message));
         }
         if self.member.is_closed() {
             // Pushes happen before the close: one more look catches the last.
-            return match self.member.take() {
+            return match self.member.take(release) {
                 Some(message) => Ok(Some(message)),
                 None => Err(StreamError::Closed),
             };
@@ -433,13 +446,19 @@ impl Consumer {
             Err(StreamError::Timeout) => return Ok(batch),
             Err(error) => return Err(error),
         }
+        // One heartbeat (`next` did it) and one credit release for the whole batch.
+        let mut release = 0;
         while batch.len() < max {
-            match self.try_next() {
+            match self.take_one(&mut release) {
                 Ok(Some(message)) => batch.push(message),
                 Ok(None) | Err(StreamError::Closed) => break,
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.member.release(release);
+                    return Err(error);
+                }
             }
         }
+        self.member.release(release);
         Ok(batch)
     }
 

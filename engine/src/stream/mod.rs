@@ -571,8 +571,12 @@ impl Streams {
     where
         F: FnOnce(Vec<Result<PublishAck, StreamError>>) + Send + 'static,
     {
+        let mut checked: Option<&str> = None;
         for record in &records {
-            config::check_subject(&record.subject)?;
+            if checked != Some(record.subject.as_str()) {
+                config::check_subject(&record.subject)?;
+                checked = Some(&record.subject);
+            }
             record.check_headers()?;
         }
         let reply: PublishReply = Box::new(done);

@@ -45,6 +45,9 @@ const CHUNK_BYTES_MAX: usize = BATCH_BYTES_MAX / 2;
 /// most (varints, the `Rb-Subject` header name, lengths).
 const RECORD_OVERHEAD_MAX: usize = 64 + SUBJECT_HEADER.len();
 
+/// A delivery whose read failed is tried again after this long.
+const READ_RETRY_DELAY: Duration = Duration::from_millis(100);
+
 /// Answers the publishes of one append, in the order given.
 pub(crate) type PublishReply = Box<dyn FnOnce(Vec<Result<PublishAck, StreamError>>) + Send>;
 
@@ -456,7 +459,10 @@ impl Partition {
                         dead.extend(pass.dead.into_iter().map(|d| (group.clone(), d)));
                         more |= pass.more;
                     }
-                    Err(error) => tracing::error!(%error, "delivery read failed"),
+                    Err(error) => {
+                        tracing::error!(%error, "delivery read failed; retrying in 100 ms");
+                        next_due = earliest(next_due, Some(now + READ_RETRY_DELAY));
+                    }
                 }
                 dirty |= cursor.dirty && cursor.config.durable;
                 next_due = earliest(next_due, cursor.next_due(now));

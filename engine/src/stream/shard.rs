@@ -83,6 +83,62 @@ impl StreamDef {
 /// The records of a publish bound for one partition, with their places in the publish.
 type PartitionPart = (Vec<usize>, Vec<Publish>);
 
+/// A publish split by (stream, partition), cheap per record for the usual batch: runs
+/// of one subject are matched once, and parts are found by partition index.
+#[derive(Default)]
+struct Split {
+    parts: Vec<(Arc<StreamDef>, u32, PartitionPart)>,
+    /// The last subject matched and its stream.
+    last: Option<(String, Arc<StreamDef>)>,
+    /// For the last stream: the index in `parts` of each partition's part.
+    slots: Vec<Option<usize>>,
+}
+
+impl Split {
+    fn stream_for(&mut self, state: &mut State, subject: &str) -> Option<Arc<StreamDef>> {
+        if let Some((last, def)) = &self.last {
+            if last == subject {
+                return Some(def.clone());
+            }
+        }
+        let matched = state.routes.matches(subject);
+        let def = matched
+            .first()
+            .and_then(|name| state.streams.get(name))?
+            .clone();
+        let same_stream = self
+            .last
+            .as_ref()
+            .is_some_and(|(_, d)| Arc::ptr_eq(d, &def));
+        if !same_stream {
+            self.slots = vec![None; def.owners.len()];
+            for (index, (d, p, _)) in self.parts.iter().enumerate() {
+                if Arc::ptr_eq(d, &def) {
+                    self.slots[*p as usize] = Some(index);
+                }
+            }
+        }
+        self.last = Some((subject.to_owned(), def.clone()));
+        Some(def)
+    }
+
+    /// Adds record `index` to its part (`def` is the stream `stream_for` just gave).
+    fn add(&mut self, def: &Arc<StreamDef>, partition: u32, index: usize, record: Publish) {
+        let slot = match self.slots[partition as usize] {
+            Some(slot) => slot,
+            None => {
+                self.parts
+                    .push((def.clone(), partition, (Vec::new(), Vec::new())));
+                self.slots[partition as usize] = Some(self.parts.len() - 1);
+                self.parts.len() - 1
+            }
+        };
+        let (indices, records) = &mut self.parts[slot].2;
+        indices.push(index);
+        records.push(record);
+    }
+}
+
 /// A consumer group, on its coordinator shard.
 struct Group {
     def: Arc<StreamDef>,
@@ -232,37 +288,26 @@ impl ShardStreams {
         let n = records.len();
         let mut results: Vec<Option<Result<PublishAck, StreamError>>> =
             (0..n).map(|_| None).collect();
-        let mut groups: BTreeMap<(Arc<str>, u32), PartitionPart> = BTreeMap::new();
-        let mut owners: HashMap<Arc<str>, Arc<StreamDef>> = HashMap::new();
-        {
+        let parts = {
             let mut state = self.state.borrow_mut();
-            let State {
-                routes,
-                streams,
-                spread,
-                ..
-            } = &mut *state;
+            let mut split = Split::default();
             for (i, record) in records.into_iter().enumerate() {
-                let matched = routes.matches(&record.subject);
-                let Some(def) = matched.first().and_then(|name| streams.get(name)) else {
-                    results[i] = Some(Err(StreamError::NoStream(record.subject.clone())));
-                    continue;
-                };
-                let partition = def.partition_for(&record, spread);
-                owners
-                    .entry(def.name.clone())
-                    .or_insert_with(|| def.clone());
-                let entry = groups.entry((def.name.clone(), partition)).or_default();
-                entry.0.push(i);
-                entry.1.push(record);
+                match split.stream_for(&mut state, &record.subject) {
+                    Some(def) => {
+                        let partition = def.partition_for(&record, &mut state.spread);
+                        split.add(&def, partition, i, record);
+                    }
+                    None => results[i] = Some(Err(StreamError::NoStream(record.subject))),
+                }
             }
-        }
+            split.parts
+        };
         let join = Join::new(results, reply);
-        for ((stream, partition), (indices, records)) in groups {
-            let owner = owners[&stream].owners[partition as usize];
+        for (def, partition, (indices, records)) in parts {
+            let owner = def.owners[partition as usize];
             let join = join.clone();
             let part_reply: PublishReply = Box::new(move |results| join.fill(&indices, results));
-            self.send_append(ctx, owner, stream, partition, records, part_reply);
+            self.send_append(ctx, owner, def.name.clone(), partition, records, part_reply);
         }
         join.check_done();
     }

@@ -283,6 +283,7 @@ impl Cursor {
         shard: usize,
         budget: &mut usize,
     ) -> Result<bool, StorageError> {
+        let due = Instant::now() + self.config.ack_wait; // one clock read per read
         let mut at = 0;
         while at < bytes.len() {
             let len = peek_header(&bytes[at..])
@@ -307,7 +308,7 @@ impl Cursor {
                     return Ok(false);
                 }
                 let message = StreamMessage::from_record(stream, partition, &batch, &record);
-                self.push(message, 1, shard);
+                self.push(message, 1, shard, due);
                 self.next = record.offset + 1;
                 self.dirty = true;
                 *budget -= 1;
@@ -336,7 +337,7 @@ impl Cursor {
     }
 
     /// Hands `message` (its credit taken) to the member, recording it as pending.
-    fn push(&mut self, mut message: StreamMessage, deliveries: u32, shard: usize) {
+    fn push(&mut self, mut message: StreamMessage, deliveries: u32, shard: usize, due: Instant) {
         let Some(a) = &self.assigned else { return };
         message.delivery_count = deliveries;
         message.generation = a.generation;
@@ -348,7 +349,6 @@ impl Cursor {
         let offset = message.offset;
         let seq = a.member.push(shard, message);
         if explicit {
-            let due = Instant::now() + self.config.ack_wait;
             let entry = Pending {
                 seq,
                 ..Pending::new(deliveries, due, true)
@@ -406,7 +406,8 @@ impl Cursor {
             if *budget == 0 || (!entry.credit && !self.take_credit(shard)) {
                 return Ok(());
             }
-            self.push(message, entry.deliveries.saturating_add(1), shard);
+            let due = now + self.config.ack_wait;
+            self.push(message, entry.deliveries.saturating_add(1), shard, due);
             *budget -= 1;
         }
         Ok(())

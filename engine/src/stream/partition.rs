@@ -309,23 +309,25 @@ impl Partition {
         waiting: WaitingRef,
         now: i64,
     ) {
-        let headers: Vec<Vec<(&[u8], &[u8])>> = store
-            .iter()
-            .map(|&i| {
-                let r = &records[i];
-                let mut h = Vec::with_capacity(r.headers.len() + 1);
-                h.push((SUBJECT_HEADER, r.subject.as_bytes()));
-                h.extend(r.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
-                h
-            })
-            .collect();
+        // Every record's headers (`Rb-Subject` first) in one vector, sliced per record:
+        // one allocation per append instead of one per record.
+        let mut headers: Vec<(&[u8], &[u8])> =
+            Vec::with_capacity(store.iter().map(|&i| records[i].headers.len() + 1).sum());
+        let mut spans = Vec::with_capacity(store.len());
+        for &i in &store {
+            let r = &records[i];
+            let start = headers.len();
+            headers.push((SUBJECT_HEADER, r.subject.as_bytes()));
+            headers.extend(r.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
+            spans.push(start..headers.len());
+        }
         let batch: Vec<Record<'_>> = store
             .iter()
-            .zip(&headers)
-            .map(|(&i, headers)| Record {
+            .zip(spans)
+            .map(|(&i, span)| Record {
                 timestamp: now,
                 key: records[i].key.as_deref(),
-                headers,
+                headers: &headers[span],
                 value: &records[i].payload,
             })
             .collect();
@@ -335,15 +337,19 @@ impl Partition {
             .collect();
         // Weak: the log keeps this callback, and the partition keeps the log.
         let this: Weak<Inner> = Rc::downgrade(&self.inner);
-        let pending_ids = ids.clone();
         let waiting_done = waiting.clone();
         let appended = self.inner.log.append(ctx, &batch, move |ctx, outcome| {
             if let Some(inner) = this.upgrade() {
                 let partition = Partition { inner };
-                partition.stored(ctx, &waiting_done, &pending_ids, outcome, now);
+                partition.stored(ctx, &waiting_done, &ids, outcome, now);
             }
         });
         if let Err(error) = appended {
+            // Refused before it was queued (the callback went with it): same ids again.
+            let ids: Vec<(usize, Option<Bytes>)> = store
+                .iter()
+                .map(|&i| (i, records[i].id().cloned()))
+                .collect();
             let error = match error {
                 AppendError::Backpressure { .. } => StreamError::Backpressure,
                 AppendError::Storage(e) => StreamError::StoreFailed(e.to_string()),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod meta;
+pub mod meta_value;
 mod segment;
 // The runtime is not built under loom (its models cover the ring and doorbell only).
 #[cfg(not(loom))]

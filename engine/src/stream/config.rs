@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::error::StreamError;
 use crate::routing::{validate_subject, Pattern, Syntax, Token};
+pub use crate::storage::meta_value::DecodeError;
+use crate::storage::meta_value::{ValueReader, ValueWriter};
 use crate::storage::{Durability, Retention};
 
 /// The longest stream or consumer name, in bytes.
@@ -281,15 +283,10 @@ pub(crate) fn check_subject(subject: &str) -> Result<(), StreamError> {
 /// Definition encoding version this module writes and reads.
 const ENCODING_VERSION: u8 = 1;
 
-/// Why stored definition bytes could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad stored definition: {0}")]
-pub struct DecodeError(&'static str);
-
 impl StreamConfig {
     /// The definition as stored in the metadata store.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Encoder(vec![ENCODING_VERSION]);
+        let mut out = ValueWriter::new(ENCODING_VERSION);
         out.str(&self.name);
         out.u64(self.subjects.len() as u64);
         for s in &self.subjects {
@@ -315,16 +312,16 @@ impl StreamConfig {
         out.u64(duration_ms(self.dedup_window));
         out.opt_str(self.dead_letter.as_deref());
         out.u64(self.segment_bytes_max);
-        out.0
+        out.finish()
     }
 
     /// Reads a definition written by `encode` (not validated: call `validate`).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut d = Decoder::new(bytes)?;
+        let mut d = ValueReader::new(bytes, ENCODING_VERSION)?;
         let name = d.string()?;
         let count = d.len(STREAM_SUBJECTS_MAX)?;
         let subjects = (0..count).map(|_| d.string()).collect::<Result<_, _>>()?;
-        let partitions = u32::try_from(d.u64()?).map_err(|_| DecodeError("partitions"))?;
+        let partitions = u32::try_from(d.u64()?).map_err(|_| DecodeError::new("partitions"))?;
         let retention = Retention {
             max_records: d.opt_u64()?,
             max_bytes: d.opt_u64()?,
@@ -337,7 +334,7 @@ impl StreamConfig {
                 max_delay: Duration::from_micros(d.u64()?),
                 max_bytes: d.usize()?,
             },
-            _ => return Err(DecodeError("durability")),
+            _ => return Err(DecodeError::new("durability")),
         };
         let config = Self {
             name,
@@ -358,7 +355,7 @@ impl StreamConfig {
 impl ConsumerConfig {
     /// The definition as stored in the metadata store.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Encoder(vec![ENCODING_VERSION]);
+        let mut out = ValueWriter::new(ENCODING_VERSION);
         out.opt_str(self.durable.as_deref());
         match self.deliver {
             DeliverPolicy::All => out.u8(0),
@@ -381,25 +378,25 @@ impl ConsumerConfig {
         out.opt_u64(self.max_deliver.map(u64::from));
         out.u64(self.max_ack_pending as u64);
         out.u64(duration_ms(self.heartbeat_timeout));
-        out.0
+        out.finish()
     }
 
     /// Reads a definition written by `encode` (not validated: call `validate`).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut d = Decoder::new(bytes)?;
+        let mut d = ValueReader::new(bytes, ENCODING_VERSION)?;
         let durable = d.opt_string()?;
         let deliver = match d.u8()? {
             0 => DeliverPolicy::All,
             1 => DeliverPolicy::New,
             2 => DeliverPolicy::Offset(d.u64()?),
             3 => DeliverPolicy::Time(d.u64()? as i64),
-            _ => return Err(DecodeError("deliver policy")),
+            _ => return Err(DecodeError::new("deliver policy")),
         };
         let filter = d.opt_string()?;
         let ack = match d.u8()? {
             0 => AckPolicy::None,
             1 => AckPolicy::Explicit,
-            _ => return Err(DecodeError("ack policy")),
+            _ => return Err(DecodeError::new("ack policy")),
         };
         let config = Self {
             durable,
@@ -409,7 +406,7 @@ impl ConsumerConfig {
             ack_wait: Duration::from_millis(d.u64()?),
             max_deliver: d
                 .opt_u64()?
-                .map(|n| u32::try_from(n).map_err(|_| DecodeError("max_deliver")))
+                .map(|n| u32::try_from(n).map_err(|_| DecodeError::new("max_deliver")))
                 .transpose()?,
             max_ack_pending: d.usize()?,
             heartbeat_timeout: Duration::from_millis(d.u64()?),
@@ -425,117 +422,6 @@ fn duration_ms(d: Duration) -> u64 {
 
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Little-endian fixed-width integers, strings as a u32 length then UTF-8 bytes,
-/// options as a 0/1 byte then the value.
-struct Encoder(Vec<u8>);
-
-impl Encoder {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn str(&mut self, s: &str) {
-        let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&len.to_le_bytes());
-        self.0.extend_from_slice(&s.as_bytes()[..len as usize]);
-    }
-    fn opt_u64(&mut self, v: Option<u64>) {
-        match v {
-            Some(v) => {
-                self.u8(1);
-                self.u64(v);
-            }
-            None => self.u8(0),
-        }
-    }
-    fn opt_str(&mut self, v: Option<&str>) {
-        match v {
-            Some(v) => {
-                self.u8(1);
-                self.str(v);
-            }
-            None => self.u8(0),
-        }
-    }
-}
-
-struct Decoder<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Decoder<'a> {
-    fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut d = Self { rest: bytes };
-        match d.u8()? {
-            ENCODING_VERSION => Ok(d),
-            _ => Err(DecodeError("unknown version")),
-        }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.rest.len() < n {
-            return Err(DecodeError("truncated"));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(raw))
-    }
-    fn usize(&mut self) -> Result<usize, DecodeError> {
-        usize::try_from(self.u64()?).map_err(|_| DecodeError("size out of range"))
-    }
-    /// A count, checked against `max` before anything is allocated for it.
-    fn len(&mut self, max: usize) -> Result<usize, DecodeError> {
-        match self.usize()? {
-            n if n <= max => Ok(n),
-            _ => Err(DecodeError("count over its bound")),
-        }
-    }
-    fn string(&mut self) -> Result<String, DecodeError> {
-        let mut raw = [0u8; 4];
-        raw.copy_from_slice(self.take(4)?);
-        let len = u32::from_le_bytes(raw) as usize;
-        // `take` checks the length against the bytes left before anything is copied.
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError("string not UTF-8"))
-    }
-    fn flag(&mut self) -> Result<bool, DecodeError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(DecodeError("bad option flag")),
-        }
-    }
-    fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
-        Ok(if self.flag()? {
-            Some(self.u64()?)
-        } else {
-            None
-        })
-    }
-    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
-        Ok(if self.flag()? {
-            Some(self.string()?)
-        } else {
-            None
-        })
-    }
-    fn end(&self) -> Result<(), DecodeError> {
-        match self.rest.is_empty() {
-            true => Ok(()),
-            false => Err(DecodeError("trailing bytes")),
-        }
-    }
 }
 
 #[cfg(test)]

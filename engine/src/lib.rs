@@ -12,6 +12,8 @@
 //! - [`routing`]: subjects, patterns and the matcher the models route with.
 //! - [`pubsub`]: subjects: fire-and-forget publish/subscribe, queue groups and
 //!   request-reply (the NATS core model), at most once.
+//! - [`queue`]: exchanges (direct, fanout, topic, headers), bindings and work queues with
+//!   acks, prefetch, dead-lettering, TTL, max-length and priorities (the RabbitMQ model).
 //! - [`stream`]: streams: persistent partitioned logs with deduplication, consumer
 //!   groups, acknowledgements, redelivery and replay (the Kafka / JetStream model).
 //!
@@ -25,6 +27,8 @@ mod sync;
 
 #[cfg(not(loom))]
 pub mod pubsub;
+#[cfg(not(loom))]
+pub mod queue;
 #[cfg(not(loom))]
 pub mod runtime;
 #[cfg(not(loom))]

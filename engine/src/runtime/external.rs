@@ -66,6 +66,29 @@ impl RuntimeHandle {
         self.enqueue(shard, move || Box::new(task))
     }
 
+    /// Like `spawn`, but while the shard's queue is full it retries (every 100 µs) for
+    /// up to `patience` before giving up with `Full`: for tasks that must not be
+    /// dropped just because they come faster than one shard takes them (acks).
+    pub fn spawn_patiently<F>(
+        &self,
+        shard: usize,
+        patience: Duration,
+        task: F,
+    ) -> Result<(), SubmitError>
+    where
+        F: FnOnce(&mut ShardCtx) + Clone + Send + 'static,
+    {
+        let give_up = std::time::Instant::now() + patience;
+        loop {
+            match self.spawn(shard, task.clone()) {
+                Err(SubmitError::Full { .. }) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Runs `f` on `shard` and waits for its result. Not from a shard thread (it would
     /// stall that shard): use `ShardCtx::call` there.
     pub fn call<R, F>(&self, shard: usize, f: F) -> Result<R, CallError>

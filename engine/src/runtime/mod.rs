@@ -41,6 +41,7 @@ pub use error::{CallError, OpError, RuntimeError, SendError, SubmitError, TaskEr
 pub use external::{Completion, RuntimeHandle, Submitter, Ticket};
 pub use placement::{shard_for, shard_for_key};
 pub use stats::ShardStats;
+pub use timer::unix_ms;
 
 use crate::doorbell::{Doorbell, EventFd};
 use crate::ring::{channel, Consumer, Producer};

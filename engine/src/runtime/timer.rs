@@ -88,3 +88,11 @@ impl Timers {
         n
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it): record
+/// timestamps, TTLs, heartbeats.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -12,7 +12,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
@@ -21,7 +21,7 @@ use super::message::StreamMessage;
 use super::shard::ShardStreams;
 use super::Streams;
 use crate::doorbell::{Doorbell, EventFd};
-use crate::runtime::{RuntimeHandle, ShardCtx, SubmitError, SHARDS_MAX};
+use crate::runtime::{RuntimeHandle, ShardCtx, SHARDS_MAX};
 
 /// Identifies a member within a `Streams`.
 pub type MemberId = u64;
@@ -231,11 +231,7 @@ impl Member {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::runtime::unix_ms as now_ms;
 
 /// How an application answers a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,16 +258,7 @@ fn spawn_retrying<F>(runtime: &RuntimeHandle, shard: usize, task: F) -> Result<(
 where
     F: FnOnce(&mut ShardCtx) + Clone + Send + 'static,
 {
-    let give_up = Instant::now() + ACK_RETRY_MAX;
-    loop {
-        match runtime.spawn(shard, task.clone()) {
-            Ok(()) => return Ok(()),
-            Err(SubmitError::Full { .. }) if Instant::now() < give_up => {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    Ok(runtime.spawn_patiently(shard, ACK_RETRY_MAX, task)?)
 }
 
 /// One acknowledgement, as it travels to the partition's owner.

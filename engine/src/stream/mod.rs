@@ -54,7 +54,9 @@ pub use partition::{ConsumerPartitionInfo, PartitionInfo};
 
 use cursor::CursorConfig;
 use member::Member;
-use partition::{write_ops, PublishReply};
+pub(crate) use partition::write_ops as write_meta_ops;
+use partition::write_ops;
+use partition::PublishReply;
 use shard::{ShardStreams, StreamDef};
 
 use crate::runtime::{shard_for, RuntimeHandle, ShardCtx};

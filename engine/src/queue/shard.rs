@@ -1,0 +1,893 @@
+//! The per-shard half of the exchanges-and-queues model: every shard's copy of the
+//! routing table (exchanges, bindings, queue names), and the queues this shard owns,
+//! with their logs.
+//!
+//! Owns: routing a publish where it is made and sending each owner one task with the
+//! copies for its queues; enqueueing (after the log stored a persistent message of a
+//! durable queue, so a confirm means stored); dispatching to consumers; acks (written
+//! to the log as ack records, batched per turn, so a restart knows what is done);
+//! dead-lettering with death records; expiry timers; recovering a durable queue from
+//! its log; removing fully acknowledged segments. Never: waits, or delivers a
+//! persistent message before it is stored.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::config::{ExchangeConfig, QueueConfig};
+use super::consumer::Answer;
+use super::error::QueueError;
+use super::message::{decode_props, encode_props, Death, DeathReason, Properties};
+use super::state::{ConsumerSlot, Enqueued, Msg, QueueState};
+use crate::routing::{Binding, RoutingTable};
+use crate::runtime::ShardCtx;
+use crate::storage::codec::{decode_batch, peek_header, Record};
+use crate::storage::{AppendOutcome, Durability, FsDir, LogConfig, ShardLog, StorageError};
+
+/// Header of a message record in a queue log: exchange, routing key and properties.
+const PROPS_HEADER: &[u8] = b"Rb-Q-Props";
+/// Header of an ack record: its value is the acknowledged offsets (u64 LE each).
+const ACKS_HEADER: &[u8] = b"Rb-Q-Acks";
+/// How often each shard removes fully acknowledged segments.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a publish reports: the queues it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirm {
+    /// Queues the message was stored in (0: unroutable, not `mandatory`).
+    pub queues: usize,
+}
+
+/// Answers the items of one publish call, in order.
+pub(crate) type PublishReply = Box<dyn FnOnce(Vec<Result<Confirm, QueueError>>) + Send>;
+
+/// One message for one queue, as it travels to the queue's owner.
+pub(crate) struct Copy {
+    pub(crate) item: usize,
+    pub(crate) queue: Arc<str>,
+    pub(crate) exchange: Arc<str>,
+    pub(crate) routing_key: Arc<str>,
+    pub(crate) props: Arc<Properties>,
+    pub(crate) payload: Bytes,
+}
+
+type CopiesReply = Box<dyn FnOnce(Vec<(usize, Result<(), QueueError>)>) + Send>;
+
+/// An item of a publish call.
+pub(crate) struct Item {
+    pub(crate) exchange: Arc<str>,
+    pub(crate) routing_key: Arc<str>,
+    pub(crate) props: Arc<Properties>,
+    pub(crate) payload: Bytes,
+    pub(crate) mandatory: bool,
+}
+
+/// A queue owned by this shard.
+struct Owned {
+    name: Arc<str>,
+    state: RefCell<QueueState>,
+    log: Option<ShardLog>,
+    acks: RefCell<Vec<u64>>,
+    ack_flush_scheduled: std::cell::Cell<bool>,
+    armed: RefCell<BTreeSet<u64>>,
+}
+
+#[derive(Default)]
+struct State {
+    routes: RoutingTable,
+    queues: HashMap<Arc<str>, Arc<QueueConfig>>,
+    owned: HashMap<Arc<str>, Rc<Owned>>,
+    maintenance_armed: bool,
+}
+
+/// This shard's exchanges-and-queues state (shared, shard-local).
+#[derive(Clone)]
+pub(crate) struct ShardQueues {
+    state: Rc<RefCell<State>>,
+}
+
+#[derive(Default)]
+struct Slot(Option<ShardQueues>);
+
+use crate::runtime::unix_ms as now_ms;
+
+impl ShardQueues {
+    pub(crate) fn get(ctx: &mut ShardCtx) -> Self {
+        ctx.with_local(Slot::default, |slot, _| {
+            slot.0
+                .get_or_insert_with(|| Self {
+                    state: Rc::new(RefCell::new(State::default())),
+                })
+                .clone()
+        })
+    }
+
+    fn owned(&self, queue: &str) -> Option<Rc<Owned>> {
+        self.state.borrow().owned.get(queue).cloned()
+    }
+
+    pub(crate) fn add_exchange(&self, config: &ExchangeConfig) {
+        self.state
+            .borrow_mut()
+            .routes
+            .add_exchange(&config.name, config.kind);
+    }
+
+    pub(crate) fn remove_exchange(&self, name: &str) {
+        self.state.borrow_mut().routes.remove_exchange(name);
+    }
+
+    pub(crate) fn bind(&self, exchange: &str, binding: Binding) -> Result<(), QueueError> {
+        Ok(self.state.borrow_mut().routes.bind(exchange, binding)?)
+    }
+
+    pub(crate) fn unbind(&self, exchange: &str, binding: &Binding) -> bool {
+        self.state.borrow_mut().routes.unbind(exchange, binding)
+    }
+
+    /// Installs queue `config` here; opens (and recovers) it if this shard owns it.
+    pub(crate) fn add_queue(
+        &self,
+        ctx: &mut ShardCtx,
+        config: Arc<QueueConfig>,
+        owner: usize,
+        dir: Option<PathBuf>,
+    ) -> Result<(), QueueError> {
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        {
+            let mut state = self.state.borrow_mut();
+            state.routes.add_queue(&name);
+            state.queues.insert(name.clone(), config.clone());
+        }
+        if owner != ctx.shard_id() || self.owned(&name).is_some() {
+            return Ok(());
+        }
+        let owned = open_queue(name.clone(), config, dir)?;
+        self.state
+            .borrow_mut()
+            .owned
+            .insert(name.clone(), Rc::new(owned));
+        self.arm_maintenance(ctx);
+        self.dispatch(ctx, &name);
+        Ok(())
+    }
+
+    /// Removes queue `name` here: routes, and if owned, its consumers are cancelled
+    /// and its log closed. Returns the messages it held (ready) if owned.
+    pub(crate) fn remove_queue(&self, name: &str) -> u64 {
+        let owned = {
+            let mut state = self.state.borrow_mut();
+            state.routes.remove_queue(name);
+            state.queues.remove(name);
+            state.owned.remove(name)
+        };
+        let Some(owned) = owned else { return 0 };
+        let mut state = owned.state.borrow_mut();
+        state.close_consumers();
+        state.ready()
+    }
+
+    /// Queue `name`'s figures, if owned here: (ready, unacked, consumers).
+    pub(crate) fn figures(&self, name: &str) -> Option<(u64, usize, usize)> {
+        let owned = self.owned(name)?;
+        let state = owned.state.borrow();
+        Some((state.ready(), state.unacked(), state.consumer_count()))
+    }
+
+    pub(crate) fn purge(&self, ctx: &mut ShardCtx, name: &str) -> Result<u64, QueueError> {
+        let owned = self.owned(name).ok_or_else(|| QueueError::no_queue(name))?;
+        let purged = owned.state.borrow_mut().purge();
+        let count = purged.len() as u64;
+        self.settled(ctx, &owned, &purged);
+        Ok(count)
+    }
+
+    pub(crate) fn consume(
+        &self,
+        ctx: &mut ShardCtx,
+        name: &Arc<str>,
+        slot: ConsumerSlot,
+    ) -> Result<(), QueueError> {
+        let owned = self.owned(name).ok_or_else(|| QueueError::no_queue(name))?;
+        owned.state.borrow_mut().add_consumer(slot);
+        self.dispatch(ctx, name);
+        Ok(())
+    }
+
+    /// Cancels consumer `id` of `queue`; returns whether the queue should now be
+    /// auto-deleted.
+    pub(crate) fn cancel(&self, ctx: &mut ShardCtx, queue: &Arc<str>, id: u64) -> bool {
+        let Some(owned) = self.owned(queue) else {
+            return false;
+        };
+        let auto_delete = {
+            let mut state = owned.state.borrow_mut();
+            state.cancel(id);
+            state.config.auto_delete && state.had_consumer && state.consumer_count() == 0
+        };
+        self.dispatch(ctx, queue);
+        auto_delete
+    }
+
+    /// Routes `items` published on this shard; `reply` gets one result per item.
+    pub(crate) fn publish(&self, ctx: &mut ShardCtx, items: Vec<Item>, reply: PublishReply) {
+        let mut results: Vec<Option<Result<Confirm, QueueError>>> = Vec::with_capacity(items.len());
+        let mut expected = vec![0usize; items.len()];
+        let mut by_owner: HashMap<usize, Vec<Copy>> = HashMap::new();
+        {
+            let mut state = self.state.borrow_mut();
+            for (index, item) in items.into_iter().enumerate() {
+                let routed =
+                    state
+                        .routes
+                        .route(&item.exchange, &item.routing_key, &item.props.headers);
+                let queues = match routed {
+                    Ok(queues) => queues,
+                    Err(_) => {
+                        results.push(Some(Err(QueueError::no_exchange(&item.exchange))));
+                        continue;
+                    }
+                };
+                if queues.is_empty() {
+                    let result = match item.mandatory {
+                        true => Err(QueueError::Unroutable),
+                        false => Ok(Confirm { queues: 0 }),
+                    };
+                    results.push(Some(result));
+                    continue;
+                }
+                results.push(None);
+                expected[index] = queues.len();
+                for queue in queues {
+                    let owner = owner_of(&queue, ctx.shard_count());
+                    by_owner.entry(owner).or_default().push(Copy {
+                        item: index,
+                        queue,
+                        exchange: item.exchange.clone(),
+                        routing_key: item.routing_key.clone(),
+                        props: item.props.clone(),
+                        payload: item.payload.clone(),
+                    });
+                }
+            }
+        }
+        let join = ConfirmJoin::new(results, expected, reply);
+        for (owner, copies) in by_owner {
+            let join = join.clone();
+            let done: CopiesReply = Box::new(move |answers| join.fill(answers));
+            self.send_copies(ctx, owner, copies, done);
+        }
+        join.check_done();
+    }
+
+    fn send_copies(&self, ctx: &mut ShardCtx, owner: usize, copies: Vec<Copy>, done: CopiesReply) {
+        if owner == ctx.shard_id() {
+            self.enqueue(ctx, copies, done);
+            return;
+        }
+        if !ctx.can_send(owner) {
+            done(
+                copies
+                    .iter()
+                    .map(|c| (c.item, Err(QueueError::Backpressure)))
+                    .collect(),
+            );
+            return;
+        }
+        let task = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).enqueue(ctx, copies, done);
+        if ctx.send(owner, task).is_err() {
+            tracing::error!(owner, "copies lost although the ring had room");
+        }
+    }
+
+    /// Enqueues copies for queues owned here; `done` gets one answer per copy once
+    /// every persistent one is stored.
+    fn enqueue(&self, ctx: &mut ShardCtx, copies: Vec<Copy>, done: CopiesReply) {
+        let slot: Rc<RefCell<AnswerSlot>> = Rc::new(RefCell::new((
+            Vec::with_capacity(copies.len()),
+            copies.len(),
+            Some(done),
+        )));
+        let answer: Rc<dyn Fn(usize, Result<(), QueueError>)> = Rc::new(move |item, result| {
+            let finished = {
+                let mut a = slot.borrow_mut();
+                a.0.push((item, result));
+                a.1 -= 1;
+                (a.1 == 0).then(|| (a.2.take(), std::mem::take(&mut a.0)))
+            };
+            if let Some((Some(done), all)) = finished {
+                done(all);
+            }
+        });
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        let mut to_store: HashMap<Arc<str>, Vec<(usize, Msg)>> = HashMap::new();
+        for copy in copies {
+            let Some(owned) = self.owned(&copy.queue) else {
+                answer(copy.item, Err(QueueError::no_queue(&copy.queue)));
+                continue;
+            };
+            let msg = new_msg(&owned, &copy);
+            let persist = copy.props.persistent && owned.log.is_some();
+            if persist {
+                to_store
+                    .entry(copy.queue.clone())
+                    .or_default()
+                    .push((copy.item, msg));
+                continue;
+            }
+            let result = self.admit(ctx, &owned, msg);
+            answer(copy.item, result);
+            if !touched.contains(&copy.queue) {
+                touched.push(copy.queue.clone());
+            }
+        }
+        for (queue, msgs) in to_store {
+            self.store(ctx, &queue, msgs, answer.clone());
+        }
+        for queue in touched {
+            self.dispatch(ctx, &queue);
+        }
+    }
+
+    /// Adds `msg` to its queue (its length limits applied): `Refused`, or accepted with
+    /// what it pushed out dead-lettered.
+    fn admit(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>, msg: Msg) -> Result<(), QueueError> {
+        let offset = msg.offset;
+        let outcome = owned.state.borrow_mut().enqueue(msg);
+        match outcome {
+            Enqueued::Refused => {
+                if let Some(offset) = offset {
+                    owned.acks.borrow_mut().push(offset); // stored, but not in the queue
+                    self.schedule_ack_flush(ctx, owned);
+                }
+                Err(QueueError::Refused(owned.name.to_string()))
+            }
+            Enqueued::Accepted { dropped } => {
+                self.leave(ctx, owned, dropped, DeathReason::MaxLen);
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends persistent `msgs` to `queue`'s log as one batch; each is admitted once
+    /// stored, and answered through `answer`.
+    fn store(
+        &self,
+        ctx: &mut ShardCtx,
+        queue: &Arc<str>,
+        msgs: Vec<(usize, Msg)>,
+        answer: Rc<dyn Fn(usize, Result<(), QueueError>)>,
+    ) {
+        let Some(log) = self.owned(queue).and_then(|o| o.log.clone()) else {
+            for (item, _) in msgs {
+                answer(item, Err(QueueError::no_queue(queue)));
+            }
+            return;
+        };
+        let props: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|(_, m)| encode_props(&m.exchange, &m.routing_key, &m.props))
+            .collect();
+        let headers: Vec<[(&[u8], &[u8]); 1]> = props
+            .iter()
+            .map(|p| [(PROPS_HEADER, p.as_slice())])
+            .collect();
+        let now = now_ms() as i64;
+        let payloads: Vec<Bytes> = msgs.iter().map(|(_, m)| m.payload.clone()).collect();
+        let records: Vec<Record<'_>> = payloads
+            .iter()
+            .zip(&headers)
+            .map(|(payload, h)| Record {
+                timestamp: now,
+                key: None,
+                headers: h,
+                value: payload,
+            })
+            .collect();
+        let items: Vec<usize> = msgs.iter().map(|(item, _)| *item).collect();
+        let (this, queue_name, answered) = (self.clone(), queue.clone(), answer.clone());
+        let appended = log.append(ctx, &records, move |ctx, outcome| {
+            this.stored(ctx, &queue_name, msgs, outcome, &*answered);
+        });
+        if let Err(error) = appended {
+            let error = match error {
+                crate::storage::AppendError::Backpressure { .. } => QueueError::Backpressure,
+                crate::storage::AppendError::Storage(e) => QueueError::StoreFailed(e.to_string()),
+            };
+            for item in items {
+                let error = match &error {
+                    QueueError::Backpressure => QueueError::Backpressure,
+                    other => QueueError::StoreFailed(other.to_string()),
+                };
+                answer(item, Err(error));
+            }
+        }
+    }
+
+    /// The log's answer for persistent messages: admitted once stored.
+    fn stored(
+        &self,
+        ctx: &mut ShardCtx,
+        queue: &Arc<str>,
+        msgs: Vec<(usize, Msg)>,
+        outcome: AppendOutcome,
+        answer: &dyn Fn(usize, Result<(), QueueError>),
+    ) {
+        let Some(owned) = self.owned(queue) else {
+            for (item, _) in msgs {
+                answer(item, Err(QueueError::no_queue(queue)));
+            }
+            return;
+        };
+        match outcome {
+            AppendOutcome::Stored { base_offset, .. } => {
+                for (k, (item, mut msg)) in msgs.into_iter().enumerate() {
+                    msg.offset = Some(base_offset + k as u64);
+                    answer(item, self.admit(ctx, &owned, msg));
+                }
+                self.dispatch(ctx, queue);
+            }
+            AppendOutcome::Failed { error, .. } => {
+                for (item, _) in msgs {
+                    answer(item, Err(QueueError::StoreFailed(error.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Delivers what queue `name` can deliver now, dead-letters what expired, and arms
+    /// the expiry timer for its next head.
+    pub(crate) fn dispatch(&self, ctx: &mut ShardCtx, name: &Arc<str>) {
+        let Some(owned) = self.owned(name) else {
+            return;
+        };
+        let now = now_ms();
+        let expired = owned.state.borrow_mut().dispatch(now);
+        self.leave(ctx, &owned, expired, DeathReason::Expired);
+        let next = owned.state.borrow().next_expiry();
+        if let Some(at) = next {
+            self.arm_expiry(ctx, &owned, name, at);
+        }
+    }
+
+    fn arm_expiry(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>, name: &Arc<str>, at: u64) {
+        if owned
+            .armed
+            .borrow()
+            .first()
+            .is_some_and(|first| *first <= at)
+        {
+            return;
+        }
+        let delay = Duration::from_millis(at.saturating_sub(now_ms()));
+        let queue = name.clone();
+        let fire = move |ctx: &mut ShardCtx| {
+            let queues = ShardQueues::get(ctx);
+            if let Some(owned) = queues.owned(&queue) {
+                owned.armed.borrow_mut().remove(&at);
+            }
+            queues.dispatch(ctx, &queue);
+        };
+        match ctx.after(delay, fire) {
+            Ok(()) => {
+                owned.armed.borrow_mut().insert(at);
+            }
+            Err(error) => tracing::error!(%error, "cannot arm a queue's expiry timer"),
+        }
+    }
+
+    /// A consumer's ack, nack or reject.
+    pub(crate) fn answer(
+        &self,
+        ctx: &mut ShardCtx,
+        queue: &Arc<str>,
+        consumer: u64,
+        tag: u64,
+        multiple: bool,
+        answer: Answer,
+    ) -> Result<(), QueueError> {
+        let owned = self
+            .owned(queue)
+            .ok_or_else(|| QueueError::no_queue(queue))?;
+        let result = match answer {
+            Answer::Ack => {
+                let acked = owned.state.borrow_mut().ack(consumer, tag, multiple);
+                acked.map(|done| self.settled(ctx, &owned, &done))
+            }
+            Answer::Nack { requeue } => {
+                let dead = owned
+                    .state
+                    .borrow_mut()
+                    .nack(consumer, tag, multiple, requeue);
+                dead.map(|dead| self.leave(ctx, &owned, dead, DeathReason::Rejected))
+            }
+        };
+        self.dispatch(ctx, queue);
+        result
+    }
+
+    /// Messages that left the queue for good: their log records are acknowledged.
+    fn settled(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>, msgs: &[Msg]) {
+        let offsets: Vec<u64> = msgs.iter().filter_map(|m| m.offset).collect();
+        if offsets.is_empty() {
+            return;
+        }
+        owned.acks.borrow_mut().extend(offsets);
+        self.schedule_ack_flush(ctx, owned);
+    }
+
+    /// Messages that leave the queue for `reason`: settled, and dead-lettered if the
+    /// queue has a dead-letter exchange.
+    fn leave(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>, msgs: Vec<Msg>, reason: DeathReason) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.settled(ctx, owned, &msgs);
+        let (queue, args) = {
+            let state = owned.state.borrow();
+            (state.name.clone(), state.config.args.clone())
+        };
+        let Some(dlx) = args.dead_letter_exchange else {
+            return;
+        };
+        let items = msgs
+            .into_iter()
+            .map(|m| {
+                let props = with_death(&m, &queue, reason);
+                let key = args
+                    .dead_letter_routing_key
+                    .as_deref()
+                    .map_or(m.routing_key.clone(), Arc::from);
+                Item {
+                    exchange: Arc::from(dlx.as_str()),
+                    routing_key: key,
+                    props: Arc::new(props),
+                    payload: m.payload,
+                    mandatory: false,
+                }
+            })
+            .collect();
+        let reply: PublishReply = Box::new(|results| {
+            for error in results.into_iter().filter_map(Result::err) {
+                tracing::warn!(%error, "dead letter not stored");
+            }
+        });
+        self.publish(ctx, items, reply);
+    }
+
+    fn schedule_ack_flush(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>) {
+        if owned.ack_flush_scheduled.replace(true) {
+            return;
+        }
+        let queue = owned.name.clone();
+        let flush = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).flush_acks(ctx, &queue);
+        if let Err(refused) = ctx.send(ctx.shard_id(), flush) {
+            let flush = refused.into_task();
+            if ctx.after(Duration::from_micros(50), flush).is_err() {
+                owned.ack_flush_scheduled.set(false);
+            }
+        }
+    }
+
+    /// Appends the acknowledgements gathered this turn as one ack record.
+    fn flush_acks(&self, ctx: &mut ShardCtx, queue: &Arc<str>) {
+        let Some(owned) = self.owned(queue) else {
+            return;
+        };
+        owned.ack_flush_scheduled.set(false);
+        let offsets = std::mem::take(&mut *owned.acks.borrow_mut());
+        let Some(log) = &owned.log else { return };
+        if offsets.is_empty() {
+            return;
+        }
+        let value: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+        let headers: [(&[u8], &[u8]); 1] = [(ACKS_HEADER, &[])];
+        let record = Record {
+            timestamp: now_ms() as i64,
+            key: None,
+            headers: &headers,
+            value: &value,
+        };
+        let appended = log.append(ctx, &[record], |_, outcome| {
+            if let AppendOutcome::Failed { error, .. } = outcome {
+                tracing::warn!(%error, "ack record not stored: those messages come back after a restart");
+            }
+        });
+        if let Err(error) = appended {
+            tracing::warn!(%error, "ack record refused: those messages come back after a restart");
+        }
+    }
+
+    fn arm_maintenance(&self, ctx: &mut ShardCtx) {
+        if std::mem::replace(&mut self.state.borrow_mut().maintenance_armed, true) {
+            return;
+        }
+        let run = |ctx: &mut ShardCtx| ShardQueues::get(ctx).maintain(ctx);
+        if ctx.after(MAINTENANCE_INTERVAL, run).is_err() {
+            self.state.borrow_mut().maintenance_armed = false;
+        }
+    }
+
+    /// Removes the segments of durable queues whose messages are all acknowledged.
+    fn maintain(&self, ctx: &mut ShardCtx) {
+        let owned: Vec<Rc<Owned>> = {
+            let mut state = self.state.borrow_mut();
+            state.maintenance_armed = false;
+            state.owned.values().cloned().collect()
+        };
+        for queue in &owned {
+            let Some(log) = &queue.log else { continue };
+            let live = queue.state.borrow().live_offsets_min();
+            let removed = log.with_log_mut(|l| {
+                let below = live.unwrap_or_else(|| l.stored_end());
+                l.remove_segments_before(below)
+            });
+            if let Err(error) = removed {
+                tracing::warn!(%error, "cannot remove acknowledged segments");
+            }
+        }
+        if !owned.is_empty() {
+            self.arm_maintenance(ctx);
+        }
+    }
+}
+
+type AnswerSlot = (
+    Vec<(usize, Result<(), QueueError>)>,
+    usize,
+    Option<CopiesReply>,
+);
+
+/// The shard that owns queue `name`.
+pub(crate) fn owner_of(name: &str, shards: usize) -> usize {
+    crate::runtime::shard_for(name.as_bytes(), shards)
+}
+
+fn new_msg(owned: &Owned, copy: &Copy) -> Msg {
+    let mut state = owned.state.borrow_mut();
+    let now = now_ms();
+    let ttl = [state.config.args.message_ttl, copy.props.expiration]
+        .into_iter()
+        .flatten()
+        .min();
+    Msg {
+        id: state.next_id(),
+        offset: None,
+        exchange: copy.exchange.clone(),
+        routing_key: copy.routing_key.clone(),
+        props: copy.props.clone(),
+        payload: copy.payload.clone(),
+        redelivered: false,
+        expires_at: ttl
+            .map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+    }
+}
+
+/// `m`'s properties with a death in `queue` for `reason` recorded (newest first; a
+/// repeat of the same queue and reason counts up).
+fn with_death(m: &Msg, queue: &str, reason: DeathReason) -> Properties {
+    let mut props = (*m.props).clone();
+    let now = now_ms();
+    match props
+        .deaths
+        .iter()
+        .position(|d| d.queue == queue && d.reason == reason)
+    {
+        Some(i) => {
+            let mut death = props.deaths.remove(i);
+            death.count += 1;
+            death.time_ms = now;
+            props.deaths.insert(0, death);
+        }
+        None => props.deaths.insert(
+            0,
+            Death {
+                queue: queue.to_owned(),
+                reason,
+                count: 1,
+                time_ms: now,
+                exchange: m.exchange.to_string(),
+                routing_keys: vec![m.routing_key.to_string()],
+            },
+        ),
+    }
+    // A dead letter's TTL was this queue's business; it does not follow it.
+    props.expiration = None;
+    props
+}
+
+/// Opens queue `name`: a durable one recovers its messages from its log (each flagged
+/// redelivered), skipping the acknowledged ones.
+fn open_queue(
+    name: Arc<str>,
+    config: Arc<QueueConfig>,
+    dir: Option<PathBuf>,
+) -> Result<Owned, QueueError> {
+    let mut state = QueueState::new(name.clone(), (*config).clone());
+    let log = match (&dir, config.durable) {
+        (Some(dir), true) => {
+            let log_config = LogConfig {
+                durability: Durability::Always,
+                segment_bytes_max: 64 << 20,
+                ..LogConfig::default()
+            };
+            let (log, _) = ShardLog::open(FsDir::open(dir, true)?, log_config)?;
+            log.with_log(|l| recover(l, &name, &mut state))?;
+            Some(log)
+        }
+        _ => None,
+    };
+    Ok(Owned {
+        name,
+        state: RefCell::new(state),
+        log,
+        acks: RefCell::new(Vec::new()),
+        ack_flush_scheduled: std::cell::Cell::new(false),
+        armed: RefCell::new(BTreeSet::new()),
+    })
+}
+
+/// Replays a queue log: message records become ready messages unless an ack record
+/// names them.
+fn recover(
+    log: &crate::storage::PartitionLog<FsDir>,
+    name: &Arc<str>,
+    state: &mut QueueState,
+) -> Result<(), StorageError> {
+    let mut messages: std::collections::BTreeMap<u64, Msg> = std::collections::BTreeMap::new();
+    let mut offset = log.first_offset();
+    while offset < log.stored_end() {
+        let bytes = log.read(offset, 4 << 20)?;
+        if bytes.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = peek_header(&bytes[at..])?.batch_len_bytes();
+            let batch = bytes.slice(at..at + len);
+            at += len;
+            for record in decode_batch(&batch)?.records() {
+                offset = record.offset + 1;
+                let mut headers = record.headers();
+                match headers.next() {
+                    Some((ACKS_HEADER, _)) => {
+                        for chunk in record.value.chunks_exact(8) {
+                            let mut raw = [0u8; 8];
+                            raw.copy_from_slice(chunk);
+                            messages.remove(&u64::from_le_bytes(raw));
+                        }
+                    }
+                    Some((PROPS_HEADER, props)) => {
+                        let Ok((exchange, key, props)) = decode_props(props) else {
+                            tracing::error!(queue = %name, offset = record.offset, "undecodable message properties: skipped");
+                            continue;
+                        };
+                        let ttl = [state.config.args.message_ttl, props.expiration]
+                            .into_iter()
+                            .flatten()
+                            .min();
+                        let at = u64::try_from(record.timestamp).unwrap_or(0);
+                        messages.insert(
+                            record.offset,
+                            Msg {
+                                id: record.offset + 1,
+                                offset: Some(record.offset),
+                                exchange: Arc::from(exchange.as_str()),
+                                routing_key: Arc::from(key.as_str()),
+                                props: Arc::new(props),
+                                payload: batch.slice_ref(record.value),
+                                redelivered: true,
+                                expires_at: ttl.map(|t| {
+                                    at.saturating_add(
+                                        u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
+                                    )
+                                }),
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for msg in messages.into_values() {
+        state.restore(msg);
+    }
+    Ok(())
+}
+
+/// Gathers the per-queue answers of a publish call and answers once all are in: an
+/// item is confirmed when every queue it reached stored it, or fails with the first
+/// refusal. Answers never given (a task dropped at shutdown) become `ShuttingDown`.
+#[derive(Clone)]
+struct ConfirmJoin {
+    inner: Arc<Mutex<JoinState>>,
+}
+
+struct JoinState {
+    results: Vec<Option<Result<Confirm, QueueError>>>,
+    /// Per item: answers still expected, and queues confirmed.
+    expected: Vec<usize>,
+    confirmed: Vec<usize>,
+    reply: Option<PublishReply>,
+}
+
+impl Drop for JoinState {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            let results = std::mem::take(&mut self.results)
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(QueueError::ShuttingDown)))
+                .collect();
+            reply(results);
+        }
+    }
+}
+
+impl ConfirmJoin {
+    fn new(
+        results: Vec<Option<Result<Confirm, QueueError>>>,
+        expected: Vec<usize>,
+        reply: PublishReply,
+    ) -> Self {
+        let confirmed = vec![0; expected.len()];
+        Self {
+            inner: Arc::new(Mutex::new(JoinState {
+                results,
+                expected,
+                confirmed,
+                reply: Some(reply),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JoinState> {
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn fill(&self, answers: Vec<(usize, Result<(), QueueError>)>) {
+        {
+            let mut s = self.lock();
+            for (item, answer) in answers {
+                s.expected[item] = s.expected[item].saturating_sub(1);
+                match answer {
+                    Ok(()) => s.confirmed[item] += 1,
+                    Err(error) => {
+                        if s.results[item].is_none() {
+                            s.results[item] = Some(Err(error));
+                        }
+                    }
+                }
+                if s.expected[item] == 0 && s.results[item].is_none() {
+                    let queues = s.confirmed[item];
+                    s.results[item] = Some(Ok(Confirm { queues }));
+                }
+            }
+        }
+        self.check_done();
+    }
+
+    fn check_done(&self) {
+        let done = {
+            let mut s = self.lock();
+            let all = s.results.iter().all(Option::is_some) && s.expected.iter().all(|&e| e == 0);
+            if !all {
+                return;
+            }
+            s.reply
+                .take()
+                .map(|reply| (reply, std::mem::take(&mut s.results)))
+        };
+        if let Some((reply, results)) = done {
+            reply(results.into_iter().flatten().collect());
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! The exchanges-and-queues model end to end through the public API, on a real runtime
+//! and disk: the patterns of the RabbitMQ tutorials and the field (task queue, fair
+//! dispatch, fanout, topic and headers routing, dead-letter queues and a retry loop
+//! built from TTL and DLX, max-length overflow, priorities, publisher confirms and
+//! mandatory returns, restart with unacknowledged persistent messages).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringbroker::queue::{
+    ConsumeOptions, DeathReason, Delivery, ExchangeConfig, ExchangeKind, Message, Overflow,
+    QueueArgs, QueueConfig, QueueConsumer, QueueError, Queues,
+};
+use ringbroker::runtime::{Runtime, RuntimeConfig};
+
+fn runtime(shards: usize) -> Runtime {
+    Runtime::start(RuntimeConfig {
+        shards: Some(shards),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+fn open(rt: &Runtime, dir: &Path) -> Queues {
+    Queues::open(rt.handle(), dir).unwrap()
+}
+
+fn queue(q: &Queues, name: &str) {
+    q.declare_queue(QueueConfig::new(name)).unwrap();
+}
+
+fn send(q: &Queues, exchange: &str, key: &str, payload: &str) {
+    q.publish(
+        exchange,
+        key,
+        Message::persistent(payload.to_owned()),
+        false,
+    )
+    .unwrap();
+}
+
+fn text(d: &Delivery) -> String {
+    String::from_utf8(d.payload.to_vec()).unwrap()
+}
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Everything that arrives within `QUIET` of the previous delivery, acked.
+fn drain(c: &QueueConsumer) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    while let Ok(d) = c.next(QUIET) {
+        c.ack(d.delivery_tag, false).unwrap();
+        got.push(d);
+    }
+    got
+}
+
+#[test]
+fn simple_task_queue_each_task_processed_once_by_three_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    queue(&q, "tasks");
+    let batch = (0..1000)
+        .map(|i| {
+            (
+                String::new(),
+                "tasks".to_owned(),
+                Message::persistent(format!("{i}")),
+            )
+        })
+        .collect();
+    for confirm in q.publish_batch(batch, true).unwrap() {
+        assert_eq!(confirm.unwrap().queues, 1);
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (q, seen) = (q.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let c = q
+                    .consume(
+                        "tasks",
+                        ConsumeOptions {
+                            prefetch: 10,
+                            no_ack: false,
+                        },
+                    )
+                    .unwrap();
+                let got = drain(&c);
+                seen.lock().unwrap().extend(got.iter().map(text));
+                got.len()
+            })
+        })
+        .collect();
+    let counts: Vec<usize> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let all = seen.lock().unwrap().clone();
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (1000, 1000),
+        "each task exactly once"
+    );
+    assert!(
+        counts.iter().all(|&c| c > 100),
+        "work spread over the workers: {counts:?}"
+    );
+    let info = q.queue_info("tasks").unwrap();
+    assert_eq!((info.messages, info.unacked), (0, 0));
+}
+
+#[test]
+fn fair_dispatch_with_prefetch_one_favours_the_fast_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    queue(&q, "work");
+    let slow = q
+        .consume(
+            "work",
+            ConsumeOptions {
+                prefetch: 1,
+                no_ack: false,
+            },
+        )
+        .unwrap();
+    let fast = q
+        .consume(
+            "work",
+            ConsumeOptions {
+                prefetch: 1,
+                no_ack: false,
+            },
+        )
+        .unwrap();
+    for i in 0..40 {
+        send(&q, "", "work", &format!("{i}"));
+    }
+    let first_slow = slow.next(Duration::from_secs(5)).unwrap(); // held: the slow one is busy
+    let fast_got = drain(&fast);
+    slow.ack(first_slow.delivery_tag, false).unwrap();
+    let slow_rest = drain(&slow);
+    assert_eq!(fast_got.len() + slow_rest.len() + 1, 40);
+    assert!(fast_got.len() >= 38, "fast got {}", fast_got.len());
+}
+
+#[test]
+fn fanout_reaches_every_bound_queue_with_its_own_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("logs", ExchangeKind::Fanout))
+        .unwrap();
+    for name in ["a", "b", "c"] {
+        queue(&q, name);
+        q.bind_queue(name, "logs", "", Vec::new()).unwrap();
+    }
+    assert_eq!(
+        q.publish("logs", "whatever", Message::new("x"), true)
+            .unwrap()
+            .queues,
+        3
+    );
+    let a = q.consume("a", ConsumeOptions::default()).unwrap();
+    let b = q.consume("b", ConsumeOptions::default()).unwrap();
+    assert_eq!(drain(&a).len(), 1);
+    let held = b.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(q.queue_info("a").unwrap().unacked, 0);
+    assert_eq!(q.queue_info("b").unwrap().unacked, 1);
+    assert_eq!(q.queue_info("c").unwrap().messages, 1);
+    b.ack(held.delivery_tag, false).unwrap();
+}
+
+#[test]
+fn topic_routing_counts_as_in_the_tutorial() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("events", ExchangeKind::Topic))
+        .unwrap();
+    for (name, key) in [
+        ("all", "#"),
+        ("orders", "order.*"),
+        ("payments", "payment.processed.*"),
+        ("us", "user.*.us"),
+    ] {
+        queue(&q, name);
+        q.bind_queue(name, "events", key, Vec::new()).unwrap();
+    }
+    for key in [
+        "order.placed",
+        "order.shipped",
+        "payment.processed.high",
+        "user.registered",
+        "user.registered.us",
+    ] {
+        q.publish("events", key, Message::new(key.to_owned()), false)
+            .unwrap();
+    }
+    let count = |name: &str| q.queue_info(name).unwrap().messages;
+    assert_eq!(
+        (
+            count("all"),
+            count("orders"),
+            count("payments"),
+            count("us")
+        ),
+        (5, 2, 1, 1)
+    );
+    queue(&q, "zero");
+    q.bind_queue("zero", "events", "order.#", Vec::new())
+        .unwrap();
+    q.publish("events", "order", Message::new("bare"), false)
+        .unwrap();
+    assert_eq!(count("zero"), 1, "# matches zero words");
+}
+
+#[test]
+fn headers_exchange_all_and_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("h", ExchangeKind::Headers))
+        .unwrap();
+    let args = |m: &'static str| {
+        vec![
+            (
+                Bytes::from_static(b"x-match"),
+                Bytes::from_static(m.as_bytes()),
+            ),
+            (Bytes::from_static(b"format"), Bytes::from_static(b"pdf")),
+            (Bytes::from_static(b"type"), Bytes::from_static(b"report")),
+        ]
+    };
+    queue(&q, "all");
+    queue(&q, "any");
+    q.bind_queue("all", "h", "", args("all")).unwrap();
+    q.bind_queue("any", "h", "", args("any")).unwrap();
+    let both = Message::new("1")
+        .header("format", "pdf")
+        .header("type", "report");
+    let one = Message::new("2")
+        .header("format", "pdf")
+        .header("type", "log");
+    assert_eq!(q.publish("h", "", both, false).unwrap().queues, 2);
+    assert_eq!(q.publish("h", "", one, false).unwrap().queues, 1);
+    assert!(matches!(
+        q.publish("h", "", Message::new("3"), true),
+        Err(QueueError::Unroutable)
+    ));
+}
+
+fn dlx_setup(q: &Queues) {
+    q.declare_exchange(ExchangeConfig::new("dlx", ExchangeKind::Fanout))
+        .unwrap();
+    queue(q, "dead");
+    q.bind_queue("dead", "dlx", "", Vec::new()).unwrap();
+}
+
+#[test]
+fn nack_without_requeue_dead_letters_with_a_death_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    dlx_setup(&q);
+    let mut work = QueueConfig::new("work");
+    work.args.dead_letter_exchange = Some("dlx".into());
+    q.declare_queue(work).unwrap();
+    send(&q, "", "work", "bad job");
+    let c = q.consume("work", ConsumeOptions::default()).unwrap();
+    let d = c.next(Duration::from_secs(5)).unwrap();
+    c.nack(d.delivery_tag, false, false).unwrap();
+    let dead = q.consume("dead", ConsumeOptions::default()).unwrap();
+    let letter = dead.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(text(&letter), "bad job");
+    let death = &letter.properties.deaths[0];
+    assert_eq!(
+        (death.queue.as_str(), death.reason, death.count),
+        ("work", DeathReason::Rejected, 1)
+    );
+    assert_eq!(death.routing_keys, vec!["work".to_owned()]);
+}
+
+#[test]
+fn a_retry_loop_from_a_ttl_wait_queue_redelivers_after_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("retry", ExchangeKind::Direct))
+        .unwrap();
+    q.declare_exchange(ExchangeConfig::new("work-x", ExchangeKind::Direct))
+        .unwrap();
+    let mut work = QueueConfig::new("work");
+    work.args.dead_letter_exchange = Some("retry".into());
+    q.declare_queue(work).unwrap();
+    q.bind_queue("work", "work-x", "job", Vec::new()).unwrap();
+    let mut wait = QueueConfig::new("wait");
+    wait.args.message_ttl = Some(Duration::from_millis(300));
+    wait.args.dead_letter_exchange = Some("work-x".into());
+    q.declare_queue(wait).unwrap();
+    q.bind_queue("wait", "retry", "job", Vec::new()).unwrap();
+    q.publish("work-x", "job", Message::persistent("flaky"), true)
+        .unwrap();
+    let c = q.consume("work", ConsumeOptions::default()).unwrap();
+    let first = c.next(Duration::from_secs(5)).unwrap();
+    let failed_at = std::time::Instant::now();
+    c.reject(first.delivery_tag, false).unwrap(); // to the wait queue, no consumer there
+    let again = c.next(Duration::from_secs(5)).unwrap();
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(250),
+        "back after {:?}",
+        failed_at.elapsed()
+    );
+    assert_eq!(text(&again), "flaky");
+    let reasons: Vec<(String, DeathReason)> = again
+        .properties
+        .deaths
+        .iter()
+        .map(|d| (d.queue.clone(), d.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("wait".into(), DeathReason::Expired),
+            ("work".into(), DeathReason::Rejected)
+        ]
+    );
+    c.ack(again.delivery_tag, false).unwrap();
+}
+
+#[test]
+fn max_length_drop_head_dead_letters_the_oldest_and_reject_publish_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    dlx_setup(&q);
+    let mut capped = QueueConfig::new("capped");
+    capped.args = QueueArgs {
+        max_length: Some(3),
+        dead_letter_exchange: Some("dlx".into()),
+        ..QueueArgs::default()
+    };
+    q.declare_queue(capped).unwrap();
+    for i in 0..5 {
+        send(&q, "", "capped", &format!("{i}"));
+    }
+    let c = q.consume("capped", ConsumeOptions::default()).unwrap();
+    assert_eq!(
+        drain(&c).iter().map(text).collect::<Vec<_>>(),
+        ["2", "3", "4"]
+    );
+    let dead = q.consume("dead", ConsumeOptions::default()).unwrap();
+    let letters = drain(&dead);
+    assert_eq!(letters.iter().map(text).collect::<Vec<_>>(), ["0", "1"]);
+    assert_eq!(letters[0].properties.deaths[0].reason, DeathReason::MaxLen);
+    let mut strict = QueueConfig::new("strict");
+    strict.args = QueueArgs {
+        max_length: Some(2),
+        overflow: Overflow::RejectPublish,
+        ..QueueArgs::default()
+    };
+    q.declare_queue(strict).unwrap();
+    send(&q, "", "strict", "a");
+    send(&q, "", "strict", "b");
+    let refused = q.publish("", "strict", Message::persistent("c"), false);
+    assert!(
+        matches!(refused, Err(QueueError::Refused(_))),
+        "{refused:?}"
+    );
+    assert_eq!(q.queue_info("strict").unwrap().messages, 2);
+}
+
+#[test]
+fn priorities_consume_a_backlog_highest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    let mut config = QueueConfig::new("prio");
+    config.args.max_priority = Some(10);
+    q.declare_queue(config).unwrap();
+    for (i, p) in [1u8, 5, 3, 10, 5, 0].iter().enumerate() {
+        q.publish("", "prio", Message::new(format!("{i}")).priority(*p), false)
+            .unwrap();
+    }
+    let c = q.consume("prio", ConsumeOptions::default()).unwrap();
+    let order: Vec<String> = drain(&c).iter().map(text).collect();
+    assert_eq!(
+        order,
+        ["3", "1", "4", "2", "0", "5"],
+        "highest first, FIFO within a priority"
+    );
+}
+
+#[test]
+fn per_message_and_queue_ttl_expire_before_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    let mut config = QueueConfig::new("ttl");
+    config.args.message_ttl = Some(Duration::from_millis(200));
+    q.declare_queue(config).unwrap();
+    queue(&q, "plain");
+    q.publish("", "ttl", Message::new("old"), false).unwrap();
+    q.publish(
+        "",
+        "plain",
+        Message::new("short").expiration(Duration::from_millis(100)),
+        false,
+    )
+    .unwrap();
+    q.publish("", "plain", Message::new("kept"), false).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let c = q.consume("ttl", ConsumeOptions::default()).unwrap();
+    assert!(
+        matches!(c.next(QUIET), Err(QueueError::Timeout)),
+        "an expired message was delivered"
+    );
+    let p = q.consume("plain", ConsumeOptions::default()).unwrap();
+    assert_eq!(drain(&p).iter().map(text).collect::<Vec<_>>(), ["kept"]);
+}
+
+#[test]
+fn requeue_and_cancel_return_messages_in_order_flagged_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    queue(&q, "r");
+    for i in 0..5 {
+        send(&q, "", "r", &format!("{i}"));
+    }
+    let c = q
+        .consume(
+            "r",
+            ConsumeOptions {
+                prefetch: 3,
+                no_ack: false,
+            },
+        )
+        .unwrap();
+    let got: Vec<Delivery> = (0..3)
+        .map(|_| c.next(Duration::from_secs(5)).unwrap())
+        .collect();
+    c.nack(got[1].delivery_tag, false, true).unwrap(); // back to the head
+    let again = c.next(Duration::from_secs(5)).unwrap();
+    assert_eq!((text(&again).as_str(), again.redelivered), ("1", true));
+    drop(c); // 0, 2 and the redelivered 1 go back, in delivery order
+    let c2 = q.consume("r", ConsumeOptions::default()).unwrap();
+    let order: Vec<(String, bool)> = drain(&c2)
+        .iter()
+        .map(|d| (text(d), d.redelivered))
+        .collect();
+    let want = [
+        ("0", true),
+        ("2", true),
+        ("1", true),
+        ("3", false),
+        ("4", false),
+    ];
+    assert_eq!(order, want.map(|(t, r)| (t.to_owned(), r)));
+}
+
+#[test]
+fn declare_is_idempotent_and_differences_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    queue(&q, "x");
+    queue(&q, "x");
+    let mut other = QueueConfig::new("x");
+    other.durable = false;
+    assert!(matches!(
+        q.declare_queue(other),
+        Err(QueueError::Mismatch { .. })
+    ));
+    q.declare_exchange(ExchangeConfig::new("e", ExchangeKind::Direct))
+        .unwrap();
+    let differs = q.declare_exchange(ExchangeConfig::new("e", ExchangeKind::Topic));
+    assert!(matches!(differs, Err(QueueError::Mismatch { .. })));
+    q.bind_queue("x", "e", "k", Vec::new()).unwrap();
+    assert!(matches!(
+        q.delete_exchange("e", true),
+        Err(QueueError::InUse { .. })
+    ));
+    q.delete_exchange("e", false).unwrap();
+    assert!(matches!(
+        q.publish("e", "k", Message::new("x"), false),
+        Err(QueueError::NotFound { .. })
+    ));
+    let named = q.declare_queue(QueueConfig::new("")).unwrap();
+    assert!(named.name.starts_with("amq.gen-"));
+    assert!(matches!(
+        q.publish("", "nowhere", Message::new("x"), true),
+        Err(QueueError::Unroutable)
+    ));
+    assert_eq!(
+        q.publish("", "nowhere", Message::new("x"), false)
+            .unwrap()
+            .queues,
+        0
+    );
+}
+
+#[test]
+fn after_a_restart_exactly_the_unacked_persistent_messages_come_back_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = runtime(2);
+        let q = open(&rt, dir.path());
+        q.declare_exchange(ExchangeConfig::new("jobs", ExchangeKind::Direct))
+            .unwrap();
+        queue(&q, "durable");
+        q.bind_queue("durable", "jobs", "j", Vec::new()).unwrap();
+        let mut transient = QueueConfig::new("transient");
+        transient.durable = false;
+        q.declare_queue(transient).unwrap();
+        for i in 0..10 {
+            q.publish("jobs", "j", Message::persistent(format!("{i}")), false)
+                .unwrap();
+        }
+        q.publish("jobs", "j", Message::new("not persistent"), false)
+            .unwrap();
+        q.publish(
+            "",
+            "transient",
+            Message::persistent("in a transient queue"),
+            false,
+        )
+        .unwrap();
+        let c = q
+            .consume(
+                "durable",
+                ConsumeOptions {
+                    prefetch: 100,
+                    no_ack: false,
+                },
+            )
+            .unwrap();
+        let got: Vec<Delivery> = (0..11)
+            .map(|_| c.next(Duration::from_secs(5)).unwrap())
+            .collect();
+        for d in got
+            .iter()
+            .filter(|d| text(d).parse::<u32>().is_ok_and(|i| i % 2 == 0))
+        {
+            c.ack(d.delivery_tag, false).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100)); // ack records are written per turn
+        std::mem::forget(c); // the process "dies" with them unacked
+        rt.shutdown().unwrap();
+    }
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    assert!(matches!(
+        q.queue_info("transient"),
+        Err(QueueError::NotFound { .. })
+    ));
+    let c = q.consume("durable", ConsumeOptions::default()).unwrap();
+    let back: Vec<(String, bool)> = drain(&c).iter().map(|d| (text(d), d.redelivered)).collect();
+    let want: Vec<(String, bool)> = [1, 3, 5, 7, 9]
+        .iter()
+        .map(|i| (format!("{i}"), true))
+        .collect();
+    assert_eq!(back, want);
+    assert_eq!(
+        q.publish("jobs", "j", Message::new("binding survived"), false)
+            .unwrap()
+            .queues,
+        1
+    );
+}

@@ -147,7 +147,11 @@ fn fair_dispatch_with_prefetch_one_favours_the_fast_worker() {
     slow.ack(first_slow.delivery_tag, false).unwrap();
     let slow_rest = drain(&slow);
     assert_eq!(fast_got.len() + slow_rest.len() + 1, 40);
-    assert_eq!(fast_got.len(), 39, "the busy worker got nothing until it acked");
+    assert_eq!(
+        fast_got.len(),
+        39,
+        "the busy worker got nothing until it acked"
+    );
 }
 
 #[test]
@@ -572,5 +576,78 @@ fn after_a_restart_exactly_the_unacked_persistent_messages_come_back_redelivered
             .unwrap()
             .queues,
         1
+    );
+}
+
+#[test]
+fn exclusive_queues_belong_to_their_connection_and_go_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    let mine = q.connection();
+    let other = q.connection();
+    let config = QueueConfig {
+        exclusive: true,
+        ..QueueConfig::new("private")
+    };
+    assert!(matches!(
+        q.declare_queue(config.clone()),
+        Err(QueueError::Invalid { .. })
+    ));
+    mine.declare_queue(config.clone()).unwrap();
+    assert!(matches!(
+        other.consume("private", ConsumeOptions::default()),
+        Err(QueueError::Locked(_))
+    ));
+    assert!(matches!(
+        other.declare_queue(config),
+        Err(QueueError::Locked(_))
+    ));
+    assert!(matches!(
+        q.delete_queue("private", false, false),
+        Err(QueueError::Locked(_))
+    ));
+    let c = mine.consume("private", ConsumeOptions::default()).unwrap();
+    q.publish("", "private", Message::new("hi"), true).unwrap();
+    assert_eq!(text(&c.next(Duration::from_secs(5)).unwrap()), "hi");
+    drop(c);
+    drop(mine);
+    assert!(matches!(
+        q.queue_info("private"),
+        Err(QueueError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn auto_delete_and_unused_queues_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    let auto = QueueConfig {
+        auto_delete: true,
+        ..QueueConfig::new("auto")
+    };
+    q.declare_queue(auto).unwrap();
+    let c = q.consume("auto", ConsumeOptions::default()).unwrap();
+    assert_eq!(q.queue_info("auto").unwrap().consumers, 1);
+    c.cancel().unwrap();
+    assert!(matches!(
+        q.queue_info("auto"),
+        Err(QueueError::NotFound { .. })
+    ));
+    let mut idle = QueueConfig::new("idle");
+    idle.args.expires = Some(Duration::from_millis(300));
+    q.declare_queue(idle).unwrap();
+    let c = q.consume("idle", ConsumeOptions::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // in use: kept
+    assert!(q.queue_info("idle").is_ok());
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while q.queue_info("idle").is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        matches!(q.queue_info("idle"), Err(QueueError::NotFound { .. })),
+        "unused queue kept"
     );
 }

@@ -253,7 +253,12 @@ impl QueueConsumer {
         let (queue, id) = (self.queue.clone(), self.id);
         let cancel = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).cancel(ctx, &queue, id);
         match self.buffer.runtime.call(self.buffer.owner, cancel.clone()) {
-            Ok(true) => match self.queues.delete_queue(&self.queue, false, false) {
+            Ok(true) => match self.queues.delete_queue_as(
+                super::Access::Internal,
+                &self.queue,
+                false,
+                false,
+            ) {
                 Ok(_) | Err(QueueError::NotFound { .. }) => Ok(()),
                 Err(error) => Err(error),
             },

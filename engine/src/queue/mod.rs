@@ -99,6 +99,18 @@ struct Catalog {
     bindings: Vec<(String, Binding)>,
     /// Every binding, to check `if_unused` and to rebuild nothing on the API side.
     table: RoutingTable,
+    /// Exclusive queues and the connection that owns each.
+    owners: std::collections::HashMap<String, u64>,
+}
+
+impl Catalog {
+    /// Whether connection `conn` (None: the plain `Queues` handle) may use `queue`.
+    fn check_access(&self, queue: &str, conn: Option<u64>) -> Result<(), QueueError> {
+        match self.owners.get(queue) {
+            Some(owner) if Some(*owner) != conn => Err(QueueError::Locked(queue.to_owned())),
+            _ => Ok(()),
+        }
+    }
 }
 
 struct Inner {
@@ -144,6 +156,7 @@ impl Queues {
             queues: BTreeMap::new(),
             bindings: Vec::new(),
             table: RoutingTable::new(),
+            owners: std::collections::HashMap::new(),
         };
         load(&mut catalog)?;
         let queues = Self {
@@ -155,6 +168,8 @@ impl Queues {
                 next_home: AtomicUsize::new(0),
             }),
         };
+        let api = queues.clone();
+        queues.on_every_shard(move |ctx| ShardQueues::get(ctx).set_api(api.clone()))?;
         let catalog = queues.catalog();
         for exchange in catalog.exchanges.values() {
             queues.install_exchange(exchange.clone())?;
@@ -206,7 +221,7 @@ impl Queues {
 
     fn install_queue(&self, config: QueueConfig) -> Result<(), QueueError> {
         let owner = owner_of(&config.name, self.shards());
-        let dir = config.durable.then(|| self.queue_dir(&config.name));
+        let dir = (config.durable && !config.exclusive).then(|| self.queue_dir(&config.name));
         let config = Arc::new(config);
         for result in self.on_every_shard(move |ctx| {
             ShardQueues::get(ctx).add_queue(ctx, config.clone(), owner, dir.clone())
@@ -300,19 +315,26 @@ impl Queues {
 
     /// Declares a queue: created if missing (an empty name gets a generated one);
     /// `Ok` with its figures if it exists with the same definition; `Mismatch` if not.
-    pub fn declare_queue(&self, mut config: QueueConfig) -> Result<QueueInfo, QueueError> {
+    pub fn declare_queue(&self, config: QueueConfig) -> Result<QueueInfo, QueueError> {
+        self.declare_queue_as(None, config)
+    }
+
+    fn declare_queue_as(
+        &self,
+        conn: Option<u64>,
+        mut config: QueueConfig,
+    ) -> Result<QueueInfo, QueueError> {
         if config.name.is_empty() {
             let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             config.name = format!("amq.gen-{:016x}-{n}", crate::runtime::unix_ms());
         }
         config.validate()?;
-        if config.exclusive {
-            return Err(QueueError::invalid(
-                "exclusive",
-                "exclusive queues need a connection (not supported yet)",
-            ));
+        if config.exclusive && conn.is_none() {
+            let why = "an exclusive queue is declared through a Connection (Queues::connection)";
+            return Err(QueueError::invalid("exclusive", why));
         }
         let mut catalog = self.catalog();
+        catalog.check_access(&config.name, conn)?;
         if let Some(existing) = catalog.queues.get(&config.name) {
             if *existing != config {
                 return Err(QueueError::Mismatch {
@@ -323,13 +345,17 @@ impl Queues {
             drop(catalog);
             return self.queue_info(&config.name);
         }
-        if config.durable {
+        // Exclusive queues end with their connection: never persisted.
+        if config.durable && !config.exclusive {
             let op = Op::Put {
                 key: format!("{QUEUE_KEY}{}", config.name).into_bytes(),
                 value: config.encode(),
             };
             write_meta_ops(&mut catalog.store, &[op])
                 .map_err(|e| QueueError::StoreFailed(e.to_string()))?;
+        }
+        if let (true, Some(conn)) = (config.exclusive, conn) {
+            catalog.owners.insert(config.name.clone(), conn);
         }
         catalog.table.add_queue(&config.name);
         catalog.queues.insert(config.name.clone(), config.clone());
@@ -348,9 +374,22 @@ impl Queues {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u64, QueueError> {
+        self.delete_queue_as(Access::As(None), name, if_unused, if_empty)
+    }
+
+    pub(crate) fn delete_queue_as(
+        &self,
+        access: Access,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, QueueError> {
         let mut catalog = self.catalog();
         if !catalog.queues.contains_key(name) {
             return Err(QueueError::no_queue(name));
+        }
+        if let Access::As(conn) = access {
+            catalog.check_access(name, conn)?;
         }
         let info = self.queue_info(name)?;
         if (if_unused && info.consumers > 0)
@@ -384,6 +423,7 @@ impl Queues {
             catalog.bindings.remove(i);
         }
         catalog.queues.remove(name);
+        catalog.owners.remove(name);
         catalog.table.remove_queue(name);
         let queue = name.to_owned();
         let removed =
@@ -399,6 +439,7 @@ impl Queues {
 
     /// Removes every ready message of a queue; returns how many.
     pub fn purge_queue(&self, name: &str) -> Result<u64, QueueError> {
+        self.catalog().check_access(name, None)?;
         let queue = name.to_owned();
         self.inner
             .runtime
@@ -460,6 +501,9 @@ impl Queues {
 
     fn bind(&self, source: &str, binding: Binding) -> Result<(), QueueError> {
         let mut catalog = self.catalog();
+        if let Destination::Queue(queue) = &binding.destination {
+            catalog.check_access(queue, None)?;
+        }
         let durable_dest = match &binding.destination {
             Destination::Queue(q) => catalog
                 .queues
@@ -626,6 +670,16 @@ impl Queues {
         queue: &str,
         options: ConsumeOptions,
     ) -> Result<QueueConsumer, QueueError> {
+        self.consume_as(None, queue, options)
+    }
+
+    fn consume_as(
+        &self,
+        conn: Option<u64>,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<QueueConsumer, QueueError> {
+        self.catalog().check_access(queue, conn)?;
         let owner = owner_of(queue, self.shards());
         let capacity = match (options.no_ack, options.prefetch) {
             (false, p) if p > 0 => p as usize,
@@ -648,6 +702,102 @@ impl Queues {
             cancelled: false,
             queues: self.clone(),
         })
+    }
+}
+
+/// Who asks, for exclusive queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The engine itself (auto-delete, expiry, a connection closing).
+    Internal,
+    /// A connection (`Some`) or the plain `Queues` handle (`None`).
+    As(Option<u64>),
+}
+
+/// A connection: what exclusive queues belong to. Its exclusive queues are deleted
+/// when it is dropped; other connections (and the plain `Queues` handle) get `Locked`
+/// when they use them.
+pub struct Connection {
+    queues: Queues,
+    id: u64,
+    exclusive: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id).finish()
+    }
+}
+
+impl Queues {
+    /// A new connection.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            queues: self.clone(),
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            exclusive: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Connection {
+    /// Declares a queue as this connection (`exclusive` ones belong to it).
+    pub fn declare_queue(&self, config: QueueConfig) -> Result<QueueInfo, QueueError> {
+        let exclusive = config.exclusive;
+        let info = self.queues.declare_queue_as(Some(self.id), config)?;
+        if exclusive {
+            let mut mine = match self.exclusive.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if !mine.contains(&info.name) {
+                mine.push(info.name.clone());
+            }
+        }
+        Ok(info)
+    }
+
+    /// Consumes a queue as this connection.
+    pub fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<QueueConsumer, QueueError> {
+        self.queues.consume_as(Some(self.id), queue, options)
+    }
+
+    /// Deletes a queue as this connection.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, QueueError> {
+        self.queues
+            .delete_queue_as(Access::As(Some(self.id)), name, if_unused, if_empty)
+    }
+
+    /// The plain handle (for exchanges, bindings and publishing).
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let mine = match self.exclusive.get_mut() {
+            Ok(mine) => std::mem::take(mine),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        for name in mine {
+            match self
+                .queues
+                .delete_queue_as(Access::Internal, &name, false, false)
+            {
+                Ok(_) | Err(QueueError::NotFound { .. }) => {}
+                Err(error) => tracing::warn!(%error, queue = name, "exclusive queue not deleted"),
+            }
+        }
     }
 }
 

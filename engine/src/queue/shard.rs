@@ -75,6 +75,8 @@ struct Owned {
     acks: RefCell<Vec<u64>>,
     ack_flush_scheduled: std::cell::Cell<bool>,
     armed: RefCell<BTreeSet<u64>>,
+    /// When it was last used (a consumer came or went), for `x-expires`.
+    last_used: std::cell::Cell<u64>,
 }
 
 #[derive(Default)]
@@ -83,6 +85,8 @@ struct State {
     queues: HashMap<Arc<str>, Arc<QueueConfig>>,
     owned: HashMap<Arc<str>, Rc<Owned>>,
     maintenance_armed: bool,
+    /// The API handle, for deletions the engine decides (queue TTL).
+    api: Option<super::Queues>,
 }
 
 /// This shard's exchanges-and-queues state (shared, shard-local).
@@ -109,6 +113,10 @@ impl ShardQueues {
 
     fn owned(&self, queue: &str) -> Option<Rc<Owned>> {
         self.state.borrow().owned.get(queue).cloned()
+    }
+
+    pub(crate) fn set_api(&self, api: super::Queues) {
+        self.state.borrow_mut().api = Some(api);
     }
 
     pub(crate) fn add_exchange(&self, config: &ExchangeConfig) {
@@ -195,6 +203,7 @@ impl ShardQueues {
     ) -> Result<(), QueueError> {
         let owned = self.owned(name).ok_or_else(|| QueueError::no_queue(name))?;
         owned.state.borrow_mut().add_consumer(slot);
+        owned.last_used.set(now_ms());
         self.dispatch(ctx, name);
         Ok(())
     }
@@ -205,13 +214,64 @@ impl ShardQueues {
         let Some(owned) = self.owned(queue) else {
             return false;
         };
-        let auto_delete = {
+        let (auto_delete, expires) = {
             let mut state = owned.state.borrow_mut();
             state.cancel(id);
-            state.config.auto_delete && state.had_consumer && state.consumer_count() == 0
+            let idle = state.consumer_count() == 0;
+            let auto_delete = state.config.auto_delete && state.had_consumer && idle;
+            (auto_delete, state.config.args.expires.filter(|_| idle))
         };
+        owned.last_used.set(now_ms());
         self.dispatch(ctx, queue);
+        if let Some(expires) = expires {
+            self.arm_unused_check(ctx, queue, expires);
+        }
         auto_delete
+    }
+
+    /// `x-expires`: checks after `after` whether the queue went unused that long, and
+    /// deletes it if so (on a thread of its own: deleting waits for every shard).
+    fn arm_unused_check(&self, ctx: &mut ShardCtx, queue: &Arc<str>, after: Duration) {
+        let name = queue.clone();
+        let check = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).check_unused(ctx, &name);
+        if let Err(error) = ctx.after(after, check) {
+            tracing::error!(%error, "cannot arm a queue's x-expires check");
+        }
+    }
+
+    fn check_unused(&self, ctx: &mut ShardCtx, queue: &Arc<str>) {
+        let Some(owned) = self.owned(queue) else {
+            return;
+        };
+        let (busy, expires) = {
+            let state = owned.state.borrow();
+            (state.consumer_count() > 0, state.config.args.expires)
+        };
+        let Some(expires) = expires else { return };
+        if busy {
+            return; // the last consumer's cancel arms the next check
+        }
+        let idle_ms = now_ms().saturating_sub(owned.last_used.get());
+        let expires_ms = u64::try_from(expires.as_millis()).unwrap_or(u64::MAX);
+        if idle_ms < expires_ms {
+            self.arm_unused_check(ctx, queue, Duration::from_millis(expires_ms - idle_ms));
+            return;
+        }
+        let Some(api) = self.state.borrow().api.clone() else {
+            return;
+        };
+        let name = queue.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("ringbroker-queue-expiry".into())
+            .spawn(move || {
+                if let Err(error) = api.delete_queue_as(super::Access::Internal, &name, true, false)
+                {
+                    tracing::debug!(%error, queue = name, "unused queue not deleted");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the thread deleting an unused queue");
+        }
     }
 
     /// Routes `items` published on this shard; `reply` gets one result per item.
@@ -729,6 +789,7 @@ fn open_queue(
         acks: RefCell::new(Vec::new()),
         ack_flush_scheduled: std::cell::Cell::new(false),
         armed: RefCell::new(BTreeSet::new()),
+        last_used: std::cell::Cell::new(now_ms()),
     })
 }
 

@@ -651,3 +651,45 @@ fn auto_delete_and_unused_queues_are_removed() {
         "unused queue kept"
     );
 }
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn fully_acknowledged_segments_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    queue(&q, "big");
+    let payload = Bytes::from(vec![1u8; 1 << 20]);
+    for _ in 0..3 {
+        let batch = (0..40).map(|_| (String::new(), "big".to_owned(), Message::persistent(payload.clone()))).collect();
+        for r in q.publish_batch(batch, true).unwrap() {
+            r.unwrap();
+        }
+    }
+    let logs = dir.path().join("amqp/queues");
+    assert!(dir_bytes(&logs) > 100 << 20);
+    let c = q.consume("big", ConsumeOptions { prefetch: 10, no_ack: false }).unwrap();
+    assert_eq!(drain(&c).len(), 120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while dir_bytes(&logs) > 70 << 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only the active segment (at most 64 MiB and one group past it) remains.
+    assert!(dir_bytes(&logs) <= 70 << 20, "{} bytes left", dir_bytes(&logs));
+}

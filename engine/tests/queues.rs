@@ -677,19 +677,70 @@ fn fully_acknowledged_segments_are_removed() {
     queue(&q, "big");
     let payload = Bytes::from(vec![1u8; 1 << 20]);
     for _ in 0..3 {
-        let batch = (0..40).map(|_| (String::new(), "big".to_owned(), Message::persistent(payload.clone()))).collect();
+        let batch = (0..40)
+            .map(|_| {
+                (
+                    String::new(),
+                    "big".to_owned(),
+                    Message::persistent(payload.clone()),
+                )
+            })
+            .collect();
         for r in q.publish_batch(batch, true).unwrap() {
             r.unwrap();
         }
     }
     let logs = dir.path().join("amqp/queues");
     assert!(dir_bytes(&logs) > 100 << 20);
-    let c = q.consume("big", ConsumeOptions { prefetch: 10, no_ack: false }).unwrap();
+    let c = q
+        .consume(
+            "big",
+            ConsumeOptions {
+                prefetch: 10,
+                no_ack: false,
+            },
+        )
+        .unwrap();
     assert_eq!(drain(&c).len(), 120);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while dir_bytes(&logs) > 70 << 20 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Only the active segment (at most 64 MiB and one group past it) remains.
-    assert!(dir_bytes(&logs) <= 70 << 20, "{} bytes left", dir_bytes(&logs));
+    assert!(
+        dir_bytes(&logs) <= 70 << 20,
+        "{} bytes left",
+        dir_bytes(&logs)
+    );
+}
+
+#[test]
+fn exchange_to_exchange_bindings_route_through_and_unbind() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("front", ExchangeKind::Topic))
+        .unwrap();
+    q.declare_exchange(ExchangeConfig::new("audit", ExchangeKind::Fanout))
+        .unwrap();
+    q.bind_exchange("audit", "front", "pay.#", Vec::new())
+        .unwrap();
+    queue(&q, "ledger");
+    q.bind_queue("ledger", "audit", "", Vec::new()).unwrap();
+    assert_eq!(
+        q.publish("front", "pay.card.ok", Message::new("1"), true)
+            .unwrap()
+            .queues,
+        1
+    );
+    assert!(matches!(
+        q.publish("front", "ship.done", Message::new("2"), true),
+        Err(QueueError::Unroutable)
+    ));
+    q.unbind_queue("ledger", "audit", "", Vec::new()).unwrap();
+    assert!(matches!(
+        q.publish("front", "pay.card.ok", Message::new("3"), true),
+        Err(QueueError::Unroutable)
+    ));
+    assert_eq!(q.queue_info("ledger").unwrap().messages, 1);
 }

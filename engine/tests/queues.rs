@@ -744,3 +744,159 @@ fn exchange_to_exchange_bindings_route_through_and_unbind() {
     ));
     assert_eq!(q.queue_info("ledger").unwrap().messages, 1);
 }
+
+#[test]
+fn dead_letter_cycles_are_dropped_not_looped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    let mut looping = QueueConfig::new("loop");
+    looping.durable = false;
+    looping.args.message_ttl = Some(Duration::ZERO);
+    looping.args.dead_letter_exchange = Some(String::new()); // the default exchange: back to "loop"
+    q.declare_queue(looping).unwrap();
+    q.publish("", "loop", Message::new("x"), true).unwrap();
+    let mut capped = QueueConfig::new("ml");
+    capped.args.max_length = Some(1);
+    capped.args.dead_letter_exchange = Some(String::new());
+    capped.args.dead_letter_routing_key = Some("ml".into());
+    q.declare_queue(capped).unwrap();
+    q.publish("", "ml", Message::new("a"), true).unwrap();
+    q.publish("", "ml", Message::new("b"), true).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Still serving, each cycle cut after one turn.
+    assert_eq!(q.queue_info("loop").unwrap().messages, 0);
+    assert_eq!(q.queue_info("ml").unwrap().messages, 1);
+}
+
+#[test]
+fn no_ack_deliveries_of_persistent_messages_do_not_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = runtime(1);
+        let q = open(&rt, dir.path());
+        queue(&q, "fire");
+        send(&q, "", "fire", "once");
+        let c = q
+            .consume(
+                "fire",
+                ConsumeOptions {
+                    prefetch: 0,
+                    no_ack: true,
+                },
+            )
+            .unwrap();
+        assert_eq!(text(&c.next(Duration::from_secs(5)).unwrap()), "once");
+        std::thread::sleep(Duration::from_millis(100));
+        std::mem::forget(c);
+        rt.shutdown().unwrap();
+    }
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    assert_eq!(q.queue_info("fire").unwrap().messages, 0);
+}
+
+#[test]
+fn persistent_and_transient_messages_keep_their_publish_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    queue(&q, "mixed");
+    let batch = (0..20)
+        .map(|i| {
+            let m = if i % 3 == 0 {
+                Message::persistent(format!("{i}"))
+            } else {
+                Message::new(format!("{i}"))
+            };
+            (String::new(), "mixed".to_owned(), m)
+        })
+        .collect();
+    for r in q.publish_batch(batch, true).unwrap() {
+        r.unwrap();
+    }
+    let c = q.consume("mixed", ConsumeOptions::default()).unwrap();
+    let got: Vec<String> = drain(&c).iter().map(text).collect();
+    assert_eq!(got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_expired_message_behind_the_head_is_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    queue(&q, "t");
+    q.publish("", "t", Message::new("head"), false).unwrap();
+    q.publish(
+        "",
+        "t",
+        Message::new("short").expiration(Duration::from_millis(50)),
+        false,
+    )
+    .unwrap();
+    q.publish("", "t", Message::new("tail"), false).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let c = q.consume("t", ConsumeOptions::default()).unwrap();
+    assert_eq!(
+        drain(&c).iter().map(text).collect::<Vec<_>>(),
+        ["head", "tail"]
+    );
+}
+
+#[test]
+fn a_queue_that_never_had_a_consumer_expires_and_acks_all_with_tag_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    let mut idle = QueueConfig::new("never-used");
+    idle.args.expires = Some(Duration::from_millis(100));
+    q.declare_queue(idle).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while q.queue_info("never-used").is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        q.queue_info("never-used").is_err(),
+        "an unused queue was kept"
+    );
+    queue(&q, "many");
+    for i in 0..5 {
+        send(&q, "", "many", &format!("{i}"));
+    }
+    let c = q.consume("many", ConsumeOptions::default()).unwrap();
+    for _ in 0..5 {
+        c.next(Duration::from_secs(5)).unwrap();
+    }
+    c.ack(0, true).unwrap(); // every outstanding delivery
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(q.queue_info("many").unwrap().unacked, 0);
+}
+
+#[test]
+fn an_exclusive_queue_is_bound_through_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(2);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("logs", ExchangeKind::Fanout))
+        .unwrap();
+    let conn = q.connection();
+    let temp = conn
+        .declare_queue(QueueConfig {
+            exclusive: true,
+            durable: false,
+            ..QueueConfig::new("")
+        })
+        .unwrap();
+    assert!(matches!(
+        q.bind_queue(&temp.name, "logs", "", Vec::new()),
+        Err(QueueError::Locked(_))
+    ));
+    conn.bind_queue(&temp.name, "logs", "", Vec::new()).unwrap();
+    assert_eq!(
+        q.publish("logs", "", Message::new("hello"), true)
+            .unwrap()
+            .queues,
+        1
+    );
+    assert_eq!(conn.purge_queue(&temp.name).unwrap(), 1);
+}

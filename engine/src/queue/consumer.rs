@@ -253,15 +253,16 @@ impl QueueConsumer {
         let (queue, id) = (self.queue.clone(), self.id);
         let cancel = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).cancel(ctx, &queue, id);
         match self.buffer.runtime.call(self.buffer.owner, cancel.clone()) {
-            Ok(true) => match self.queues.delete_queue_as(
-                super::Access::Internal,
-                &self.queue,
-                false,
-                false,
-            ) {
-                Ok(_) | Err(QueueError::NotFound { .. }) => Ok(()),
-                Err(error) => Err(error),
-            },
+            // `if_unused`: a consumer that came meanwhile keeps the queue.
+            Ok(true) => {
+                match self
+                    .queues
+                    .delete_queue_as(super::Access::Internal, &self.queue, true, false)
+                {
+                    Ok(_) | Err(QueueError::NotFound { .. } | QueueError::InUse { .. }) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
             Ok(false) => Ok(()),
             Err(CallError::OnShardThread { .. }) => {
                 // Dropped on a shard: cancel without waiting (no auto-delete from here).

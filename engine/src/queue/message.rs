@@ -179,8 +179,35 @@ pub(crate) fn encode_props(exchange: &str, routing_key: &str, props: &Properties
 }
 
 /// Bounds on stored lists, checked before anything is allocated for them.
-const HEADERS_MAX: usize = 65_536;
-const DEATHS_MAX: usize = 1024;
+pub(crate) const HEADERS_MAX: usize = 65_536;
+pub(crate) const DEATHS_MAX: usize = 1024;
+
+impl Properties {
+    /// Refuses properties a durable queue could not read back.
+    pub(crate) fn check(&self) -> Result<(), super::error::QueueError> {
+        let too_many = |what: &'static str, n: usize, max: usize| {
+            super::error::QueueError::invalid(what, format!("{n}; at most {max}"))
+        };
+        if self.headers.len() > HEADERS_MAX {
+            return Err(too_many("headers", self.headers.len(), HEADERS_MAX));
+        }
+        if self.deaths.len() > DEATHS_MAX {
+            return Err(too_many("deaths", self.deaths.len(), DEATHS_MAX));
+        }
+        match self
+            .deaths
+            .iter()
+            .find(|d| d.routing_keys.len() > DEATHS_MAX)
+        {
+            Some(d) => Err(too_many(
+                "death routing keys",
+                d.routing_keys.len(),
+                DEATHS_MAX,
+            )),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Reads what `encode_props` wrote: (exchange, routing key, properties).
 pub(crate) fn decode_props(bytes: &[u8]) -> Result<(String, String, Properties), DecodeError> {

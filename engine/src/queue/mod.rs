@@ -439,7 +439,11 @@ impl Queues {
 
     /// Removes every ready message of a queue; returns how many.
     pub fn purge_queue(&self, name: &str) -> Result<u64, QueueError> {
-        self.catalog().check_access(name, None)?;
+        self.purge_queue_as(None, name)
+    }
+
+    fn purge_queue_as(&self, conn: Option<u64>, name: &str) -> Result<u64, QueueError> {
+        self.catalog().check_access(name, conn)?;
         let queue = name.to_owned();
         self.inner
             .runtime
@@ -500,9 +504,13 @@ impl Queues {
     }
 
     fn bind(&self, source: &str, binding: Binding) -> Result<(), QueueError> {
+        self.bind_as(None, source, binding)
+    }
+
+    fn bind_as(&self, conn: Option<u64>, source: &str, binding: Binding) -> Result<(), QueueError> {
         let mut catalog = self.catalog();
         if let Destination::Queue(queue) = &binding.destination {
-            catalog.check_access(queue, None)?;
+            catalog.check_access(queue, conn)?;
         }
         let durable_dest = match &binding.destination {
             Destination::Queue(q) => catalog
@@ -632,6 +640,9 @@ impl Queues {
     where
         F: FnOnce(Vec<Result<Confirm, QueueError>>) + Send + 'static,
     {
+        for (_, _, message) in &messages {
+            message.properties.check()?;
+        }
         let mut last: Option<(Arc<str>, Arc<str>)> = None;
         let items = messages
             .into_iter()
@@ -651,6 +662,7 @@ impl Queues {
                     props: Arc::new(message.properties),
                     payload: message.payload,
                     mandatory,
+                    dead_letter: false,
                 }
             })
             .collect();
@@ -775,6 +787,27 @@ impl Connection {
     ) -> Result<u64, QueueError> {
         self.queues
             .delete_queue_as(Access::As(Some(self.id)), name, if_unused, if_empty)
+    }
+
+    /// Binds a queue as this connection (its exclusive queues included).
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), QueueError> {
+        let binding = Binding {
+            destination: Destination::Queue(Arc::from(queue)),
+            routing_key: routing_key.to_owned(),
+            arguments,
+        };
+        self.queues.bind_as(Some(self.id), exchange, binding)
+    }
+
+    /// Removes every ready message of a queue, as this connection.
+    pub fn purge_queue(&self, name: &str) -> Result<u64, QueueError> {
+        self.queues.purge_queue_as(Some(self.id), name)
     }
 
     /// The plain handle (for exchanges, bindings and publishing).

@@ -65,6 +65,9 @@ pub(crate) struct Item {
     pub(crate) props: Arc<Properties>,
     pub(crate) payload: Bytes,
     pub(crate) mandatory: bool,
+    /// A dead letter: not routed back into a queue it already died in, unless a
+    /// rejection is part of the loop (RabbitMQ's cycle rule).
+    pub(crate) dead_letter: bool,
 }
 
 /// A queue owned by this shard.
@@ -77,6 +80,8 @@ struct Owned {
     armed: RefCell<BTreeSet<u64>>,
     /// When it was last used (a consumer came or went), for `x-expires`.
     last_used: std::cell::Cell<u64>,
+    unused_check_armed: std::cell::Cell<bool>,
+    admissions: RefCell<Admissions>,
 }
 
 #[derive(Default)]
@@ -155,6 +160,7 @@ impl ShardQueues {
         if owner != ctx.shard_id() || self.owned(&name).is_some() {
             return Ok(());
         }
+        let expires = config.args.expires;
         let owned = open_queue(name.clone(), config, dir)?;
         self.state
             .borrow_mut()
@@ -162,6 +168,9 @@ impl ShardQueues {
             .insert(name.clone(), Rc::new(owned));
         self.arm_maintenance(ctx);
         self.dispatch(ctx, &name);
+        if let Some(expires) = expires {
+            self.arm_unused_check(ctx, &name, expires); // unused from the start
+        }
         Ok(())
     }
 
@@ -232,9 +241,16 @@ impl ShardQueues {
     /// `x-expires`: checks after `after` whether the queue went unused that long, and
     /// deletes it if so (on a thread of its own: deleting waits for every shard).
     fn arm_unused_check(&self, ctx: &mut ShardCtx, queue: &Arc<str>, after: Duration) {
+        let Some(owned) = self.owned(queue) else {
+            return;
+        };
+        if owned.unused_check_armed.replace(true) {
+            return; // one check at a time; it re-arms itself while needed
+        }
         let name = queue.clone();
         let check = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).check_unused(ctx, &name);
         if let Err(error) = ctx.after(after, check) {
+            owned.unused_check_armed.set(false);
             tracing::error!(%error, "cannot arm a queue's x-expires check");
         }
     }
@@ -243,6 +259,7 @@ impl ShardQueues {
         let Some(owned) = self.owned(queue) else {
             return;
         };
+        owned.unused_check_armed.set(false);
         let (busy, expires) = {
             let state = owned.state.borrow();
             (state.consumer_count() > 0, state.config.args.expires)
@@ -279,6 +296,9 @@ impl ShardQueues {
         let mut results: Vec<Option<Result<Confirm, QueueError>>> = Vec::with_capacity(items.len());
         let mut expected = vec![0usize; items.len()];
         let mut by_owner: HashMap<usize, Vec<Copy>> = HashMap::new();
+        // Dead letters are not refused for backpressure: they wait in the external
+        // queue instead (the message already left its queue).
+        let patient = items.iter().any(|i| i.dead_letter);
         {
             let mut state = self.state.borrow_mut();
             for (index, item) in items.into_iter().enumerate() {
@@ -287,6 +307,7 @@ impl ShardQueues {
                         .routes
                         .route(&item.exchange, &item.routing_key, &item.props.headers);
                 let queues = match routed {
+                    Ok(queues) if item.dead_letter => without_cycles(queues, &item.props),
                     Ok(queues) => queues,
                     Err(_) => {
                         results.push(Some(Err(QueueError::no_exchange(&item.exchange))));
@@ -320,14 +341,26 @@ impl ShardQueues {
         for (owner, copies) in by_owner {
             let join = join.clone();
             let done: CopiesReply = Box::new(move |answers| join.fill(answers));
-            self.send_copies(ctx, owner, copies, done);
+            self.send_copies(ctx, owner, copies, done, patient);
         }
         join.check_done();
     }
 
-    fn send_copies(&self, ctx: &mut ShardCtx, owner: usize, copies: Vec<Copy>, done: CopiesReply) {
+    fn send_copies(
+        &self,
+        ctx: &mut ShardCtx,
+        owner: usize,
+        copies: Vec<Copy>,
+        done: CopiesReply,
+        patient: bool,
+    ) {
         if owner == ctx.shard_id() {
             self.enqueue(ctx, copies, done);
+            return;
+        }
+        if patient {
+            let task = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).enqueue(ctx, copies, done);
+            send_control(ctx, owner, task);
             return;
         }
         if !ctx.can_send(owner) {
@@ -346,14 +379,15 @@ impl ShardQueues {
     }
 
     /// Enqueues copies for queues owned here; `done` gets one answer per copy once
-    /// every persistent one is stored.
+    /// every persistent one is stored. Each queue admits in arrival order: a transient
+    /// copy that arrives while a persistent one is being stored waits behind it.
     fn enqueue(&self, ctx: &mut ShardCtx, copies: Vec<Copy>, done: CopiesReply) {
         let slot: Rc<RefCell<AnswerSlot>> = Rc::new(RefCell::new((
             Vec::with_capacity(copies.len()),
             copies.len(),
             Some(done),
         )));
-        let answer: Rc<dyn Fn(usize, Result<(), QueueError>)> = Rc::new(move |item, result| {
+        let answer: Answerer = Rc::new(move |item, result| {
             let finished = {
                 let mut a = slot.borrow_mut();
                 a.0.push((item, result));
@@ -364,8 +398,7 @@ impl ShardQueues {
                 done(all);
             }
         });
-        let mut touched: Vec<Arc<str>> = Vec::new();
-        let mut to_store: HashMap<Arc<str>, Vec<(usize, Msg)>> = HashMap::new();
+        let mut touched: Vec<Rc<Owned>> = Vec::new();
         for copy in copies {
             let Some(owned) = self.owned(&copy.queue) else {
                 answer(copy.item, Err(QueueError::no_queue(&copy.queue)));
@@ -373,25 +406,49 @@ impl ShardQueues {
             };
             let msg = new_msg(&owned, &copy);
             let persist = copy.props.persistent && owned.log.is_some();
-            if persist {
-                to_store
-                    .entry(copy.queue.clone())
-                    .or_default()
-                    .push((copy.item, msg));
+            if persist && owned.state.borrow().would_refuse(copy.payload.len() as u64) {
+                // Refused before it is written: nothing to take back after a crash.
+                answer(copy.item, Err(QueueError::Refused(owned.name.to_string())));
                 continue;
             }
-            let result = self.admit(ctx, &owned, msg);
-            answer(copy.item, result);
-            if !touched.contains(&copy.queue) {
-                touched.push(copy.queue.clone());
+            owned
+                .admissions
+                .borrow_mut()
+                .add(copy.item, msg, persist, &answer);
+            if !touched.iter().any(|o| Rc::ptr_eq(o, &owned)) {
+                touched.push(owned);
             }
         }
-        for (queue, msgs) in to_store {
-            self.store(ctx, &queue, msgs, answer.clone());
+        for owned in touched {
+            let batches = owned.admissions.borrow_mut().unsubmitted();
+            for (seq, msgs) in batches {
+                self.store(ctx, &owned, seq, &msgs);
+            }
+            self.drain_admissions(ctx, &owned);
         }
-        for queue in touched {
-            self.dispatch(ctx, &queue);
+    }
+
+    /// Admits what is at the front of `owned`'s admission line and ready (transient
+    /// copies, and persistent ones the log has answered for), in order.
+    fn drain_admissions(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>) {
+        loop {
+            let front = owned.admissions.borrow_mut().pop_ready();
+            let Some((entries, outcome)) = front else {
+                break;
+            };
+            for (k, (item, mut msg, answer)) in entries.into_iter().enumerate() {
+                let result = match &outcome {
+                    Outcome::Ready => self.admit(ctx, owned, msg),
+                    Outcome::Stored(base) => {
+                        msg.offset = Some(base + k as u64);
+                        self.admit(ctx, owned, msg)
+                    }
+                    Outcome::Failed(error) => Err(error.clone().into_error()),
+                };
+                answer(item, result);
+            }
         }
+        self.dispatch(ctx, &owned.name);
     }
 
     /// Adds `msg` to its queue (its length limits applied): `Refused`, or accepted with
@@ -414,89 +471,53 @@ impl ShardQueues {
         }
     }
 
-    /// Appends persistent `msgs` to `queue`'s log as one batch; each is admitted once
-    /// stored, and answered through `answer`.
-    fn store(
-        &self,
-        ctx: &mut ShardCtx,
-        queue: &Arc<str>,
-        msgs: Vec<(usize, Msg)>,
-        answer: Rc<dyn Fn(usize, Result<(), QueueError>)>,
-    ) {
-        let Some(log) = self.owned(queue).and_then(|o| o.log.clone()) else {
-            for (item, _) in msgs {
-                answer(item, Err(QueueError::no_queue(queue)));
-            }
-            return;
-        };
+    /// Appends persistent messages (admission `seq` of `owned`) to its log as one
+    /// batch; the log's answer settles that admission.
+    fn store(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>, seq: u64, msgs: &[RecordParts]) {
+        let Some(log) = owned.log.clone() else { return };
         let props: Vec<Vec<u8>> = msgs
             .iter()
-            .map(|(_, m)| encode_props(&m.exchange, &m.routing_key, &m.props))
+            .map(|(exchange, key, props, _)| encode_props(exchange, key, props))
             .collect();
         let headers: Vec<[(&[u8], &[u8]); 1]> = props
             .iter()
             .map(|p| [(PROPS_HEADER, p.as_slice())])
             .collect();
         let now = now_ms() as i64;
-        let payloads: Vec<Bytes> = msgs.iter().map(|(_, m)| m.payload.clone()).collect();
-        let records: Vec<Record<'_>> = payloads
+        let records: Vec<Record<'_>> = msgs
             .iter()
             .zip(&headers)
-            .map(|(payload, h)| Record {
+            .map(|((_, _, _, payload), h)| Record {
                 timestamp: now,
                 key: None,
                 headers: h,
                 value: payload,
             })
             .collect();
-        let items: Vec<usize> = msgs.iter().map(|(item, _)| *item).collect();
-        let (this, queue_name, answered) = (self.clone(), queue.clone(), answer.clone());
+        // Weak: a queue deleted (and declared again) meanwhile is not this one.
+        let (this, target) = (self.clone(), Rc::downgrade(owned));
         let appended = log.append(ctx, &records, move |ctx, outcome| {
-            this.stored(ctx, &queue_name, msgs, outcome, &*answered);
+            let Some(owned) = target.upgrade() else {
+                return;
+            };
+            let outcome = match outcome {
+                AppendOutcome::Stored { base_offset, .. } => Outcome::Stored(base_offset),
+                AppendOutcome::Failed { error, .. } => {
+                    Outcome::Failed(Refusal::Store(error.to_string()))
+                }
+            };
+            owned.admissions.borrow_mut().settle(seq, outcome);
+            this.drain_admissions(ctx, &owned);
         });
         if let Err(error) = appended {
-            let error = match error {
-                crate::storage::AppendError::Backpressure { .. } => QueueError::Backpressure,
-                crate::storage::AppendError::Storage(e) => QueueError::StoreFailed(e.to_string()),
+            let refusal = match error {
+                crate::storage::AppendError::Backpressure { .. } => Refusal::Backpressure,
+                crate::storage::AppendError::Storage(e) => Refusal::Store(e.to_string()),
             };
-            for item in items {
-                let error = match &error {
-                    QueueError::Backpressure => QueueError::Backpressure,
-                    other => QueueError::StoreFailed(other.to_string()),
-                };
-                answer(item, Err(error));
-            }
-        }
-    }
-
-    /// The log's answer for persistent messages: admitted once stored.
-    fn stored(
-        &self,
-        ctx: &mut ShardCtx,
-        queue: &Arc<str>,
-        msgs: Vec<(usize, Msg)>,
-        outcome: AppendOutcome,
-        answer: &dyn Fn(usize, Result<(), QueueError>),
-    ) {
-        let Some(owned) = self.owned(queue) else {
-            for (item, _) in msgs {
-                answer(item, Err(QueueError::no_queue(queue)));
-            }
-            return;
-        };
-        match outcome {
-            AppendOutcome::Stored { base_offset, .. } => {
-                for (k, (item, mut msg)) in msgs.into_iter().enumerate() {
-                    msg.offset = Some(base_offset + k as u64);
-                    answer(item, self.admit(ctx, &owned, msg));
-                }
-                self.dispatch(ctx, queue);
-            }
-            AppendOutcome::Failed { error, .. } => {
-                for (item, _) in msgs {
-                    answer(item, Err(QueueError::StoreFailed(error.to_string())));
-                }
-            }
+            owned
+                .admissions
+                .borrow_mut()
+                .settle(seq, Outcome::Failed(refusal));
         }
     }
 
@@ -507,8 +528,9 @@ impl ShardQueues {
             return;
         };
         let now = now_ms();
-        let expired = owned.state.borrow_mut().dispatch(now);
-        self.leave(ctx, &owned, expired, DeathReason::Expired);
+        let dispatched = owned.state.borrow_mut().dispatch(now);
+        self.settled(ctx, &owned, &dispatched.auto_acked);
+        self.leave(ctx, &owned, dispatched.expired, DeathReason::Expired);
         let next = owned.state.borrow().next_expiry();
         if let Some(at) = next {
             self.arm_expiry(ctx, &owned, name, at);
@@ -609,15 +631,21 @@ impl ShardQueues {
                     props: Arc::new(props),
                     payload: m.payload,
                     mandatory: false,
+                    dead_letter: true,
                 }
             })
             .collect();
-        let reply: PublishReply = Box::new(|results| {
-            for error in results.into_iter().filter_map(Result::err) {
-                tracing::warn!(%error, "dead letter not stored");
-            }
-        });
-        self.publish(ctx, items, reply);
+        // As a task of its own, never nested: a dead letter that lands back here (and
+        // dies again) must not recurse.
+        let publish = move |ctx: &mut ShardCtx| {
+            let reply: PublishReply = Box::new(|results| {
+                for error in results.into_iter().filter_map(Result::err) {
+                    tracing::warn!(%error, "dead letter not stored");
+                }
+            });
+            ShardQueues::get(ctx).publish(ctx, items, reply);
+        };
+        send_control(ctx, ctx.shard_id(), publish);
     }
 
     fn schedule_ack_flush(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>) {
@@ -703,6 +731,156 @@ type AnswerSlot = (
     Option<CopiesReply>,
 );
 
+/// Answers one copy of a publish (on the owner shard).
+type Answerer = Rc<dyn Fn(usize, Result<(), QueueError>)>;
+
+/// What a persistent record needs: exchange, routing key, properties, payload.
+type RecordParts = (Arc<str>, Arc<str>, Arc<Properties>, Bytes);
+
+/// Why a persistent copy was not stored (cloneable: shared by a batch).
+#[derive(Debug, Clone)]
+enum Refusal {
+    Backpressure,
+    Store(String),
+}
+
+impl Refusal {
+    fn into_error(self) -> QueueError {
+        match self {
+            Self::Backpressure => QueueError::Backpressure,
+            Self::Store(why) => QueueError::StoreFailed(why),
+        }
+    }
+}
+
+/// Where an admission stands.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Transient: admit as soon as it is at the front.
+    Ready,
+    /// Persistent, stored from this offset.
+    Stored(u64),
+    /// Persistent, not stored.
+    Failed(Refusal),
+}
+
+/// One copy waiting to enter a queue: its item in the publish, the message, and who to
+/// answer.
+type Entry = (usize, Msg, Answerer);
+
+/// Copies waiting to enter a queue, in arrival order.
+struct Admission {
+    seq: u64,
+    entries: Vec<Entry>,
+    persistent: bool,
+    submitted: bool,
+    outcome: Option<Outcome>,
+}
+
+/// A queue's admission line: copies enter the queue in the order they arrived, a
+/// persistent run only once its log append is answered.
+#[derive(Default)]
+struct Admissions {
+    line: std::collections::VecDeque<Admission>,
+    next_seq: u64,
+}
+
+impl Admissions {
+    /// Queues a copy, joining the last admission when it is of the same kind and not
+    /// yet submitted to the log.
+    fn add(&mut self, item: usize, msg: Msg, persistent: bool, answer: &Answerer) {
+        if let Some(last) = self.line.back_mut() {
+            let open = !last.submitted && (!persistent || last.outcome.is_none());
+            if last.persistent == persistent && open {
+                last.entries.push((item, msg, answer.clone()));
+                return;
+            }
+        }
+        self.next_seq += 1;
+        self.line.push_back(Admission {
+            seq: self.next_seq,
+            entries: vec![(item, msg, answer.clone())],
+            persistent,
+            submitted: false,
+            outcome: (!persistent).then_some(Outcome::Ready),
+        });
+    }
+
+    /// The persistent admissions not yet handed to the log (marked handed now), with
+    /// what their records need.
+    fn unsubmitted(&mut self) -> Vec<(u64, Vec<RecordParts>)> {
+        let mut out = Vec::new();
+        for admission in self
+            .line
+            .iter_mut()
+            .filter(|a| a.persistent && !a.submitted)
+        {
+            admission.submitted = true;
+            let parts = admission
+                .entries
+                .iter()
+                .map(|(_, m, _)| {
+                    (
+                        m.exchange.clone(),
+                        m.routing_key.clone(),
+                        m.props.clone(),
+                        m.payload.clone(),
+                    )
+                })
+                .collect();
+            out.push((admission.seq, parts));
+        }
+        out
+    }
+
+    fn settle(&mut self, seq: u64, outcome: Outcome) {
+        if let Some(admission) = self.line.iter_mut().find(|a| a.seq == seq) {
+            admission.outcome = Some(outcome);
+        }
+    }
+
+    /// The front admission if its outcome is known.
+    fn pop_ready(&mut self) -> Option<(Vec<Entry>, Outcome)> {
+        self.line.front()?.outcome.as_ref()?;
+        let admission = self.line.pop_front()?;
+        let outcome = admission.outcome?;
+        Some((admission.entries, outcome))
+    }
+}
+
+/// The queues a dead letter may go to: not one it already died in, unless one of its
+/// deaths is a rejection (a loop a consumer drives on purpose, like a retry queue).
+fn without_cycles(mut queues: Vec<Arc<str>>, props: &Properties) -> Vec<Arc<str>> {
+    if props
+        .deaths
+        .iter()
+        .any(|d| d.reason == DeathReason::Rejected)
+    {
+        return queues;
+    }
+    queues.retain(|q| {
+        let cycle = props.deaths.iter().any(|d| *d.queue == **q);
+        if cycle {
+            tracing::warn!(queue = %q, "dead-letter cycle: message dropped");
+        }
+        !cycle
+    });
+    queues
+}
+
+/// Sends a task that must not be lost to a backpressure answer: through the ring, or
+/// the runtime's external queue when the ring is full.
+fn send_control<F>(ctx: &mut ShardCtx, target: usize, task: F)
+where
+    F: FnOnce(&mut ShardCtx) + Send + 'static,
+{
+    if let Err(refused) = ctx.send(target, task) {
+        if let Err(error) = ctx.runtime().spawn(target, refused.into_task()) {
+            tracing::error!(%error, target, "task lost: the engine's queues are full");
+        }
+    }
+}
+
 /// The shard that owns queue `name`.
 pub(crate) fn owner_of(name: &str, shards: usize) -> usize {
     crate::runtime::shard_for(name.as_bytes(), shards)
@@ -756,6 +934,7 @@ fn with_death(m: &Msg, queue: &str, reason: DeathReason) -> Properties {
             },
         ),
     }
+    props.deaths.truncate(super::message::DEATHS_MAX);
     // A dead letter's TTL was this queue's business; it does not follow it.
     props.expiration = None;
     props
@@ -790,6 +969,8 @@ fn open_queue(
         ack_flush_scheduled: std::cell::Cell::new(false),
         armed: RefCell::new(BTreeSet::new()),
         last_used: std::cell::Cell::new(now_ms()),
+        unused_check_armed: std::cell::Cell::new(false),
+        admissions: RefCell::new(Admissions::default()),
     })
 }
 

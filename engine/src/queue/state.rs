@@ -68,6 +68,14 @@ impl ConsumerSlot {
     }
 }
 
+/// What a dispatch handed back.
+pub(crate) struct Dispatched {
+    /// Expired messages (dead-letter them).
+    pub(crate) expired: Vec<Msg>,
+    /// Persistent messages delivered without acknowledgement (settle them).
+    pub(crate) auto_acked: Vec<Msg>,
+}
+
 /// What became of an enqueue.
 pub(crate) enum Enqueued {
     /// In the queue; `dropped` were pushed out of its head to make room.
@@ -214,20 +222,29 @@ impl QueueState {
     }
 
     /// Delivers ready messages to consumers with room, in turn. Returns the expired
-    /// messages met on the way (for dead-lettering) and whether a consumer's buffer
-    /// was full while messages waited (it wakes this shard when it drains).
-    pub(crate) fn dispatch(&mut self, now_ms: u64) -> Vec<Msg> {
-        let expired = self.expire(now_ms);
+    /// messages met on the way (for dead-lettering; an expired message is never
+    /// delivered) and the persistent ones delivered to consumers that do not ack (they
+    /// left the queue: the caller settles them).
+    pub(crate) fn dispatch(&mut self, now_ms: u64) -> Dispatched {
+        let mut out = Dispatched {
+            expired: self.expire(now_ms),
+            auto_acked: Vec::new(),
+        };
         let mut pushed = vec![false; self.consumers.len()];
         while self.ready_count > 0 && !self.consumers.is_empty() {
+            let Some(msg) = self.pop_next() else { break };
+            if msg.expires_at.is_some_and(|at| at <= now_ms) {
+                out.expired.push(msg);
+                continue;
+            }
             let n = self.consumers.len();
             let Some(pick) = (0..n)
                 .map(|i| (self.turn + i) % n)
                 .find(|&i| self.consumers[i].window_open() && self.consumers[i].sink.reserve())
             else {
+                self.push_front(msg);
                 break;
             };
-            let Some(msg) = self.pop_next() else { break };
             self.turn = (pick + 1) % n;
             let consumer = &mut self.consumers[pick];
             let tag = consumer.next_tag;
@@ -243,6 +260,8 @@ impl QueueState {
             };
             if !consumer.no_ack {
                 consumer.unacked.insert(tag, msg);
+            } else if msg.offset.is_some() {
+                out.auto_acked.push(msg);
             }
             consumer.sink.push(delivery);
             pushed[pick] = true;
@@ -252,7 +271,12 @@ impl QueueState {
                 consumer.sink.notify();
             }
         }
-        expired
+        out
+    }
+
+    /// Whether a message of `bytes` would be refused now (`reject-publish` and full).
+    pub(crate) fn would_refuse(&self, bytes: u64) -> bool {
+        self.config.args.overflow == Overflow::RejectPublish && self.over_limits(1, bytes)
     }
 
     pub(crate) fn add_consumer(&mut self, slot: ConsumerSlot) {
@@ -295,7 +319,15 @@ impl QueueState {
             .find(|c| c.id == consumer)
             .ok_or(QueueError::Cancelled)?;
         if multiple {
-            let keep = slot.unacked.split_off(&(tag + 1));
+            // Tag 0 with `multiple` means every outstanding delivery (AMQP).
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let keep = slot.unacked.split_off(&upto.saturating_add(1));
+            if upto == u64::MAX {
+                return Ok(std::mem::take(&mut slot.unacked)
+                    .into_values()
+                    .chain(keep.into_values())
+                    .collect());
+            }
             let taken = std::mem::replace(&mut slot.unacked, keep);
             Ok(taken.into_values().collect())
         } else {

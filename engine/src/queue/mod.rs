@@ -529,7 +529,7 @@ impl Queues {
             return Err(crate::routing::RouteError::DefaultExchange.into());
         }
         let durable_source = durable_source.ok_or_else(|| QueueError::no_exchange(source))?;
-        if catalog.table.bindings(source).contains(&binding) {
+        if catalog.table.has_binding(source, &binding) {
             return Ok(());
         }
         catalog.table.bind(source, binding.clone())?;

@@ -11,7 +11,7 @@
 //! Topic routing keys are words separated by dots; a key the subject rules refuse
 //! (empty words, whitespace) matches only the bindings that are all `#`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -84,7 +84,7 @@ pub enum RouteError {
 }
 
 /// One binding as declared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Binding {
     /// Where it leads.
     pub destination: Destination,
@@ -98,6 +98,8 @@ pub struct Binding {
 struct Exchange {
     kind: ExchangeKind,
     bindings: Vec<Binding>,
+    /// The same bindings, to find one without a scan.
+    set: HashSet<Binding>,
     direct: HashMap<String, Vec<Destination>>,
     topic: Matcher<Destination>,
     /// Topic bindings made only of `#`: the ones an empty or odd key matches.
@@ -113,6 +115,7 @@ impl Exchange {
         Self {
             kind,
             bindings: Vec::new(),
+            set: HashSet::new(),
             direct: HashMap::new(),
             topic: Matcher::new(),
             topic_any: Vec::new(),
@@ -145,15 +148,58 @@ impl Exchange {
         Ok(())
     }
 
-    /// Rebuilds the lookup structures from `bindings` (after a removal).
-    fn reindex(&mut self) {
-        let bindings = std::mem::take(&mut self.bindings);
-        *self = Self::new(self.kind);
-        for binding in &bindings {
-            // Every binding here was indexed once already, so it indexes again.
-            let _ = self.index(binding);
+    /// Removes `binding` from the lookup structure of this kind.
+    fn deindex(&mut self, binding: &Binding) {
+        let dest = &binding.destination;
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(dests) = self.direct.get_mut(&binding.routing_key) {
+                    if let Some(i) = dests.iter().position(|d| d == dest) {
+                        dests.remove(i);
+                    }
+                    if dests.is_empty() {
+                        self.direct.remove(&binding.routing_key);
+                    }
+                }
+            }
+            ExchangeKind::Fanout => {}
+            ExchangeKind::Topic => {
+                if let Ok(pattern) = Pattern::parse(&binding.routing_key, Syntax::Topic) {
+                    self.topic.remove(&pattern, dest);
+                    if pattern.tokens().iter().all(|t| *t == Token::ZeroOrMore) {
+                        if let Some(i) = self.topic_any.iter().position(|d| d == dest) {
+                            self.topic_any.remove(i);
+                        }
+                    }
+                }
+            }
+            ExchangeKind::Headers => {
+                if let Ok((x_match, args)) = header_args(&binding.arguments) {
+                    let same = |h: &HeadersBinding| h.0 == x_match && h.1 == args && h.2 == *dest;
+                    if let Some(i) = self.headers.iter().position(same) {
+                        self.headers.remove(i);
+                    }
+                }
+            }
         }
-        self.bindings = bindings;
+    }
+
+    /// Removes the bindings `remove` selects; returns how many.
+    fn remove_where(&mut self, remove: impl Fn(&Binding) -> bool) -> usize {
+        let doomed: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| remove(b))
+            .cloned()
+            .collect();
+        for binding in &doomed {
+            self.deindex(binding);
+            self.set.remove(binding);
+        }
+        if !doomed.is_empty() {
+            self.bindings.retain(|b| !remove(b));
+        }
+        doomed.len()
     }
 
     fn destinations(&mut self, key: &str, headers: &[(Bytes, Bytes)], out: &mut Vec<Destination>) {
@@ -258,36 +304,34 @@ impl RoutingTable {
             .exchanges
             .get_mut(exchange)
             .ok_or_else(|| RouteError::NoExchange(exchange.to_owned()))?;
-        if ex.bindings.contains(&binding) {
+        if ex.set.contains(&binding) {
             return Ok(());
         }
         ex.index(&binding)?;
+        ex.set.insert(binding.clone());
         ex.bindings.push(binding);
         Ok(())
     }
 
     /// Removes a binding; returns whether it existed.
     pub fn unbind(&mut self, exchange: &str, binding: &Binding) -> bool {
-        let Some(ex) = self.exchanges.get_mut(exchange) else {
-            return false;
-        };
-        let before = ex.bindings.len();
-        ex.bindings.retain(|b| b != binding);
-        let removed = ex.bindings.len() != before;
-        if removed {
-            ex.reindex();
+        match self.exchanges.get_mut(exchange) {
+            Some(ex) if ex.set.contains(binding) => ex.remove_where(|b| b == binding) > 0,
+            _ => false,
         }
-        removed
     }
 
     fn unbind_all(&mut self, dest: &Destination) {
         for ex in self.exchanges.values_mut() {
-            let before = ex.bindings.len();
-            ex.bindings.retain(|b| b.destination != *dest);
-            if ex.bindings.len() != before {
-                ex.reindex();
-            }
+            ex.remove_where(|b| b.destination == *dest);
         }
+    }
+
+    /// Whether `exchange` has `binding`.
+    pub fn has_binding(&self, exchange: &str, binding: &Binding) -> bool {
+        self.exchanges
+            .get(exchange)
+            .is_some_and(|e| e.set.contains(binding))
     }
 
     /// The bindings of exchange `name` (as declared).
@@ -317,12 +361,12 @@ impl RoutingTable {
                 .map(|(q, ())| vec![q.clone()])
                 .unwrap_or_default());
         }
-        if !self.exchanges.contains_key(exchange) {
+        let Some((first, _)) = self.exchanges.get_key_value(exchange) else {
             return Err(RouteError::NoExchange(exchange.to_owned()));
-        }
+        };
         let mut queues = Vec::new();
         let mut visited: Vec<Arc<str>> = Vec::new();
-        let mut pending: Vec<Arc<str>> = vec![Arc::from(exchange)];
+        let mut pending: Vec<Arc<str>> = vec![first.clone()];
         while let Some(name) = pending.pop() {
             if visited.contains(&name) {
                 continue;
@@ -339,8 +383,10 @@ impl RoutingTable {
                 }
             }
         }
-        queues.sort();
-        queues.dedup();
+        if queues.len() > 1 {
+            queues.sort();
+            queues.dedup();
+        }
         Ok(queues)
     }
 }
@@ -436,6 +482,40 @@ mod tests {
             Err(RouteError::NoExchange(_))
         ));
         assert_eq!(t.bind("", e2e), Err(RouteError::DefaultExchange));
+    }
+
+    #[test]
+    fn unbinding_removes_exactly_that_binding_in_every_kind() {
+        let mut t = RoutingTable::new();
+        t.add_exchange("t", ExchangeKind::Topic);
+        bind(&mut t, "t", "a", "x.*");
+        bind(&mut t, "t", "b", "x.*");
+        bind(&mut t, "t", "c", "#");
+        let b = Binding {
+            destination: queue("b"),
+            routing_key: "x.*".into(),
+            arguments: Vec::new(),
+        };
+        assert!(t.unbind("t", &b));
+        assert!(!t.unbind("t", &b));
+        assert_eq!(routed(&mut t, "t", "x.y"), ["a", "c"]);
+        t.remove_queue("c");
+        assert_eq!(routed(&mut t, "t", ""), Vec::<String>::new());
+        t.add_exchange("h", ExchangeKind::Headers);
+        let args = vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"))];
+        for q in ["h1", "h2"] {
+            let binding = Binding {
+                destination: queue(q),
+                routing_key: String::new(),
+                arguments: args.clone(),
+            };
+            t.bind("h", binding).expect("bind");
+        }
+        t.remove_queue("h1");
+        assert_eq!(
+            t.route("h", "", &args).expect("route"),
+            vec![Arc::from("h2")]
+        );
     }
 
     #[test]

@@ -6,5 +6,6 @@
 //! tested; the machines are shared and noisy).
 
 pub mod queues;
+pub mod report;
 pub mod shards;
 pub mod storage;

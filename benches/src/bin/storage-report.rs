@@ -180,7 +180,8 @@ fn prepare(options: &Options) -> Result<Setup, String> {
     let fio = if options.fio { fio_version() } else { None };
     println!("# Storage report\n");
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_default();
+    let cpu = ringbroker_benches::report::first_line_with("/proc/cpuinfo", "model name")
+        .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("- machine: {cores} cores ({cpu}), Linux {}", kernel.trim());
     match mount_of(&root) {
@@ -234,12 +235,6 @@ fn default_base() -> Result<PathBuf, String> {
         .and_then(Path::parent)
         .ok_or("cannot find the target directory; pass --dir")?;
     Ok(target.join("tmp"))
-}
-
-fn first_line_with(path: &str, prefix: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().find(|l| l.starts_with(prefix))?;
-    Some(line.split(':').nth(1)?.trim().to_owned())
 }
 
 /// fio's results for one case: `[io_uring, psync]`.

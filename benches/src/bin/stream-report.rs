@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use hdrhistogram::Histogram;
-use ringbroker::runtime::{Runtime, RuntimeConfig};
 use ringbroker::stream::{
     AckPolicy, Consumer, ConsumerConfig, DeliverPolicy, Publish, PublishAck, StreamConfig,
     StreamError, StreamMessage, Streams, ACK_PENDING_LIMIT,
 };
-use ringbroker_benches::storage::{median, mount_of, Policy};
+use ringbroker_benches::report;
+use ringbroker_benches::storage::{median, Policy};
 
 const USAGE: &str = "stream-report [--seconds 2] [--repeat 3] [--messages-max 20000000]
     [--bytes-max 1073741824] [--replay-mib 512] [--dir PATH] [--filter NAME] [--quick]
@@ -185,40 +185,14 @@ fn main() {
     throughput_section(&options, &mut setup);
     latency_section(&options, &mut setup);
     replay_section(&options, &mut setup);
-    if let Err(error) = std::fs::remove_dir_all(&setup.root) {
-        eprintln!("cannot remove {}: {error}", setup.root.display());
-    }
-    eprintln!(
-        "stream-report took {:.1} s",
-        setup.started.elapsed().as_secs_f64()
-    );
-    if !setup.failures.is_empty() {
-        eprintln!("stream-report FAILED:");
-        for failure in &setup.failures {
-            eprintln!("  {failure}");
-        }
-        std::process::exit(1);
-    }
+    report::finish("stream-report", &setup.root, setup.started, &setup.failures);
 }
 
 /// Creates the run directory and prints the machine and the settings.
 fn prepare(options: &Options) -> Result<Setup, String> {
-    let base = options.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let root = base.join(format!("stream-report-{}", std::process::id()));
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let root = report::run_dir(options.dir.as_deref(), "stream-report")?;
     println!("# Stream report\n");
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("- machine: {cores} cores ({cpu}), Linux {}", kernel.trim());
-    match mount_of(&root) {
-        Some((mount, fs, dev)) => println!(
-            "- data: `{}` on {dev} ({fs}, mounted at {})",
-            root.display(),
-            mount.display()
-        ),
-        None => println!("- data: `{}` (filesystem unknown)", root.display()),
-    }
+    report::print_machine(&root);
     println!(
         "- per case: {} s or {} records or {} MiB of payload, whichever comes first; {} \
          repetition(s), medians shown",
@@ -241,47 +215,8 @@ fn prepare(options: &Options) -> Result<Setup, String> {
     })
 }
 
-fn first_line_with(path: &str, prefix: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().find(|l| l.starts_with(prefix))?;
-    Some(line.split(':').nth(1)?.trim().to_owned())
-}
-
 // ---------------------------------------------------------------------------------
 // The engine, the stream and the consumer as every case sets them up.
-
-struct Engine {
-    rt: Runtime,
-    streams: Streams,
-}
-
-fn start_engine(dir: &Path, shards: usize) -> Result<Engine, String> {
-    let rt = Runtime::start(RuntimeConfig {
-        shards: Some(shards),
-        shutdown_drain_max: Duration::from_secs(10),
-        ..RuntimeConfig::default()
-    })
-    .map_err(|e| format!("runtime: {e}"))?;
-    match Streams::open(rt.handle(), dir) {
-        Ok(streams) => Ok(Engine { rt, streams }),
-        Err(error) => {
-            let _ = rt.shutdown();
-            Err(format!("open streams in {}: {error}", dir.display()))
-        }
-    }
-}
-
-impl Engine {
-    /// Shuts the runtime down; an error if it had to drop work or a task panicked.
-    fn stop(self) -> Result<(), String> {
-        drop(self.streams);
-        let report = self.rt.shutdown().map_err(|e| format!("shutdown: {e}"))?;
-        if report.forced || report.tasks_panicked > 0 {
-            return Err(format!("unclean shutdown: {report:?}"));
-        }
-        Ok(())
-    }
-}
 
 /// Runs `work` on a fresh engine with `shards` shards over `dir`, stops the engine
 /// and removes `dir` (unless `keep`).
@@ -291,8 +226,8 @@ fn with_engine<T>(
     keep: bool,
     work: impl FnOnce(&Streams) -> Result<T, String>,
 ) -> Result<T, String> {
-    let engine = start_engine(dir, shards)?;
-    let result = work(&engine.streams);
+    let engine = report::Engine::start(shards, "streams", |rt| Streams::open(rt, dir))?;
+    let result = work(&engine.model);
     let stopped = engine.stop();
     if !keep {
         let _ = std::fs::remove_dir_all(dir);
@@ -1313,7 +1248,7 @@ fn drop_page_cache(dir: &Path) -> Result<(), String> {
 
 /// `Cached` of /proc/meminfo, MiB (0 if unreadable).
 fn cached_mib() -> u64 {
-    first_line_with("/proc/meminfo", "Cached")
+    report::first_line_with("/proc/meminfo", "Cached")
         .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib >> 10)
 }

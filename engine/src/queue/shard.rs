@@ -953,6 +953,7 @@ fn open_queue(
             let log_config = LogConfig {
                 durability: Durability::Always,
                 segment_bytes_max: 64 << 20,
+                groups_in_flight_max: 2,
                 ..LogConfig::default()
             };
             let (log, _) = ShardLog::open(FsDir::open(dir, true)?, log_config)?;

@@ -900,3 +900,81 @@ fn an_exclusive_queue_is_bound_through_its_connection() {
     );
     assert_eq!(conn.purge_queue(&temp.name).unwrap(), 1);
 }
+
+#[test]
+fn big_persistent_batches_are_stored_and_a_deleted_queue_answers_its_waiting_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    queue(&q, "big");
+    let payload = Bytes::from(vec![3u8; 24 << 20]);
+    let batch = (0..3)
+        .map(|_| {
+            (
+                String::new(),
+                "big".to_owned(),
+                Message::persistent(payload.clone()),
+            )
+        })
+        .collect();
+    for r in q.publish_batch(batch, true).unwrap() {
+        assert_eq!(r.unwrap().queues, 1, "each 24 MiB message stored");
+    }
+    let too_big = Message::persistent(vec![0u8; (32 << 20) + 1]);
+    assert!(matches!(
+        q.publish("", "big", too_big, false),
+        Err(QueueError::Invalid { .. })
+    ));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let batch = (0..2)
+        .map(|_| {
+            (
+                String::new(),
+                "big".to_owned(),
+                Message::persistent(payload.clone()),
+            )
+        })
+        .collect();
+    q.publish_with(batch, false, move |results| {
+        let _ = tx.send(results);
+    })
+    .unwrap();
+    q.delete_queue("big", false, false).unwrap();
+    let results = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    for r in results {
+        assert!(!matches!(r, Err(QueueError::ShuttingDown)), "{r:?}");
+    }
+}
+
+#[test]
+fn a_cycle_after_an_old_rejection_is_still_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    q.declare_exchange(ExchangeConfig::new("to-a", ExchangeKind::Fanout))
+        .unwrap();
+    q.declare_exchange(ExchangeConfig::new("to-b", ExchangeKind::Fanout))
+        .unwrap();
+    q.declare_exchange(ExchangeConfig::new("back", ExchangeKind::Fanout))
+        .unwrap();
+    let mut work = QueueConfig::new("work");
+    work.args.dead_letter_exchange = Some("to-a".into());
+    q.declare_queue(work).unwrap();
+    for (name, dlx) in [("a", "to-b"), ("b", "back")] {
+        let mut config = QueueConfig::new(name);
+        config.args.message_ttl = Some(Duration::ZERO);
+        config.args.dead_letter_exchange = Some(dlx.into());
+        q.declare_queue(config).unwrap();
+    }
+    queue(&q, "tap");
+    q.bind_queue("a", "to-a", "", Vec::new()).unwrap();
+    q.bind_queue("b", "to-b", "", Vec::new()).unwrap();
+    q.bind_queue("a", "back", "", Vec::new()).unwrap();
+    q.bind_queue("tap", "back", "", Vec::new()).unwrap();
+    send(&q, "", "work", "m");
+    let c = q.consume("work", ConsumeOptions::default()).unwrap();
+    let d = c.next(Duration::from_secs(5)).unwrap();
+    c.reject(d.delivery_tag, false).unwrap(); // work -> a -> b -> {a (cycle), tap}
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(q.queue_info("tap").unwrap().messages, 1);
+}

@@ -57,6 +57,8 @@ use crate::stream::write_meta_ops;
 const EXCHANGE_KEY: &str = "x/";
 const QUEUE_KEY: &str = "q/";
 const BINDING_KEY: &str = "b/";
+/// The largest message payload (one message is one record of a queue's log).
+pub const MESSAGE_BYTES_MAX: usize = 32 << 20;
 /// A consumer's buffer when its prefetch is 0 (unlimited) or it does not ack.
 const BUFFER_DEFAULT: usize = 1000;
 
@@ -642,6 +644,13 @@ impl Queues {
     {
         for (_, _, message) in &messages {
             message.properties.check()?;
+            if message.payload.len() > MESSAGE_BYTES_MAX {
+                let why = format!(
+                    "{} bytes; at most {MESSAGE_BYTES_MAX}",
+                    message.payload.len()
+                );
+                return Err(QueueError::invalid("message size", why));
+            }
         }
         let mut last: Option<(Arc<str>, Arc<str>)> = None;
         let items = messages

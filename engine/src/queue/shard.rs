@@ -184,9 +184,20 @@ impl ShardQueues {
             state.owned.remove(name)
         };
         let Some(owned) = owned else { return 0 };
-        let mut state = owned.state.borrow_mut();
-        state.close_consumers();
-        state.ready()
+        let ready = {
+            let mut state = owned.state.borrow_mut();
+            state.close_consumers();
+            state.ready()
+        };
+        // Copies still waiting to enter it are answered: the queue is gone (not the
+        // engine), so a publisher does not retry into the queues it already reached.
+        let waiting = std::mem::take(&mut *owned.admissions.borrow_mut());
+        for admission in waiting.line {
+            for (item, _, answer) in admission.entries {
+                answer(item, Err(QueueError::no_queue(name)));
+            }
+        }
+        ready
     }
 
     /// Queue `name`'s figures, if owned here: (ready, unacked, consumers).
@@ -406,6 +417,10 @@ impl ShardQueues {
             };
             let msg = new_msg(&owned, &copy);
             let persist = copy.props.persistent && owned.log.is_some();
+            if owned.admissions.borrow().is_full() {
+                answer(copy.item, Err(QueueError::Backpressure));
+                continue;
+            }
             if persist && owned.state.borrow().would_refuse(copy.payload.len() as u64) {
                 // Refused before it is written: nothing to take back after a crash.
                 answer(copy.item, Err(QueueError::Refused(owned.name.to_string())));
@@ -772,6 +787,8 @@ type Entry = (usize, Msg, Answerer);
 struct Admission {
     seq: u64,
     entries: Vec<Entry>,
+    /// Payload bytes of `entries`.
+    bytes: usize,
     persistent: bool,
     submitted: bool,
     outcome: Option<Outcome>,
@@ -783,16 +800,32 @@ struct Admission {
 struct Admissions {
     line: std::collections::VecDeque<Admission>,
     next_seq: u64,
+    /// Copies in the line.
+    waiting: usize,
 }
+
+/// Payload bytes of persistent copies appended as one log batch, at most.
+const ADMISSION_BYTES_MAX: usize = 16 << 20;
+/// Copies appended as one log batch, at most.
+const ADMISSION_RECORDS_MAX: usize = 65_536;
+/// Copies waiting in a queue's admission line, at most.
+const ADMISSION_LINE_MAX: usize = 1 << 20;
 
 impl Admissions {
     /// Queues a copy, joining the last admission when it is of the same kind and not
     /// yet submitted to the log.
     fn add(&mut self, item: usize, msg: Msg, persistent: bool, answer: &Answerer) {
+        let bytes = msg.payload.len();
+        self.waiting += 1;
         if let Some(last) = self.line.back_mut() {
             let open = !last.submitted && (!persistent || last.outcome.is_none());
-            if last.persistent == persistent && open {
+            // One log batch per admission: keep it well inside `BATCH_BYTES_MAX`.
+            let fits = !persistent
+                || (last.bytes + bytes <= ADMISSION_BYTES_MAX
+                    && last.entries.len() < ADMISSION_RECORDS_MAX);
+            if last.persistent == persistent && open && fits {
                 last.entries.push((item, msg, answer.clone()));
+                last.bytes += bytes;
                 return;
             }
         }
@@ -800,10 +833,17 @@ impl Admissions {
         self.line.push_back(Admission {
             seq: self.next_seq,
             entries: vec![(item, msg, answer.clone())],
+            bytes,
             persistent,
             submitted: false,
             outcome: (!persistent).then_some(Outcome::Ready),
         });
+    }
+
+    /// Whether the line is full (copies wait for a slow disk): new ones are refused
+    /// with `Backpressure` rather than held without bound.
+    fn is_full(&self) -> bool {
+        self.waiting >= ADMISSION_LINE_MAX
     }
 
     /// The persistent admissions not yet handed to the log (marked handed now), with
@@ -844,6 +884,7 @@ impl Admissions {
         self.line.front()?.outcome.as_ref()?;
         let admission = self.line.pop_front()?;
         let outcome = admission.outcome?;
+        self.waiting -= admission.entries.len();
         Some((admission.entries, outcome))
     }
 }
@@ -851,20 +892,22 @@ impl Admissions {
 /// The queues a dead letter may go to: not one it already died in, unless one of its
 /// deaths is a rejection (a loop a consumer drives on purpose, like a retry queue).
 fn without_cycles(mut queues: Vec<Arc<str>>, props: &Properties) -> Vec<Arc<str>> {
-    if props
-        .deaths
-        .iter()
-        .any(|d| d.reason == DeathReason::Rejected)
-    {
-        return queues;
-    }
-    queues.retain(|q| {
-        let cycle = props.deaths.iter().any(|d| *d.queue == **q);
-        if cycle {
-            tracing::warn!(queue = %q, "dead-letter cycle: message dropped");
-        }
-        !cycle
-    });
+    // RabbitMQ's rule: find the newest death in the target queue; the copy is a cycle
+    // unless a rejection happened since (deaths are newest first).
+    queues.retain(
+        |q| match props.deaths.iter().position(|d| *d.queue == **q) {
+            None => true,
+            Some(i) => {
+                let rejected = props.deaths[..=i]
+                    .iter()
+                    .any(|d| d.reason == DeathReason::Rejected);
+                if !rejected {
+                    tracing::warn!(queue = %q, "dead-letter cycle: message dropped");
+                }
+                rejected
+            }
+        },
+    );
     queues
 }
 

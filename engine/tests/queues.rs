@@ -978,3 +978,48 @@ fn a_cycle_after_an_old_rejection_is_still_cut() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(q.queue_info("tap").unwrap().messages, 1);
 }
+
+#[test]
+fn dead_letters_wait_out_a_full_log_instead_of_being_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    dlx_setup(&q);
+    let mut work = QueueConfig::new("work");
+    work.args.dead_letter_exchange = Some("dlx".into());
+    q.declare_queue(work).unwrap();
+    let payload = Bytes::from(vec![9u8; 1 << 20]);
+    for _ in 0..4 {
+        let batch = (0..40)
+            .map(|_| {
+                (
+                    String::new(),
+                    "work".to_owned(),
+                    Message::persistent(payload.clone()),
+                )
+            })
+            .collect();
+        for r in q.publish_batch(batch, true).unwrap() {
+            r.unwrap();
+        }
+    }
+    let c = q
+        .consume(
+            "work",
+            ConsumeOptions {
+                prefetch: 200,
+                no_ack: false,
+            },
+        )
+        .unwrap();
+    let mut last = 0;
+    for _ in 0..160 {
+        last = c.next(Duration::from_secs(5)).unwrap().delivery_tag;
+    }
+    c.nack(last, true, false).unwrap(); // 160 MiB of dead letters at once: past the log's 64 MiB bound
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while q.queue_info("dead").unwrap().messages < 160 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(q.queue_info("dead").unwrap().messages, 160);
+}

@@ -33,6 +33,8 @@ use crate::storage::{AppendOutcome, Durability, FsDir, LogConfig, ShardLog, Stor
 const PROPS_HEADER: &[u8] = b"Rb-Q-Props";
 /// Header of an ack record: its value is the acknowledged offsets (u64 LE each).
 const ACKS_HEADER: &[u8] = b"Rb-Q-Acks";
+/// How long a dead letter waits before its append is tried again after backpressure.
+const RESUBMIT_DELAY: Duration = Duration::from_millis(1);
 /// How often each shard removes fully acknowledged segments.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -54,6 +56,8 @@ pub(crate) struct Copy {
     pub(crate) routing_key: Arc<str>,
     pub(crate) props: Arc<Properties>,
     pub(crate) payload: Bytes,
+    /// A dead letter: waits out log backpressure instead of being refused.
+    pub(crate) patient: bool,
 }
 
 type CopiesReply = Box<dyn FnOnce(Vec<(usize, Result<(), QueueError>)>) + Send>;
@@ -344,6 +348,7 @@ impl ShardQueues {
                         routing_key: item.routing_key.clone(),
                         props: item.props.clone(),
                         payload: item.payload.clone(),
+                        patient: item.dead_letter,
                     });
                 }
             }
@@ -429,7 +434,7 @@ impl ShardQueues {
             owned
                 .admissions
                 .borrow_mut()
-                .add(copy.item, msg, persist, &answer);
+                .add(copy.item, msg, persist, copy.patient, &answer);
             if !touched.iter().any(|o| Rc::ptr_eq(o, &owned)) {
                 touched.push(owned);
             }
@@ -529,11 +534,33 @@ impl ShardQueues {
                 crate::storage::AppendError::Backpressure { .. } => Refusal::Backpressure,
                 crate::storage::AppendError::Storage(e) => Refusal::Store(e.to_string()),
             };
+            let patient = matches!(refusal, Refusal::Backpressure)
+                && owned.admissions.borrow_mut().retry_later(seq);
+            if patient {
+                // Dead letters wait for the log to drain: their source already let go.
+                let queue = owned.name.clone();
+                let retry = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).resubmit(ctx, &queue);
+                if ctx.after(RESUBMIT_DELAY, retry).is_ok() {
+                    return;
+                }
+            }
             owned
                 .admissions
                 .borrow_mut()
                 .settle(seq, Outcome::Failed(refusal));
         }
+    }
+
+    /// Hands the log what waits to be appended again (dead letters after backpressure).
+    fn resubmit(&self, ctx: &mut ShardCtx, queue: &Arc<str>) {
+        let Some(owned) = self.owned(queue) else {
+            return;
+        };
+        let batches = owned.admissions.borrow_mut().unsubmitted();
+        for (seq, msgs) in batches {
+            self.store(ctx, &owned, seq, &msgs);
+        }
+        self.drain_admissions(ctx, &owned);
     }
 
     /// Delivers what queue `name` can deliver now, dead-letters what expired, and arms
@@ -789,6 +816,8 @@ struct Admission {
     entries: Vec<Entry>,
     /// Payload bytes of `entries`.
     bytes: usize,
+    /// Dead letters: appended again after backpressure rather than refused.
+    patient: bool,
     persistent: bool,
     submitted: bool,
     outcome: Option<Outcome>,
@@ -814,7 +843,7 @@ const ADMISSION_LINE_MAX: usize = 1 << 20;
 impl Admissions {
     /// Queues a copy, joining the last admission when it is of the same kind and not
     /// yet submitted to the log.
-    fn add(&mut self, item: usize, msg: Msg, persistent: bool, answer: &Answerer) {
+    fn add(&mut self, item: usize, msg: Msg, persistent: bool, patient: bool, answer: &Answerer) {
         let bytes = msg.payload.len();
         self.waiting += 1;
         if let Some(last) = self.line.back_mut() {
@@ -823,7 +852,7 @@ impl Admissions {
             let fits = !persistent
                 || (last.bytes + bytes <= ADMISSION_BYTES_MAX
                     && last.entries.len() < ADMISSION_RECORDS_MAX);
-            if last.persistent == persistent && open && fits {
+            if last.persistent == persistent && last.patient == patient && open && fits {
                 last.entries.push((item, msg, answer.clone()));
                 last.bytes += bytes;
                 return;
@@ -835,6 +864,7 @@ impl Admissions {
             entries: vec![(item, msg, answer.clone())],
             bytes,
             persistent,
+            patient,
             submitted: false,
             outcome: (!persistent).then_some(Outcome::Ready),
         });
@@ -871,6 +901,17 @@ impl Admissions {
             out.push((admission.seq, parts));
         }
         out
+    }
+
+    /// Marks admission `seq` for another append if it is patient; returns whether.
+    fn retry_later(&mut self, seq: u64) -> bool {
+        match self.line.iter_mut().find(|a| a.seq == seq) {
+            Some(admission) if admission.patient => {
+                admission.submitted = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn settle(&mut self, seq: u64, outcome: Outcome) {

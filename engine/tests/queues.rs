@@ -1023,3 +1023,56 @@ fn dead_letters_wait_out_a_full_log_instead_of_being_lost() {
     }
     assert_eq!(q.queue_info("dead").unwrap().messages, 160);
 }
+
+#[test]
+fn a_segment_holding_an_unacked_message_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = Bytes::from(vec![5u8; 1 << 20]);
+    {
+        let rt = runtime(1);
+        let q = open(&rt, dir.path());
+        queue(&q, "held");
+        for _ in 0..2 {
+            let batch = (0..40)
+                .map(|_| {
+                    (
+                        String::new(),
+                        "held".to_owned(),
+                        Message::persistent(payload.clone()),
+                    )
+                })
+                .collect();
+            for r in q.publish_batch(batch, true).unwrap() {
+                r.unwrap();
+            }
+        }
+        let c = q
+            .consume(
+                "held",
+                ConsumeOptions {
+                    prefetch: 100,
+                    no_ack: false,
+                },
+            )
+            .unwrap();
+        let first = c.next(Duration::from_secs(5)).unwrap(); // held, never acked
+        for _ in 1..80 {
+            let d = c.next(Duration::from_secs(5)).unwrap();
+            c.ack(d.delivery_tag, false).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1500)); // a maintenance pass
+        assert!(!first.redelivered);
+        std::mem::forget(c);
+        rt.shutdown().unwrap();
+    }
+    let rt = runtime(1);
+    let q = open(&rt, dir.path());
+    let c = q.consume("held", ConsumeOptions::default()).unwrap();
+    let back = drain(&c);
+    assert_eq!(
+        back.len(),
+        1,
+        "the unacked message survives its segment's neighbours"
+    );
+    assert!(back[0].redelivered);
+}

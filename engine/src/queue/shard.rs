@@ -86,6 +86,9 @@ struct Owned {
     last_used: std::cell::Cell<u64>,
     unused_check_armed: std::cell::Cell<bool>,
     admissions: RefCell<Admissions>,
+    /// Log offsets of the stored messages still in the queue (ready or unacked): the
+    /// lowest bounds which segments can go.
+    live: RefCell<BTreeSet<u64>>,
 }
 
 #[derive(Default)]
@@ -485,6 +488,9 @@ impl ShardQueues {
                 Err(QueueError::Refused(owned.name.to_string()))
             }
             Enqueued::Accepted { dropped } => {
+                if let Some(offset) = offset {
+                    owned.live.borrow_mut().insert(offset);
+                }
                 self.leave(ctx, owned, dropped, DeathReason::MaxLen);
                 Ok(())
             }
@@ -641,6 +647,12 @@ impl ShardQueues {
         if offsets.is_empty() {
             return;
         }
+        {
+            let mut live = owned.live.borrow_mut();
+            for offset in &offsets {
+                live.remove(offset);
+            }
+        }
         owned.acks.borrow_mut().extend(offsets);
         self.schedule_ack_flush(ctx, owned);
     }
@@ -752,7 +764,7 @@ impl ShardQueues {
         };
         for queue in &owned {
             let Some(log) = &queue.log else { continue };
-            let live = queue.state.borrow().live_offsets_min();
+            let live = queue.live.borrow().first().copied();
             let removed = log.with_log_mut(|l| {
                 let below = live.unwrap_or_else(|| l.stored_end());
                 l.remove_segments_before(below)
@@ -1046,6 +1058,7 @@ fn open_queue(
         }
         _ => None,
     };
+    let live = state.stored_offsets();
     Ok(Owned {
         name,
         state: RefCell::new(state),
@@ -1056,6 +1069,7 @@ fn open_queue(
         last_used: std::cell::Cell::new(now_ms()),
         unused_check_armed: std::cell::Cell::new(false),
         admissions: RefCell::new(Admissions::default()),
+        live: RefCell::new(live),
     })
 }
 

@@ -397,14 +397,15 @@ impl QueueState {
         self.consumers.len()
     }
 
-    /// Log offsets of every message still in the queue (ready or unacknowledged).
-    pub(crate) fn live_offsets_min(&self) -> Option<u64> {
+    /// Log offsets of every stored message in the queue (ready or unacknowledged): a
+    /// full walk, done once when a queue is recovered.
+    pub(crate) fn stored_offsets(&self) -> std::collections::BTreeSet<u64> {
         let ready = self.levels.iter().flatten().filter_map(|m| m.offset);
         let unacked = self
             .consumers
             .iter()
             .flat_map(|c| c.unacked.values())
             .filter_map(|m| m.offset);
-        ready.chain(unacked).min()
+        ready.chain(unacked).collect()
     }
 }

@@ -10,10 +10,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/killed_child.rs"]
+mod killed_child;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringbroker::queue::{ConsumeOptions, Message, QueueConfig, Queues};
@@ -91,31 +92,8 @@ fn run_cycle(
     confirmed: &mut HashSet<String>,
     acked: &mut HashSet<String>,
 ) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(CHILD_ENV, format!("{},{gen}", dir.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
-    std::thread::sleep(kill_after);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for line in reader.join().unwrap() {
+    let spec = format!("{},{gen}", dir.display());
+    for line in killed_child::run_killed(CHILD_TEST, CHILD_ENV, &spec, kill_after) {
         match line.split_once(' ') {
             Some(("P", id)) => {
                 confirmed.insert(id.to_owned());

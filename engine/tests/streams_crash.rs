@@ -14,10 +14,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/killed_child.rs"]
+mod killed_child;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringbroker::runtime::{Runtime, RuntimeConfig};
@@ -114,31 +115,8 @@ struct Seen {
 }
 
 fn run_cycle(dir: &Path, gen: u64, kill_after: Duration, seen: &mut Seen) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(CHILD_ENV, format!("{},{gen}", dir.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
-    std::thread::sleep(kill_after);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    for line in reader.join().unwrap() {
+    let spec = format!("{},{gen}", dir.display());
+    for line in killed_child::run_killed(CHILD_TEST, CHILD_ENV, &spec, kill_after) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
             ["P", id, p, o] => {

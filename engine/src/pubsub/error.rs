@@ -1,7 +1,6 @@
 //! Errors of the subjects model.
 
 use crate::routing::SubjectError;
-use crate::runtime::{CallError, SubmitError};
 
 /// Why a publish, subscribe or request failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,21 +36,4 @@ pub enum PubSubError {
     Wait(#[source] std::io::Error),
 }
 
-impl From<SubmitError> for PubSubError {
-    fn from(error: SubmitError) -> Self {
-        match error {
-            SubmitError::Full { .. } => Self::Backpressure,
-            SubmitError::ShuttingDown => Self::ShuttingDown,
-            other => Self::Task(other.to_string()),
-        }
-    }
-}
-
-impl From<CallError> for PubSubError {
-    fn from(error: CallError) -> Self {
-        match error {
-            CallError::Submit(e) => e.into(),
-            other => Self::Task(other.to_string()),
-        }
-    }
-}
+crate::runtime::model_error_from_runtime!(PubSubError);

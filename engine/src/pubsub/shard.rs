@@ -166,16 +166,11 @@ pub struct ShardPubSub {
     state: Rc<RefCell<State>>,
 }
 
-#[derive(Default)]
-struct Slot(Option<ShardPubSub>);
-
 impl ShardPubSub {
     /// This shard's pub/sub state (created on first use).
     pub fn get(ctx: &mut ShardCtx) -> Self {
         let shards = ctx.shard_count();
-        ctx.with_local(Slot::default, |slot, _| {
-            slot.0.get_or_insert_with(|| Self::new(shards)).clone()
-        })
+        ctx.local_handle(|| Self::new(shards))
     }
 
     fn new(shards: usize) -> Self {

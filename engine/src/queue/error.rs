@@ -1,7 +1,6 @@
 //! Errors of the exchanges-and-queues model.
 
 use crate::routing::RouteError;
-use crate::runtime::{CallError, SubmitError};
 use crate::storage::StorageError;
 
 /// Why an exchange, queue, publish or consume operation failed.
@@ -103,21 +102,4 @@ impl QueueError {
     }
 }
 
-impl From<SubmitError> for QueueError {
-    fn from(error: SubmitError) -> Self {
-        match error {
-            SubmitError::Full { .. } => Self::Backpressure,
-            SubmitError::ShuttingDown => Self::ShuttingDown,
-            other => Self::Task(other.to_string()),
-        }
-    }
-}
-
-impl From<CallError> for QueueError {
-    fn from(error: CallError) -> Self {
-        match error {
-            CallError::Submit(e) => e.into(),
-            other => Self::Task(other.to_string()),
-        }
-    }
-}
+crate::runtime::model_error_from_runtime!(QueueError);

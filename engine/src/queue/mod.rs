@@ -52,7 +52,6 @@ use crate::runtime::{RuntimeHandle, ShardCtx};
 use crate::storage::meta::{MetaConfig, MetaStore, Op};
 use crate::storage::meta_value::{ValueReader, ValueWriter};
 use crate::storage::{FsDir, StorageError};
-use crate::stream::write_meta_ops;
 
 const EXCHANGE_KEY: &str = "x/";
 const QUEUE_KEY: &str = "q/";
@@ -106,6 +105,33 @@ struct Catalog {
 }
 
 impl Catalog {
+    /// Writes `ops` to the catalog store (one atomic batch).
+    fn write(&mut self, ops: &[Op]) -> Result<(), QueueError> {
+        self.store
+            .write_blocking(ops)
+            .map_err(|e| QueueError::StoreFailed(e.to_string()))
+    }
+
+    /// Deletes definition `key` and the durable bindings `doomed` selects, in one write.
+    fn delete_with_bindings(
+        &mut self,
+        key: Vec<u8>,
+        doomed: impl Fn(&str, &Binding) -> bool,
+    ) -> Result<(), QueueError> {
+        let mut ops = vec![Op::Delete { key }];
+        ops.extend(
+            self.bindings
+                .iter()
+                .filter(|(s, b)| doomed(s, b))
+                .map(|(s, b)| Op::Delete {
+                    key: binding_key(s, b),
+                }),
+        );
+        self.write(&ops)?;
+        self.bindings.retain(|(s, b)| !doomed(s, b));
+        Ok(())
+    }
+
     /// Whether connection `conn` (None: the plain `Queues` handle) may use `queue`.
     fn check_access(&self, queue: &str, conn: Option<u64>) -> Result<(), QueueError> {
         match self.owners.get(queue) {
@@ -262,8 +288,7 @@ impl Queues {
                 key: format!("{EXCHANGE_KEY}{}", config.name).into_bytes(),
                 value: config.encode(),
             };
-            write_meta_ops(&mut catalog.store, &[op])
-                .map_err(|e| QueueError::StoreFailed(e.to_string()))?;
+            catalog.write(&[op])?;
         }
         catalog.table.add_exchange(&config.name, config.kind);
         catalog
@@ -287,27 +312,8 @@ impl Queues {
             });
         }
         let dest = Destination::Exchange(Arc::from(name));
-        let mut ops = vec![Op::Delete {
-            key: format!("{EXCHANGE_KEY}{name}").into_bytes(),
-        }];
-        let doomed: Vec<usize> = catalog
-            .bindings
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, b))| s == name || b.destination == dest)
-            .map(|(i, _)| i)
-            .collect();
-        for &i in &doomed {
-            let (s, b) = &catalog.bindings[i];
-            ops.push(Op::Delete {
-                key: binding_key(s, b),
-            });
-        }
-        write_meta_ops(&mut catalog.store, &ops)
-            .map_err(|e| QueueError::StoreFailed(e.to_string()))?;
-        for i in doomed.into_iter().rev() {
-            catalog.bindings.remove(i);
-        }
+        let key = format!("{EXCHANGE_KEY}{name}").into_bytes();
+        catalog.delete_with_bindings(key, |s, b| s == name || b.destination == dest)?;
         catalog.exchanges.remove(name);
         catalog.table.remove_exchange(name);
         let name = name.to_owned();
@@ -353,8 +359,7 @@ impl Queues {
                 key: format!("{QUEUE_KEY}{}", config.name).into_bytes(),
                 value: config.encode(),
             };
-            write_meta_ops(&mut catalog.store, &[op])
-                .map_err(|e| QueueError::StoreFailed(e.to_string()))?;
+            catalog.write(&[op])?;
         }
         if let (true, Some(conn)) = (config.exclusive, conn) {
             catalog.owners.insert(config.name.clone(), conn);
@@ -403,27 +408,8 @@ impl Queues {
             });
         }
         let dest = Destination::Queue(Arc::from(name));
-        let mut ops = vec![Op::Delete {
-            key: format!("{QUEUE_KEY}{name}").into_bytes(),
-        }];
-        let doomed: Vec<usize> = catalog
-            .bindings
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, b))| b.destination == dest)
-            .map(|(i, _)| i)
-            .collect();
-        for &i in &doomed {
-            let (s, b) = &catalog.bindings[i];
-            ops.push(Op::Delete {
-                key: binding_key(s, b),
-            });
-        }
-        write_meta_ops(&mut catalog.store, &ops)
-            .map_err(|e| QueueError::StoreFailed(e.to_string()))?;
-        for i in doomed.into_iter().rev() {
-            catalog.bindings.remove(i);
-        }
+        let key = format!("{QUEUE_KEY}{name}").into_bytes();
+        catalog.delete_with_bindings(key, |_, b| b.destination == dest)?;
         catalog.queues.remove(name);
         catalog.owners.remove(name);
         catalog.table.remove_queue(name);
@@ -540,9 +526,9 @@ impl Queues {
                 key: binding_key(source, &binding),
                 value: Vec::new(),
             };
-            if let Err(error) = write_meta_ops(&mut catalog.store, &[op]) {
+            if let Err(error) = catalog.write(&[op]) {
                 catalog.table.unbind(source, &binding);
-                return Err(QueueError::StoreFailed(error.to_string()));
+                return Err(error);
             }
             catalog.bindings.push((source.to_owned(), binding.clone()));
         }
@@ -577,8 +563,7 @@ impl Queues {
             let op = Op::Delete {
                 key: binding_key(exchange, &binding),
             };
-            write_meta_ops(&mut catalog.store, &[op])
-                .map_err(|e| QueueError::StoreFailed(e.to_string()))?;
+            catalog.write(&[op])?;
             catalog.bindings.remove(i);
         }
         let exchange = exchange.to_owned();

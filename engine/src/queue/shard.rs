@@ -107,19 +107,12 @@ pub(crate) struct ShardQueues {
     state: Rc<RefCell<State>>,
 }
 
-#[derive(Default)]
-struct Slot(Option<ShardQueues>);
-
 use crate::runtime::unix_ms as now_ms;
 
 impl ShardQueues {
     pub(crate) fn get(ctx: &mut ShardCtx) -> Self {
-        ctx.with_local(Slot::default, |slot, _| {
-            slot.0
-                .get_or_insert_with(|| Self {
-                    state: Rc::new(RefCell::new(State::default())),
-                })
-                .clone()
+        ctx.local_handle(|| Self {
+            state: Rc::new(RefCell::new(State::default())),
         })
     }
 
@@ -379,7 +372,9 @@ impl ShardQueues {
         }
         if patient {
             let task = move |ctx: &mut ShardCtx| ShardQueues::get(ctx).enqueue(ctx, copies, done);
-            send_control(ctx, owner, task);
+            if let Err(error) = ctx.send_or_spawn(owner, task) {
+                tracing::error!(%error, "task lost: the engine's queues are full");
+            }
             return;
         }
         if !ctx.can_send(owner) {
@@ -699,7 +694,9 @@ impl ShardQueues {
             });
             ShardQueues::get(ctx).publish(ctx, items, reply);
         };
-        send_control(ctx, ctx.shard_id(), publish);
+        if let Err(error) = ctx.send_or_spawn(ctx.shard_id(), publish) {
+            tracing::error!(%error, "task lost: the engine's queues are full");
+        }
     }
 
     fn schedule_ack_flush(&self, ctx: &mut ShardCtx, owned: &Rc<Owned>) {
@@ -962,19 +959,6 @@ fn without_cycles(mut queues: Vec<Arc<str>>, props: &Properties) -> Vec<Arc<str>
         },
     );
     queues
-}
-
-/// Sends a task that must not be lost to a backpressure answer: through the ring, or
-/// the runtime's external queue when the ring is full.
-fn send_control<F>(ctx: &mut ShardCtx, target: usize, task: F)
-where
-    F: FnOnce(&mut ShardCtx) + Send + 'static,
-{
-    if let Err(refused) = ctx.send(target, task) {
-        if let Err(error) = ctx.runtime().spawn(target, refused.into_task()) {
-            tracing::error!(%error, target, "task lost: the engine's queues are full");
-        }
-    }
 }
 
 /// The shard that owns queue `name`.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 
-use super::error::{panic_message, OpError, SendError, TaskError, TimerError};
+use super::error::{panic_message, OpError, SendError, SubmitError, TaskError, TimerError};
 use super::external::RuntimeHandle;
 use super::shared::{RuntimeShared, Task};
 use super::stats::LocalStats;
@@ -172,6 +172,27 @@ impl ShardCtx {
     /// (a connection's reads) should. `send` refuses at `outbound_backlog_max`.
     pub fn outbound_backlog(&self, target: usize) -> usize {
         self.backlog.get(target).map_or(0, VecDeque::len)
+    }
+
+    /// Sends `task` through the ring to `target`, or through the runtime's external
+    /// queue when the ring is full: for tasks that must not be refused for
+    /// backpressure (assignments, wake-ups, dead letters). Order between the two paths
+    /// is not kept. Fails only when both are full or the engine is stopping.
+    pub fn send_or_spawn<F>(&mut self, target: usize, task: F) -> Result<(), SubmitError>
+    where
+        F: FnOnce(&mut ShardCtx) + Send + 'static,
+    {
+        match self.send(target, task) {
+            Ok(()) => Ok(()),
+            Err(refused) => self.runtime().spawn(target, refused.into_task()),
+        }
+    }
+
+    /// This shard's shared handle of type `T` (made by `init` on first use), cloned:
+    /// how a model keeps its shard state (an `Rc` inside `T`) and reaches it from any
+    /// task on the shard.
+    pub fn local_handle<T: Clone + 'static>(&mut self, init: impl FnOnce() -> T) -> T {
+        self.with_local(init, |handle, _| handle.clone())
     }
 
     /// Runs `task` on this shard once `delay` has passed. Timers do not fire after

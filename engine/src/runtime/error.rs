@@ -187,3 +187,30 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
     "non-string panic payload".to_owned()
 }
+
+/// Implements `From<SubmitError>` and `From<CallError>` for a model's error enum that
+/// has the variants `Backpressure`, `ShuttingDown` and `Task(String)`: a full queue is
+/// backpressure, a stopping engine is shutdown, anything else is a bug report.
+macro_rules! model_error_from_runtime {
+    ($error:ty) => {
+        impl From<$crate::runtime::SubmitError> for $error {
+            fn from(error: $crate::runtime::SubmitError) -> Self {
+                match error {
+                    $crate::runtime::SubmitError::Full { .. } => Self::Backpressure,
+                    $crate::runtime::SubmitError::ShuttingDown => Self::ShuttingDown,
+                    other => Self::Task(other.to_string()),
+                }
+            }
+        }
+
+        impl From<$crate::runtime::CallError> for $error {
+            fn from(error: $crate::runtime::CallError) -> Self {
+                match error {
+                    $crate::runtime::CallError::Submit(e) => e.into(),
+                    other => Self::Task(other.to_string()),
+                }
+            }
+        }
+    };
+}
+pub(crate) use model_error_from_runtime;

@@ -37,6 +37,7 @@ use crossbeam_queue::ArrayQueue;
 
 pub use config::{RuntimeConfig, SHARDS_MAX};
 pub use context::ShardCtx;
+pub(crate) use error::model_error_from_runtime;
 pub use error::{CallError, OpError, RuntimeError, SendError, SubmitError, TaskError, TimerError};
 pub use external::{Completion, RuntimeHandle, Submitter, Ticket};
 pub use placement::{shard_for, shard_for_key};

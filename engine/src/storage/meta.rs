@@ -24,6 +24,7 @@
 //! until the log has cut it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
@@ -32,8 +33,8 @@ use super::codec::{decode_batch, encoded_len, peek_header, Record, RecordView, B
 use super::dir::{offset_file_name, parse_offset_file_name, FileId, StorageDir};
 use super::error::StorageError;
 use super::log::{
-    AppendError, AppendOutcome, AppendTicket, LogConfig, PartitionLog, RecoveryReport,
-    RetentionReport,
+    AppendError, AppendOutcome, AppendTicket, BlockingDriver, LogConfig, PartitionLog,
+    RecoveryReport, RetentionReport,
 };
 
 /// File name suffix of snapshot files.
@@ -188,6 +189,17 @@ pub enum MetaAppendError {
     /// The log refused the batch (backpressure, an empty or too large group).
     #[error(transparent)]
     Append(#[from] AppendError),
+}
+
+/// Why `MetaStore::write_blocking` did not store its changes.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaWriteError {
+    /// Refused before it was queued.
+    #[error(transparent)]
+    Refused(#[from] MetaAppendError),
+    /// The write or sync failed; nothing of it is applied.
+    #[error("metadata write failed: {0}")]
+    Failed(Arc<StorageError>),
 }
 
 /// What `MetaStore::open` found and did.
@@ -363,6 +375,29 @@ impl<D: StorageDir> MetaStore<D> {
         let bytes = bytes as u64;
         self.pending.insert(ticket, Pending { ops, bytes });
         Ok(ticket)
+    }
+
+    /// Applies `ops` as one group and carries the write out at once with the
+    /// directory's blocking calls (`BlockingDriver`), then snapshots if due: for
+    /// callers that own the store outright and change it rarely (catalogs, consumer
+    /// positions). Any outcome waiting from earlier changes is drained too.
+    pub fn write_blocking(&mut self, ops: &[Op]) -> Result<(), MetaWriteError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        self.apply(ops, now)?;
+        BlockingDriver::run(self.log_mut(), now);
+        let mut result = Ok(());
+        while let Some(outcome) = self.take_outcome() {
+            if let AppendOutcome::Failed { error, .. } = outcome {
+                result = Err(MetaWriteError::Failed(error));
+            }
+        }
+        if let Err(error) = self.maintain() {
+            tracing::warn!(%error, "metadata snapshot failed");
+        }
+        result
     }
 
     /// The next outcome of a `put`, `delete` or `apply`, oldest first. A `Stored` group

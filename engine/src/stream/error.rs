@@ -1,7 +1,6 @@
 //! Errors of the streams model.
 
 use crate::routing::SubjectError;
-use crate::runtime::{CallError, SubmitError};
 use crate::storage::StorageError;
 
 /// Why a stream or consumer operation failed.
@@ -113,21 +112,4 @@ impl StreamError {
     }
 }
 
-impl From<SubmitError> for StreamError {
-    fn from(error: SubmitError) -> Self {
-        match error {
-            SubmitError::Full { .. } => Self::Backpressure,
-            SubmitError::ShuttingDown => Self::ShuttingDown,
-            other => Self::Task(other.to_string()),
-        }
-    }
-}
-
-impl From<CallError> for StreamError {
-    fn from(error: CallError) -> Self {
-        match error {
-            CallError::Submit(e) => e.into(),
-            other => Self::Task(other.to_string()),
-        }
-    }
-}
+crate::runtime::model_error_from_runtime!(StreamError);

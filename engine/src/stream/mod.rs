@@ -54,7 +54,6 @@ pub use partition::{ConsumerPartitionInfo, PartitionInfo};
 
 use cursor::CursorConfig;
 use member::Member;
-pub(crate) use partition::write_ops as write_meta_ops;
 use partition::write_ops;
 use partition::PublishReply;
 use shard::{ShardStreams, StreamDef};
@@ -410,7 +409,7 @@ impl Streams {
         self.inner
             .runtime
             .call(coordinator, move |ctx: &mut ShardCtx| {
-                ShardStreams::get(ctx).drop_group(ctx, &s, &g);
+                ShardStreams::get(ctx).drop_group(&s, &g);
             })?;
         self.remove_cursors(stream, name)
     }
@@ -533,7 +532,9 @@ impl Streams {
                 let (s, g) = (s.clone(), g.clone());
                 let remove =
                     move |ctx: &mut ShardCtx| ShardStreams::get(ctx).remove_cursors(&s, &g);
-                shard::send_control(ctx, shard, remove);
+                if let Err(error) = ctx.send_or_spawn(shard, remove) {
+                    tracing::error!(%error, "cursor removal lost: the engine's queues are full");
+                }
             }
         };
         if let Err(error) = self

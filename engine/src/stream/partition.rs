@@ -31,8 +31,7 @@ use crate::runtime::ShardCtx;
 use crate::storage::codec::{decode_batch, peek_header, Record, BATCH_BYTES_MAX};
 use crate::storage::meta::{MetaConfig, MetaStore, Op};
 use crate::storage::{
-    AppendError, AppendOutcome, BlockingDriver, Durability, FsDir, LogConfig, ShardLog,
-    StorageError,
+    AppendError, AppendOutcome, Durability, FsDir, LogConfig, ShardLog, StorageError,
 };
 
 /// A durable consumer's changed position is written at most this long after the change.
@@ -774,26 +773,11 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// Applies `ops` to `store` and waits for them to be written.
+/// Applies `ops` to `store` at once (`MetaStore::write_blocking`).
 pub(crate) fn write_ops(store: &mut MetaStore<FsDir>, ops: &[Op]) -> Result<(), StreamError> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    let now = Instant::now();
     store
-        .apply(ops, now)
-        .map_err(|e| StreamError::StoreFailed(e.to_string()))?;
-    BlockingDriver::run(store.log_mut(), now);
-    let mut result = Ok(());
-    while let Some(outcome) = store.take_outcome() {
-        if let AppendOutcome::Failed { error, .. } = outcome {
-            result = Err(StreamError::StoreFailed(error.to_string()));
-        }
-    }
-    if let Err(error) = store.maintain() {
-        tracing::warn!(%error, "metadata snapshot failed");
-    }
-    result
+        .write_blocking(ops)
+        .map_err(|e| StreamError::StoreFailed(e.to_string()))
 }
 
 /// Remembers the `Msg-Id`s of the records stored within the window.

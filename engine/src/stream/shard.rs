@@ -180,17 +180,10 @@ pub(crate) struct ShardStreams {
     state: Rc<RefCell<State>>,
 }
 
-#[derive(Default)]
-struct Slot(Option<ShardStreams>);
-
 impl ShardStreams {
     pub(crate) fn get(ctx: &mut ShardCtx) -> Self {
-        ctx.with_local(Slot::default, |slot, _| {
-            slot.0
-                .get_or_insert_with(|| Self {
-                    state: Rc::new(RefCell::new(State::default())),
-                })
-                .clone()
+        ctx.local_handle(|| Self {
+            state: Rc::new(RefCell::new(State::default())),
         })
     }
 
@@ -582,20 +575,10 @@ impl ShardStreams {
     }
 
     /// Coordinator: closes every member of `group` and forgets it.
-    pub(crate) fn drop_group(&self, ctx: &mut ShardCtx, stream: &Arc<str>, group: &Arc<str>) {
-        let removed = self
-            .state
-            .borrow_mut()
-            .groups
-            .remove(&(stream.clone(), group.clone()));
-        if let Some(mut g) = removed {
-            let members = std::mem::take(&mut g.members);
-            for member in members.values() {
-                member.close(CloseReason::Closed);
-            }
-            drop(g);
-            let _ = ctx;
-        }
+    pub(crate) fn drop_group(&self, stream: &Arc<str>, group: &Arc<str>) {
+        let key = (stream.clone(), group.clone());
+        let removed = self.state.borrow_mut().groups.remove(&key);
+        drop(removed); // `Group`'s drop closes its members
     }
 
     /// Gives each partition of `group` to `members[p % n]` (members in id order), and
@@ -625,7 +608,9 @@ impl ShardStreams {
                     p.assign(ctx, &group, member, generation);
                 }
             };
-            send_control(ctx, owner, task);
+            if let Err(error) = ctx.send_or_spawn(owner, task) {
+                tracing::error!(%error, "task lost: the engine's queues are full");
+            }
         }
     }
 
@@ -705,20 +690,6 @@ impl ShardStreams {
         }
         if !partitions.is_empty() {
             self.arm_maintenance(ctx);
-        }
-    }
-}
-
-/// Sends a control task (an assignment, a wake-up) that must not be lost: through the
-/// ring, or through the runtime's external queue when the ring is full. (Order between
-/// the two paths is not kept; assignments carry generations, so a late one is ignored.)
-pub(crate) fn send_control<F>(ctx: &mut ShardCtx, target: usize, task: F)
-where
-    F: FnOnce(&mut ShardCtx) + Send + 'static,
-{
-    if let Err(refused) = ctx.send(target, task) {
-        if let Err(error) = ctx.runtime().spawn(target, refused.into_task()) {
-            tracing::error!(%error, target, "control message lost: the engine's queues are full");
         }
     }
 }

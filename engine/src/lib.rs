@@ -16,6 +16,12 @@
 //!   acks, prefetch, dead-lettering, TTL, max-length and priorities (the RabbitMQ model).
 //! - [`stream`]: streams: persistent partitioned logs with deduplication, consumer
 //!   groups, acknowledgements, redelivery and replay (the Kafka / JetStream model).
+//! - [`protocol`]: the native wire protocol's frames and bodies (pure codecs).
+//! - [`broker`]: the embedded broker: one runtime and the three models over one data
+//!   directory.
+//! - [`net`]: the io_uring network layer (listeners, connections, bytes) and the
+//!   `Server` that serves a broker over the native protocol (sessions in `server`).
+//! - [`client`]: a Rust client of the native protocol.
 //!
 //! See `docs/architecture.md` for the picture.
 
@@ -26,11 +32,21 @@ pub mod storage;
 mod sync;
 
 #[cfg(not(loom))]
+pub mod broker;
+#[cfg(not(loom))]
+pub mod client;
+#[cfg(not(loom))]
+pub mod net;
+#[cfg(not(loom))]
+pub mod protocol;
+#[cfg(not(loom))]
 pub mod pubsub;
 #[cfg(not(loom))]
 pub mod queue;
 #[cfg(not(loom))]
 pub mod runtime;
+#[cfg(not(loom))]
+mod server;
 #[cfg(not(loom))]
 pub mod stream;
 

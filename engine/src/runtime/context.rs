@@ -29,8 +29,13 @@ use super::external::RuntimeHandle;
 use super::shared::{RuntimeShared, Task};
 use super::stats::LocalStats;
 use super::timer::Timers;
-use super::uring::Uring;
+use super::uring::{OpSlot, Uring};
 use crate::ring::Producer;
+
+/// An in-flight io_uring op, for `ShardCtx::cancel_op`: its slot and the slot's
+/// generation, so a stale id never names a later op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpId(u64);
 
 /// The running shard, as seen by a task. Not `Send`: it never leaves its thread.
 pub struct ShardCtx {
@@ -386,9 +391,75 @@ impl ShardCtx {
         H: FnOnce(&mut ShardCtx, i32) + 'static,
     {
         // SAFETY: forwarded from our caller.
-        unsafe { self.uring.push(entry, Box::new(handler)) }?;
+        unsafe { self.submit_op_id(entry, handler) }.map(drop)
+    }
+
+    /// As `submit_op`, returning the op's id, for `cancel_op`.
+    ///
+    /// # Safety
+    /// As for `submit_op`.
+    pub(crate) unsafe fn submit_op_id<H>(
+        &mut self,
+        entry: io_uring::squeue::Entry,
+        handler: H,
+    ) -> Result<OpId, OpError>
+    where
+        H: FnOnce(&mut ShardCtx, i32) + 'static,
+    {
+        // SAFETY: forwarded from our caller.
+        let id = unsafe { self.uring.push(entry, OpSlot::Once(Box::new(handler))) }?;
         self.created += 1;
-        Ok(())
+        Ok(OpId(id))
+    }
+
+    /// Submits a multishot io_uring entry (multishot accept, recv or poll, or a
+    /// `SEND_ZC` with its notification): `handler` runs on this shard for every
+    /// completion, with `res` and the CQE's flags, and is dropped after the completion
+    /// that comes without `IORING_CQE_F_MORE`. A standing multishot op does not hold
+    /// up shutdown; the shard cancels it at stop.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the last completion: point it into
+    /// memory moved into `handler`, or memory that outlives the runtime (a registered
+    /// buffer ring must stay registered while the op may select from it).
+    pub(crate) unsafe fn submit_multishot<H>(
+        &mut self,
+        entry: io_uring::squeue::Entry,
+        handler: H,
+    ) -> Result<OpId, OpError>
+    where
+        H: FnMut(&mut ShardCtx, i32, u32) + 'static,
+    {
+        // SAFETY: forwarded from our caller.
+        let id = unsafe { self.uring.push(entry, OpSlot::Multi(Box::new(handler))) }?;
+        Ok(OpId(id))
+    }
+
+    /// Asks the kernel to cancel op `id` if it is still in flight. Its handler still
+    /// runs (with `-ECANCELED`, or its result if it finished first). An id whose op has
+    /// already finished is ignored, never confused with a later op.
+    pub(crate) fn cancel_op(&mut self, id: OpId) -> Result<(), OpError> {
+        self.uring.cancel(id.0)
+    }
+
+    /// Registers a ring of provided buffers with this shard's io_uring.
+    ///
+    /// # Safety
+    /// As for `Uring::register_buf_ring`: the ring memory and every buffer in it stay
+    /// valid until `unregister_buf_ring(group)` or the shard stops.
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        ring_addr: u64,
+        entries: u16,
+        group: u16,
+    ) -> Result<(), OpError> {
+        // SAFETY: forwarded from our caller.
+        unsafe { self.uring.register_buf_ring(ring_addr, entries, group) }
+    }
+
+    /// Unregisters buffer group `group`.
+    pub(crate) fn unregister_buf_ring(&mut self, group: u16) -> Result<(), OpError> {
+        self.uring.unregister_buf_ring(group)
     }
 
     fn check_target(&self, target: usize) -> Result<(), ()> {
@@ -499,10 +570,24 @@ impl ShardCtx {
     pub(crate) fn dispatch_completions(&mut self) -> usize {
         let reaped = self.uring.reap(self.batch_max);
         let n = reaped.len();
-        for &(user_data, res) in &reaped {
-            if let Some(handler) = self.uring.take_handler(user_data) {
-                self.stats.ops_completed += 1;
-                self.run_counted(move |ctx| handler(ctx, res));
+        for &(user_data, res, flags) in &reaped {
+            let more = io_uring::cqueue::more(flags);
+            match self.uring.take_handler(user_data, more) {
+                Some(OpSlot::Once(handler)) => {
+                    self.stats.ops_completed += 1;
+                    self.run_counted(move |ctx| handler(ctx, res));
+                }
+                Some(OpSlot::Multi(mut handler)) => {
+                    self.stats.ops_completed += 1;
+                    // A standing multishot op is not accepted work (shutdown does not
+                    // wait for it); each completion it posts is.
+                    self.created += 1;
+                    self.run_counted(|ctx| handler(ctx, res, flags));
+                    if more {
+                        self.uring.put_back(user_data, handler);
+                    }
+                }
+                None => {}
             }
         }
         self.uring.return_reaped(reaped);

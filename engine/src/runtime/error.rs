@@ -158,6 +158,9 @@ pub enum OpError {
     /// The kernel refused the submission.
     #[error("io_uring submit failed: {0}")]
     Submit(io::Error),
+    /// The kernel refused to register a resource (a provided-buffer ring).
+    #[error("io_uring register failed: {0}")]
+    Register(io::Error),
 }
 
 /// A timer could not be scheduled.

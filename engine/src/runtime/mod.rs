@@ -36,6 +36,7 @@ use std::thread::JoinHandle;
 use crossbeam_queue::ArrayQueue;
 
 pub use config::{RuntimeConfig, SHARDS_MAX};
+pub(crate) use context::OpId;
 pub use context::ShardCtx;
 pub(crate) use error::model_error_from_runtime;
 pub use error::{CallError, OpError, RuntimeError, SendError, SubmitError, TaskError, TimerError};

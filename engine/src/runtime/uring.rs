@@ -8,7 +8,12 @@
 //! buffer the kernel may still write (an op's handler lives in the slab until its
 //! completion arrives; at a forced stop, ops that never complete are leaked on purpose).
 //!
-//! `user_data` is the op's slab index; `USER_DATA_WAKE` is reserved for the wake read.
+//! `user_data` is the op's slab index in the low 32 bits and the slot's generation in
+//! the high 32 (so a cancel or a stray completion for an op that finished can never
+//! reach the op that reuses its slot); `USER_DATA_WAKE` and `USER_DATA_CANCEL` are
+//! reserved. A one-shot op's slot is freed by its completion; a multishot op (accept,
+//! recv, poll, `SEND_ZC` with its notification) keeps its slot and handler until a
+//! completion comes without `IORING_CQE_F_MORE`.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -28,9 +33,29 @@ pub(crate) const USER_DATA_CANCEL: u64 = u64::MAX - 1;
 /// What an op's handler receives: the CQE's `res` (bytes or a negative errno).
 pub(crate) type OpHandler = Box<dyn FnOnce(&mut ShardCtx, i32)>;
 
+/// A multishot op's handler: runs once per completion with `res` and the CQE's flags
+/// (buffer id, `IORING_CQE_F_MORE`, `IORING_CQE_F_NOTIF`).
+pub(crate) type MultiHandler = Box<dyn FnMut(&mut ShardCtx, i32, u32)>;
+
+/// Generations wrap below `u32::MAX` so no `user_data` can equal a reserved value.
+const GENERATION_MAX: u32 = u32::MAX - 2;
+
+/// An in-flight op's handler.
+pub(crate) enum OpSlot {
+    /// Completes once.
+    Once(OpHandler),
+    /// Completes until a CQE without `IORING_CQE_F_MORE`.
+    Multi(MultiHandler),
+}
+
+/// A completion taken out of the CQ: `user_data`, `res`, flags.
+pub(crate) type Reaped = (u64, i32, u32);
+
 pub(crate) struct Uring {
     ring: IoUring,
-    ops: Vec<Option<OpHandler>>,
+    ops: Vec<Option<OpSlot>>,
+    /// Each slot's generation, bumped whenever the slot is freed.
+    generations: Vec<u32>,
     free: Vec<usize>,
     inflight: usize,
     inflight_max: usize,
@@ -38,7 +63,7 @@ pub(crate) struct Uring {
     wake_buf: Box<u64>,
     wake_armed: bool,
     /// Completions taken from the CQ, waiting for the loop to dispatch them.
-    reaped: Vec<(u64, i32)>,
+    reaped: Vec<Reaped>,
     /// `io_uring_enter` calls made (statistics).
     pub(crate) enters: u64,
 }
@@ -72,6 +97,7 @@ impl Uring {
         Ok(Self {
             ring,
             ops,
+            generations: vec![0; inflight_max],
             free: (0..inflight_max).rev().collect(),
             inflight: 0,
             inflight_max,
@@ -90,24 +116,47 @@ impl Uring {
     pub(crate) unsafe fn push(
         &mut self,
         entry: io_uring::squeue::Entry,
-        handler: OpHandler,
-    ) -> Result<(), OpError> {
+        handler: OpSlot,
+    ) -> Result<u64, OpError> {
         let Some(slot) = self.free.pop() else {
             return Err(OpError::TooManyInFlight {
                 max: self.inflight_max,
             });
         };
         debug_assert!(self.ops[slot].is_none());
-        let entry = entry.user_data(slot as u64);
+        let user_data = self.user_data(slot);
+        let entry = entry.user_data(user_data);
         // SAFETY: the caller guarantees the entry's pointers outlive the handler, which
-        // we keep in the slab until the completion for `slot` arrives.
+        // we keep in the slab until the (last) completion for `slot` arrives.
         if let Err(err) = unsafe { self.push_sqe(&entry) } {
             self.free.push(slot);
             return Err(err);
         }
         self.ops[slot] = Some(handler);
         self.inflight += 1;
-        Ok(())
+        Ok(user_data)
+    }
+
+    fn user_data(&self, slot: usize) -> u64 {
+        (u64::from(self.generations[slot]) << 32) | slot as u64
+    }
+
+    /// The slot `user_data` names, if it names the op now in that slot.
+    fn slot_of(&self, user_data: u64) -> Option<usize> {
+        let slot = usize::try_from(user_data & u64::from(u32::MAX)).ok()?;
+        let generation = u32::try_from(user_data >> 32).ok()?;
+        (self.generations.get(slot) == Some(&generation)).then_some(slot)
+    }
+
+    fn free_slot(&mut self, slot: usize) {
+        let generation = &mut self.generations[slot];
+        *generation = if *generation >= GENERATION_MAX {
+            0
+        } else {
+            *generation + 1
+        };
+        self.free.push(slot);
+        self.inflight -= 1;
     }
 
     /// Free op slots.
@@ -148,7 +197,7 @@ impl Uring {
             .zip(&slots)
             .enumerate()
             .map(|(i, (entry, &slot))| {
-                let entry = entry.user_data(slot as u64);
+                let entry = entry.user_data(self.user_data(slot));
                 if i < last {
                     entry.flags(io_uring::squeue::Flags::IO_LINK)
                 } else {
@@ -166,7 +215,7 @@ impl Uring {
             )));
         }
         for (slot, handler) in slots.into_iter().zip(handlers) {
-            self.ops[slot] = Some(handler);
+            self.ops[slot] = Some(OpSlot::Once(handler));
             self.inflight += 1;
         }
         Ok(())
@@ -204,7 +253,9 @@ impl Uring {
         // is dropped no earlier (`finish` waits for the read's completion or leaks both).
         unsafe { self.push_sqe(&entry) }.map_err(|e| match e {
             OpError::Submit(io) => io,
-            OpError::TooManyInFlight { .. } => io::Error::other("unreachable: wake read"),
+            OpError::TooManyInFlight { .. } | OpError::Register(_) => {
+                io::Error::other("unreachable: wake read")
+            }
         })?;
         self.wake_armed = true;
         Ok(())
@@ -249,33 +300,89 @@ impl Uring {
         !self.ring.completion().is_empty()
     }
 
-    /// Moves up to `max` completions out of the CQ; the wake read's is absorbed here.
-    /// Returns the op completions, to be dispatched with `take_handler`.
-    pub(crate) fn reap(&mut self, max: usize) -> Vec<(u64, i32)> {
+    /// Moves up to `max` completions out of the CQ; the wake read's and cancel
+    /// requests' are absorbed here. Returns the op completions, to be dispatched with
+    /// `take_handler`.
+    pub(crate) fn reap(&mut self, max: usize) -> Vec<Reaped> {
         let mut out = std::mem::take(&mut self.reaped);
         out.clear();
         for cqe in self.ring.completion().take(max) {
-            if cqe.user_data() == USER_DATA_WAKE {
-                self.wake_armed = false;
-                continue;
+            match cqe.user_data() {
+                USER_DATA_WAKE => self.wake_armed = false,
+                USER_DATA_CANCEL => {}
+                user_data => out.push((user_data, cqe.result(), cqe.flags())),
             }
-            out.push((cqe.user_data(), cqe.result()));
         }
         out
     }
 
     /// Gives back the scratch vector `reap` lent out.
-    pub(crate) fn return_reaped(&mut self, v: Vec<(u64, i32)>) {
+    pub(crate) fn return_reaped(&mut self, v: Vec<Reaped>) {
         self.reaped = v;
     }
 
-    /// Takes the handler of a completed op and frees its slot.
-    pub(crate) fn take_handler(&mut self, user_data: u64) -> Option<OpHandler> {
-        let slot = usize::try_from(user_data).ok()?;
-        let handler = self.ops.get_mut(slot)?.take()?;
-        self.free.push(slot);
-        self.inflight -= 1;
+    /// Takes the handler of a completed op. A one-shot op's slot is freed; so is a
+    /// multishot op's on its last completion (`more` false). Otherwise the slot stays
+    /// reserved and the caller gives the handler back with `put_back` once it ran.
+    pub(crate) fn take_handler(&mut self, user_data: u64, more: bool) -> Option<OpSlot> {
+        let slot = self.slot_of(user_data)?;
+        let handler = self.ops[slot].take()?;
+        if matches!(handler, OpSlot::Once(_)) || !more {
+            self.free_slot(slot);
+        }
         Some(handler)
+    }
+
+    /// Returns a multishot handler taken with `more` set to its still-reserved slot.
+    pub(crate) fn put_back(&mut self, user_data: u64, handler: MultiHandler) {
+        match self.slot_of(user_data) {
+            Some(slot) if self.ops[slot].is_none() => {
+                self.ops[slot] = Some(OpSlot::Multi(handler));
+            }
+            _ => debug_assert!(false, "multishot slot {user_data:#x} lost while running"),
+        }
+    }
+
+    /// Asks the kernel to cancel the op `user_data` names (if it is still in flight).
+    /// Its handler still runs, with `-ECANCELED` or its result if it raced to finish.
+    pub(crate) fn cancel(&mut self, user_data: u64) -> Result<(), OpError> {
+        if self.slot_of(user_data).is_none() {
+            return Ok(());
+        }
+        let cancel = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(USER_DATA_CANCEL);
+        // SAFETY: a cancel request carries no pointers.
+        unsafe { self.push_sqe(&cancel) }
+    }
+
+    /// Registers a ring of provided buffers as group `group`.
+    ///
+    /// # Safety
+    /// `ring_addr` must point to `entries` page-aligned `io_uring_buf` entries that stay
+    /// valid (as must every buffer published in it) until `unregister_buf_ring(group)`
+    /// or until the ring is dropped with no op in flight that could select from it.
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        ring_addr: u64,
+        entries: u16,
+        group: u16,
+    ) -> Result<(), OpError> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(ring_addr, entries, group, 0)
+        }
+        .map_err(OpError::Register)
+    }
+
+    /// Unregisters buffer group `group`; the kernel no longer selects from it.
+    pub(crate) fn unregister_buf_ring(&mut self, group: u16) -> Result<(), OpError> {
+        self.ring
+            .submitter()
+            .unregister_buf_ring(group)
+            .map_err(OpError::Register)
     }
 
     /// At stop: asks the kernel to cancel every op in flight (one `ASYNC_CANCEL` by
@@ -287,14 +394,14 @@ impl Uring {
         &mut self,
         wake: &EventFd,
         patience: Duration,
-    ) -> (Vec<OpHandler>, usize) {
+    ) -> (Vec<OpSlot>, usize) {
         let mut done = Vec::new();
         if self.wake_armed {
             let _ = wake.write_one();
         }
         for slot in 0..self.ops.len() {
             if self.ops[slot].is_some() {
-                let cancel = opcode::AsyncCancel::new(slot as u64)
+                let cancel = opcode::AsyncCancel::new(self.user_data(slot))
                     .build()
                     .user_data(USER_DATA_CANCEL);
                 // SAFETY: a cancel request carries no pointers.
@@ -305,9 +412,12 @@ impl Uring {
         while (self.inflight > 0 || self.wake_armed) && std::time::Instant::now() < deadline {
             let _ = self.park(Some(Duration::from_millis(10)));
             let reaped = self.reap(usize::MAX);
-            for &(ud, _) in &reaped {
-                if let Some(h) = self.take_handler(ud) {
-                    done.push(h);
+            for &(ud, _, flags) in &reaped {
+                if let Some(h) = self.take_handler(ud, io_uring::cqueue::more(flags)) {
+                    match h {
+                        OpSlot::Multi(h) if io_uring::cqueue::more(flags) => self.put_back(ud, h),
+                        h => done.push(h),
+                    }
                 }
             }
             self.return_reaped(reaped);

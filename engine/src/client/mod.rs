@@ -1,0 +1,579 @@
+//! A Rust client of the native protocol.
+//!
+//! Owns: one TCP connection to a `ringbrokerd` (or any `net::Server`), the handshake,
+//! correlation of replies to requests (so requests pipeline: many may be in flight),
+//! and routing pushed messages to their subscriptions. A reader thread reads frames;
+//! callers write frames under a lock, one `write` per frame.
+//!
+//! Never: waits without a deadline (every request has one), or lets a request hang
+//! when the connection drops: every pending request fails with `Disconnected` then.
+//! Subscription buffers are bounded; a subscription that is not read loses messages
+//! past its bound (subjects are at-most-once), counted in `dropped`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::pubsub::{decode_delivery, decode_reply, encode_publish, Request, Subscribe};
+use crate::protocol::session::{ErrorBody, Hello, Welcome};
+use crate::protocol::{
+    encode_frame, split_frame, ErrorCode, FrameHeader, Op, ProtocolError, FLAG_NO_REPLY,
+    FLAG_REPLY, FRAME_MAX_LIMIT, HEADER_BYTES, VERSION,
+};
+use crate::pubsub::{Message, Subject};
+
+/// The URL scheme of the native protocol.
+pub const URL_SCHEME: &str = "ringbroker://";
+/// The port a `ringbroker://host` URL without one means.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ringbroker://host:port` (or plain `host:port`).
+    pub url: String,
+    /// Sent in `HELLO` when the server wants one.
+    pub auth_token: Option<String>,
+    /// Shown in the server's logs.
+    pub client_name: String,
+    /// How long connecting and the handshake may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long a request waits for its reply. Default 30 s.
+    pub request_timeout: Duration,
+    /// Messages a subscription buffers before it drops. Default 65536.
+    pub subscription_pending_max: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            auth_token: None,
+            client_name: "ringbroker-rust".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            subscription_pending_max: 65536,
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `ringbroker://host[:port]`.
+    #[error("invalid url {0:?}: expected ringbroker://host[:port]")]
+    InvalidUrl(String),
+    /// Could not connect.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The server answered with an error.
+    #[error("{code}: {message}")]
+    Server {
+        /// The error code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server sent bytes this client cannot decode.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The connection dropped before the reply came.
+    #[error("connection lost: {0}")]
+    Disconnected(String),
+    /// No reply within the deadline.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// A subscription's messages were all taken and it has ended.
+    #[error("subscription closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The wire error code, when the server sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `ringbroker://host[:port]` (or `host:port`) into addresses.
+pub fn resolve_url(url: &str) -> Result<Vec<SocketAddr>, ClientError> {
+    let rest = url.strip_prefix(URL_SCHEME).unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(ClientError::InvalidUrl(url.to_owned()));
+    }
+    let with_port = if rest
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        rest.to_owned()
+    } else {
+        format!("{rest}:{DEFAULT_PORT}")
+    };
+    with_port
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|_| ClientError::InvalidUrl(url.to_owned()))
+}
+
+type Reply = Result<(FrameHeader, Bytes), ClientError>;
+
+struct SubSink {
+    tx: SyncSender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+struct Inner {
+    stream: Mutex<TcpStream>,
+    pending: Mutex<HashMap<u64, SyncSender<Reply>>>,
+    subs: Mutex<HashMap<u64, SubSink>>,
+    next_correlation: AtomicU64,
+    next_sub: AtomicU64,
+    /// Set once the connection is gone; the reason is in `lost`.
+    closed: AtomicBool,
+    lost: Mutex<Option<String>>,
+    welcome: Welcome,
+    config: ClientConfig,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A connection to a ringbroker server. Share it by reference across threads.
+pub struct Client {
+    inner: Arc<Inner>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.config.url)
+            .field("connection", &self.inner.welcome.connection_id)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects and completes the handshake.
+    pub fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let addrs = resolve_url(&config.url)?;
+        let mut last = None;
+        let stream = addrs.iter().find_map(|addr| {
+            match TcpStream::connect_timeout(addr, config.connect_timeout) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    last = Some(e);
+                    None
+                }
+            }
+        });
+        let url = config.url.clone();
+        let connect_err = |source| ClientError::Connect {
+            addr: url.clone(),
+            source,
+        };
+        let mut stream = match stream {
+            Some(s) => s,
+            None => {
+                return Err(connect_err(last.unwrap_or_else(|| {
+                    std::io::Error::other("no address to connect to")
+                })))
+            }
+        };
+        stream.set_nodelay(true).map_err(connect_err)?;
+        let welcome = handshake(&mut stream, &config)?;
+        let reader_stream = stream.try_clone().map_err(connect_err)?;
+        let inner = Arc::new(Inner {
+            stream: Mutex::new(stream),
+            pending: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
+            next_correlation: AtomicU64::new(1),
+            next_sub: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            lost: Mutex::new(None),
+            welcome,
+            config,
+        });
+        let reader_inner = inner.clone();
+        let reader = std::thread::Builder::new()
+            .name("ringbroker-client".into())
+            .spawn(move || read_loop(&reader_inner, reader_stream))
+            .map_err(connect_err)?;
+        Ok(Self {
+            inner,
+            reader: Some(reader),
+        })
+    }
+
+    /// What the server said in its handshake.
+    pub fn server_info(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+
+    /// Publishes `payload` on `subject` without waiting: an error the server reports
+    /// later (backpressure) is not seen by this call.
+    pub fn publish(&self, subject: &str, payload: impl Into<Bytes>) -> Result<(), ClientError> {
+        let message = Message::new(subject_of(subject)?, payload);
+        self.send(Op::Publish, FLAG_NO_REPLY, 0, |out| {
+            encode_publish(out, std::slice::from_ref(&message));
+        })
+    }
+
+    /// Publishes a batch in one frame and waits until the server has routed it.
+    pub fn publish_batch(&self, messages: &[Message]) -> Result<(), ClientError> {
+        self.call(Op::Publish, |out| encode_publish(out, messages), None)
+            .map(drop)
+    }
+
+    /// Subscribes to `pattern` (in `queue_group` if given). Returns once every shard of
+    /// the server routes to it.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        queue_group: Option<&str>,
+    ) -> Result<ClientSubscription, ClientError> {
+        let sub_id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(self.inner.config.subscription_pending_max);
+        let dropped = Arc::new(AtomicU64::new(0));
+        lock(&self.inner.subs).insert(
+            sub_id,
+            SubSink {
+                tx,
+                dropped: dropped.clone(),
+            },
+        );
+        let request = Subscribe {
+            sub_id,
+            pattern: pattern.to_owned(),
+            queue_group: queue_group.map(str::to_owned),
+            max_messages: 0,
+        };
+        if let Err(error) = self.call(Op::Subscribe, |out| request.encode(out), None) {
+            lock(&self.inner.subs).remove(&sub_id);
+            return Err(error);
+        }
+        Ok(ClientSubscription {
+            sub_id,
+            rx,
+            dropped,
+            inner: self.inner.clone(),
+            active: true,
+        })
+    }
+
+    /// Sends `payload` to `subject` and waits for the first reply: `NoResponders` at
+    /// once if nothing subscribes to it, `Timeout` if no reply comes within `timeout`.
+    pub fn request(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        let request = Request {
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            message: Message::new(subject_of(subject)?, payload),
+        };
+        // The server times the request out; the margin covers the round trip.
+        let wait = timeout + Duration::from_secs(5);
+        let (_, body) = self.call(Op::Request, |out| request.encode(out), Some(wait))?;
+        Ok(decode_reply(body)?)
+    }
+
+    /// Round-trips a `PING`.
+    pub fn ping(&self) -> Result<Duration, ClientError> {
+        let started = Instant::now();
+        self.call(Op::Ping, |_| {}, None)?;
+        Ok(started.elapsed())
+    }
+
+    /// Sends a request frame and waits for its reply (or error).
+    fn call(
+        &self,
+        op: Op,
+        body: impl FnOnce(&mut BytesMut),
+        wait: Option<Duration>,
+    ) -> Result<(FrameHeader, Bytes), ClientError> {
+        let correlation = self.inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(1);
+        lock(&self.inner.pending).insert(correlation, tx);
+        if let Err(error) = self.send(op, 0, correlation, body) {
+            lock(&self.inner.pending).remove(&correlation);
+            return Err(error);
+        }
+        let wait = wait.unwrap_or(self.inner.config.request_timeout);
+        match rx.recv_timeout(wait) {
+            Ok(reply) => reply,
+            Err(RecvTimeoutError::Timeout) => {
+                lock(&self.inner.pending).remove(&correlation);
+                Err(ClientError::Timeout(wait))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(self.inner.lost_error()),
+        }
+    }
+
+    fn send(
+        &self,
+        op: Op,
+        flags: u16,
+        correlation: u64,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), ClientError> {
+        self.inner.send(op, flags, correlation, body)
+    }
+
+    /// Closes the connection; pending requests fail with `Disconnected`.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = lock(&self.inner.stream).shutdown(std::net::Shutdown::Both);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn send(
+        &self,
+        op: Op,
+        flags: u16,
+        correlation: u64,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), ClientError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.lost_error());
+        }
+        let mut frame = BytesMut::new();
+        let len = encode_frame(&mut frame, op, flags, correlation, body);
+        if len > self.welcome.max_frame as usize {
+            return Err(ClientError::Server {
+                code: ErrorCode::FrameTooLarge,
+                message: format!(
+                    "frame of {len} bytes exceeds the server's maximum of {}",
+                    self.welcome.max_frame
+                ),
+            });
+        }
+        lock(&self.stream)
+            .write_all(&frame)
+            .map_err(|e| ClientError::Disconnected(e.to_string()))
+    }
+
+    fn lost_error(&self) -> ClientError {
+        let why = lock(&self.lost).clone();
+        ClientError::Disconnected(why.unwrap_or_else(|| "connection closed".into()))
+    }
+}
+
+fn subject_of(subject: &str) -> Result<Subject, ClientError> {
+    Subject::new(Bytes::copy_from_slice(subject.as_bytes())).map_err(|e| ClientError::Server {
+        code: ErrorCode::Invalid,
+        message: e.to_string(),
+    })
+}
+
+/// Sends `HELLO` and reads the reply, with the connect timeout on both.
+fn handshake(stream: &mut TcpStream, config: &ClientConfig) -> Result<Welcome, ClientError> {
+    let io = |e: std::io::Error| ClientError::Disconnected(e.to_string());
+    stream
+        .set_read_timeout(Some(config.connect_timeout))
+        .map_err(io)?;
+    let hello = Hello {
+        version_min: VERSION,
+        version_max: VERSION,
+        token: config.auth_token.clone().unwrap_or_default(),
+        client_name: config.client_name.clone(),
+    };
+    let mut frame = BytesMut::new();
+    encode_frame(&mut frame, Op::Hello, 0, 0, |out| hello.encode(out));
+    stream.write_all(&frame).map_err(io)?;
+    let mut buf = BytesMut::new();
+    let (header, body) = loop {
+        if let Some((header, total)) = split_frame(&buf, FRAME_MAX_LIMIT)? {
+            let frame = buf.split_to(total).freeze();
+            break (header, frame.slice(HEADER_BYTES..));
+        }
+        read_some(stream, &mut buf).map_err(io)?;
+    };
+    stream.set_read_timeout(None).map_err(io)?;
+    match header.op {
+        Op::Hello => Ok(Welcome::decode(body)?),
+        Op::Error => {
+            let error = ErrorBody::decode(body)?;
+            Err(ClientError::Server {
+                code: error.code,
+                message: error.message,
+            })
+        }
+        _ => Err(ClientError::Protocol(ProtocolError::Malformed {
+            op: header.op.name(),
+            what: "expected the HELLO reply",
+        })),
+    }
+}
+
+/// Reads what is available (at least one byte, or an error; EOF is an error).
+fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+    let mut chunk = [0u8; 64 << 10];
+    let n = stream.read(&mut chunk)?;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "server closed the connection",
+        ));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+fn read_loop(inner: &Inner, mut stream: TcpStream) {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let why = loop {
+        match split_frame(&buf, inner.welcome.max_frame.max(FRAME_MAX_LIMIT)) {
+            Ok(Some((header, total))) => {
+                let frame = buf.split_to(total).freeze();
+                if let Err(why) = on_frame(inner, header, frame.slice(HEADER_BYTES..)) {
+                    break why;
+                }
+            }
+            Ok(None) => {
+                if let Err(e) = read_some(&mut stream, &mut buf) {
+                    break e.to_string();
+                }
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    *lock(&inner.lost) = Some(why.clone());
+    inner.closed.store(true, Ordering::Release);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    for (_, tx) in lock(&inner.pending).drain() {
+        let _ = tx.try_send(Err(ClientError::Disconnected(why.clone())));
+    }
+    lock(&inner.subs).clear();
+}
+
+/// Handles one frame from the server; `Err` ends the connection with that reason.
+fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), String> {
+    match header.op {
+        Op::Message => {
+            let (sub_id, message) = decode_delivery(body).map_err(|e| e.to_string())?;
+            if let Some(sink) = lock(&inner.subs).get(&sub_id) {
+                if let Err(TrySendError::Full(_)) = sink.tx.try_send(message) {
+                    sink.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        }
+        Op::Ping if !header.has(FLAG_REPLY) => inner
+            .send(Op::Ping, FLAG_REPLY, header.correlation, |_| {})
+            .map_err(|e| e.to_string()),
+        Op::Error => {
+            let error = ErrorBody::decode(body).map_err(|e| e.to_string())?;
+            let reply = Err(ClientError::Server {
+                code: error.code,
+                message: error.message.clone(),
+            });
+            if let Some(tx) = lock(&inner.pending).remove(&header.correlation) {
+                let _ = tx.try_send(reply);
+            }
+            if error.code.is_fatal() || header.correlation == 0 {
+                return Err(format!("{}: {}", error.code, error.message));
+            }
+            Ok(())
+        }
+        _ => {
+            if let Some(tx) = lock(&inner.pending).remove(&header.correlation) {
+                let _ = tx.try_send(Ok((header, body)));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A subscription made through a `Client`. Dropping it unsubscribes.
+pub struct ClientSubscription {
+    sub_id: u64,
+    rx: Receiver<Message>,
+    dropped: Arc<AtomicU64>,
+    inner: Arc<Inner>,
+    active: bool,
+}
+
+impl std::fmt::Debug for ClientSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSubscription")
+            .field("id", &self.sub_id)
+            .finish()
+    }
+}
+
+impl ClientSubscription {
+    /// The next message, waiting up to `timeout`.
+    pub fn next_timeout(&self, timeout: Duration) -> Result<Message, ClientError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(message) => Ok(message),
+            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(self.inner.lost_error()),
+        }
+    }
+
+    /// The next message if one is buffered.
+    pub fn try_next(&self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Messages dropped because this subscription's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ends the subscription (messages already buffered are discarded).
+    pub fn unsubscribe(mut self) -> Result<(), ClientError> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<(), ClientError> {
+        if !self.active {
+            return Ok(());
+        }
+        self.active = false;
+        lock(&self.inner.subs).remove(&self.sub_id);
+        let sub_id = self.sub_id;
+        self.inner.send(Op::Unsubscribe, FLAG_NO_REPLY, 0, |out| {
+            bytes::BufMut::put_u64_le(out, sub_id);
+        })
+    }
+}
+
+impl Drop for ClientSubscription {
+    fn drop(&mut self) {
+        let _ = self.end();
+    }
+}

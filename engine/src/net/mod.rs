@@ -1,0 +1,346 @@
+//! The io_uring network layer: listeners, connections, and moving bytes.
+//!
+//! Owns: on every shard, a `SO_REUSEPORT` listener on the server's address with a
+//! multishot accept, a ring of provided buffers that multishot recvs fill, and the
+//! connections that shard accepted (a connection lives on its shard for its whole
+//! life). Each connection has an input buffer (frames are cut from it without copying)
+//! and a bounded output buffer sent with one `send` for everything queued.
+//!
+//! Never: interprets bytes (the `server` module parses frames and runs them against the
+//! broker), blocks, or buffers without bound: past `outbound_bytes_max` of unsent
+//! output a connection stops reading (TCP pushes back on the client) and sessions stop
+//! feeding it.
+//!
+//! Byte path: the kernel writes a recv into a provided buffer; its bytes are copied
+//! once into the connection's input buffer, and frames (with their payloads) are
+//! `Bytes` slices of that from then on, all the way to the log or another shard.
+
+mod buffers;
+mod shard;
+mod socket;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::broker::Broker;
+use crate::protocol::{FRAME_MAX_DEFAULT, FRAME_MAX_LIMIT};
+use crate::runtime::{CallError, RuntimeHandle, ShardCtx};
+
+pub(crate) use shard::{Conn, ConnState, ShardServer};
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a server listens and what it allows.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen. Default `127.0.0.1:7070` (loopback: exposing the broker is a
+    /// deliberate choice).
+    pub listen: SocketAddr,
+    /// The largest frame accepted (header included). Default 16 MiB, at most 256 MiB.
+    pub max_frame: u32,
+    /// When set, a `HELLO` must carry exactly this token.
+    pub auth_token: Option<String>,
+    /// Connections silent this long (no whole frame received) are closed; zero
+    /// disables. Default 60 s. A client that sends half a frame and stalls is closed
+    /// by this too.
+    pub idle_timeout: Duration,
+    /// A connection that has sent us nothing for this long gets a `PING`. Default 15 s.
+    pub heartbeat: Duration,
+    /// A connection must complete its `HELLO` within this. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// The most connections one shard holds; more are accepted and closed at once.
+    /// Default 65536.
+    pub connections_per_shard_max: usize,
+    /// Unsent output past which a connection stops being read. Default 4 MiB.
+    pub outbound_bytes_max: usize,
+    /// Provided buffers per shard (a power of two). Default 256.
+    pub recv_buffers: u16,
+    /// Bytes of each provided buffer. Default 16 KiB.
+    pub recv_buffer_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            max_frame: FRAME_MAX_DEFAULT,
+            auth_token: None,
+            idle_timeout: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+            connections_per_shard_max: 65536,
+            outbound_bytes_max: 4 << 20,
+            recv_buffers: 256,
+            recv_buffer_bytes: 16 << 10,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), NetError> {
+        let invalid = |what: &'static str, why: String| Err(NetError::Invalid { what, why });
+        if self.max_frame < 1024 || self.max_frame > FRAME_MAX_LIMIT {
+            return invalid(
+                "max_frame",
+                format!(
+                    "{} bytes; between 1024 and {FRAME_MAX_LIMIT}",
+                    self.max_frame
+                ),
+            );
+        }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return invalid(
+                "recv_buffers",
+                format!("{}; a power of two up to 32768", self.recv_buffers),
+            );
+        }
+        if !(1024..=1 << 20).contains(&self.recv_buffer_bytes) {
+            return invalid(
+                "recv_buffer_bytes",
+                format!("{}; between 1 KiB and 1 MiB", self.recv_buffer_bytes),
+            );
+        }
+        if self.heartbeat.is_zero() {
+            return invalid("heartbeat", "must be above zero".into());
+        }
+        if self.connections_per_shard_max == 0 || self.outbound_bytes_max == 0 {
+            return invalid(
+                "connections_per_shard_max / outbound_bytes_max",
+                "must be above zero".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why a server could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A configuration value is out of range.
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// The field.
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// A shard could not listen (address in use, permission, ...).
+    #[error("shard {shard} cannot listen on {addr}: {source}")]
+    Listen {
+        /// The shard.
+        shard: usize,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The io_uring refused a setup step (buffer ring registration, first accept).
+    #[error("shard {shard}: {what}: {source}")]
+    Uring {
+        /// The shard.
+        shard: usize,
+        /// The step.
+        what: &'static str,
+        /// What the ring said.
+        source: crate::runtime::OpError,
+    },
+    /// The runtime could not run the setup on a shard.
+    #[error(transparent)]
+    Runtime(#[from] CallError),
+}
+
+/// One shard's network counters, written only by that shard.
+#[derive(Debug, Default)]
+pub(crate) struct ShardNetCounters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) open: AtomicUsize,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) errors_sent: AtomicU64,
+    pub(crate) reads_paused: AtomicU64,
+    pub(crate) deliveries_dropped: AtomicU64,
+}
+
+impl ShardNetCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // Only the owning shard writes; Relaxed is enough for statistics.
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> NetStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NetStats {
+            connections_open: self.open.load(Ordering::Relaxed) as u64,
+            connections_accepted: r(&self.accepted),
+            connections_refused: r(&self.refused),
+            connections_closed: r(&self.closed),
+            frames_in: r(&self.frames_in),
+            frames_out: r(&self.frames_out),
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            errors_sent: r(&self.errors_sent),
+            reads_paused: r(&self.reads_paused),
+            deliveries_dropped: r(&self.deliveries_dropped),
+        }
+    }
+}
+
+/// A shard's network counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections closed at once because the shard held `connections_per_shard_max`.
+    pub connections_refused: u64,
+    /// Connections closed since start.
+    pub connections_closed: u64,
+    /// Whole frames received.
+    pub frames_in: u64,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// `ERROR` frames sent.
+    pub errors_sent: u64,
+    /// Times a connection stopped being read because its output was over the bound.
+    pub reads_paused: u64,
+    /// Subject messages dropped for connections whose output was over the bound.
+    pub deliveries_dropped: u64,
+}
+
+/// What every shard of one server shares: its settings, the broker's models, counters.
+pub(crate) struct ServerShared {
+    pub(crate) id: u64,
+    pub(crate) config: ServerConfig,
+    pub(crate) counters: Vec<ShardNetCounters>,
+    pub(crate) next_connection: AtomicU64,
+}
+
+/// A native-protocol server over a broker's shards. Stop it before the broker.
+pub struct Server {
+    shared: Arc<ServerShared>,
+    runtime: RuntimeHandle,
+    addr: SocketAddr,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr).finish()
+    }
+}
+
+/// What stopping found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Connections closed gracefully (every request answered first).
+    pub closed: u64,
+    /// Connections still open at the grace deadline, closed without waiting.
+    pub forced: u64,
+}
+
+impl Server {
+    /// Starts listening on every shard of `broker`. With port 0 in `config.listen`, the
+    /// first shard's port is used by all (see `local_addr`).
+    pub fn start(broker: &Broker, config: ServerConfig) -> Result<Self, NetError> {
+        config.validate()?;
+        let runtime = broker.runtime().clone();
+        let shards = runtime.shard_count();
+        let shared = Arc::new(ServerShared {
+            id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            counters: (0..shards).map(|_| ShardNetCounters::default()).collect(),
+            next_connection: AtomicU64::new(1),
+        });
+        let mut addr = shared.config.listen;
+        let mut server = Self {
+            shared: shared.clone(),
+            runtime: runtime.clone(),
+            addr,
+            stopped: false,
+        };
+        for shard in 0..shards {
+            let shared = shared.clone();
+            let bound = runtime.call(shard, move |ctx: &mut ShardCtx| {
+                ShardServer::start(ctx, shared, addr)
+            })?;
+            // On error, `server`'s drop stops the shards that did start.
+            addr = bound?;
+            server.addr = addr;
+        }
+        Ok(server)
+    }
+
+    /// The address every shard listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Each shard's counters, in shard order.
+    pub fn stats(&self) -> Vec<NetStats> {
+        self.shared
+            .counters
+            .iter()
+            .map(ShardNetCounters::snapshot)
+            .collect()
+    }
+
+    /// Stops gracefully: listeners close, connections stop being read, each gets
+    /// `ERROR ShuttingDown` once its in-flight requests are answered and is closed when
+    /// its output is sent. Connections still open after `grace` are closed anyway.
+    pub fn stop(mut self, grace: Duration) -> StopReport {
+        self.stop_inner(grace)
+    }
+
+    fn stop_inner(&mut self, grace: Duration) -> StopReport {
+        if self.stopped {
+            return StopReport::default();
+        }
+        self.stopped = true;
+        let before: u64 = self.stats().iter().map(|s| s.connections_open).sum();
+        let id = self.shared.id;
+        self.on_every_shard(move |ctx| ShardServer::begin_stop(ctx, id));
+        let deadline = Instant::now() + grace;
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let forced = self.open_connections();
+        self.on_every_shard(move |ctx| ShardServer::force_stop(ctx, id));
+        StopReport {
+            closed: before.saturating_sub(forced),
+            forced,
+        }
+    }
+
+    fn open_connections(&self) -> u64 {
+        self.stats().iter().map(|s| s.connections_open).sum()
+    }
+
+    fn on_every_shard(&self, task: impl Fn(&mut ShardCtx) + Send + Clone + 'static) {
+        for shard in 0..self.runtime.shard_count() {
+            let task = task.clone();
+            if let Err(error) =
+                self.runtime
+                    .spawn_patiently(shard, Duration::from_secs(1), move |ctx| task(ctx))
+            {
+                tracing::warn!(shard, %error, "server stop step not delivered (engine stopping?)");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_inner(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,314 @@
+//! Subjects over TCP: a `net::Server` on a real broker, driven by the Rust client and
+//! by raw sockets sending bad input. Proves publish/subscribe, queue groups,
+//! request-reply (including `NoResponders` and `Timeout`), that malformed, oversized,
+//! out-of-state and truncated input closes only the offending connection with an
+//! error, and that a graceful stop says goodbye.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use ringbroker::broker::{Broker, BrokerConfig};
+use ringbroker::client::{Client, ClientConfig, ClientError};
+use ringbroker::net::{Server, ServerConfig};
+use ringbroker::protocol::session::{ErrorBody, Hello};
+use ringbroker::protocol::{encode_frame, split_frame, ErrorCode, Op, HEADER_BYTES, VERSION};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    server: Option<Server>,
+    broker: Option<Broker>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start(config: ServerConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut broker_config = BrokerConfig::new(dir.path());
+        broker_config.runtime.shards = Some(2);
+        broker_config.runtime.pin_to_cores = false;
+        let broker = Broker::open(broker_config).expect("broker");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..config
+        };
+        let server = Server::start(&broker, config).expect("server");
+        Self {
+            server: Some(server),
+            broker: Some(broker),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "ringbroker://{}",
+            self.server.as_ref().expect("server").local_addr()
+        )
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(ClientConfig::new(self.url())).expect("connect")
+    }
+
+    fn raw(&self) -> TcpStream {
+        let s = TcpStream::connect(self.server.as_ref().expect("server").local_addr())
+            .expect("raw connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        s
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop(Duration::from_secs(5));
+        }
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().expect("broker shutdown");
+        }
+    }
+}
+
+fn hello_frame(token: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    let hello = Hello {
+        version_min: VERSION,
+        version_max: VERSION,
+        token: token.into(),
+        client_name: "raw".into(),
+    };
+    encode_frame(&mut out, Op::Hello, 0, 0, |b| hello.encode(b));
+    out
+}
+
+/// Reads frames until the server closes; returns the last ERROR seen.
+fn read_until_closed(stream: &mut TcpStream) -> Option<ErrorBody> {
+    let mut buf = BytesMut::new();
+    let mut last_error = None;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        while let Ok(Some((header, total))) = split_frame(&buf, u32::MAX) {
+            let frame = buf.split_to(total).freeze();
+            if header.op == Op::Error {
+                last_error = ErrorBody::decode(frame.slice(HEADER_BYTES..)).ok();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not close the connection"
+        );
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return last_error,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn publish_reaches_subscribers_on_other_connections() {
+    let fx = Fixture::start(ServerConfig::default());
+    let (publisher, subscriber) = (fx.client(), fx.client());
+    let sub = subscriber.subscribe("orders.>", None).expect("subscribe");
+    for i in 0..100u32 {
+        publisher
+            .publish(&format!("orders.eu.{i}"), i.to_le_bytes().to_vec())
+            .expect("publish");
+    }
+    for i in 0..100u32 {
+        let message = sub.next_timeout(WAIT).expect("message");
+        assert_eq!(message.subject.as_str(), format!("orders.eu.{i}"));
+        assert_eq!(&message.payload[..], &i.to_le_bytes());
+    }
+    publisher.ping().expect("ping");
+    assert!(sub.try_next().is_none(), "nothing else was published");
+}
+
+#[test]
+fn queue_group_members_share_the_messages() {
+    let fx = Fixture::start(ServerConfig::default());
+    let (a, b, publisher) = (fx.client(), fx.client(), fx.client());
+    let sub_a = a.subscribe("jobs", Some("workers")).expect("a");
+    let sub_b = b.subscribe("jobs", Some("workers")).expect("b");
+    let batch: Vec<_> = (0..200)
+        .map(|i: u32| {
+            ringbroker::pubsub::Message::new(
+                ringbroker::pubsub::Subject::new("jobs").expect("subject"),
+                i.to_le_bytes().to_vec(),
+            )
+        })
+        .collect();
+    publisher.publish_batch(&batch).expect("publish batch");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 200 && Instant::now() < deadline {
+        for sub in [&sub_a, &sub_b] {
+            if let Ok(m) = sub.next_timeout(Duration::from_millis(10)) {
+                got.push(u32::from_le_bytes(
+                    m.payload[..4].try_into().expect("4 bytes"),
+                ));
+            }
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..200).collect::<Vec<_>>(),
+        "each message exactly once"
+    );
+}
+
+#[test]
+fn request_gets_the_first_reply_or_a_clear_error() {
+    let fx = Fixture::start(ServerConfig::default());
+    let responder = fx.client();
+    let requester = fx.client();
+    let sub = responder.subscribe("svc.echo", None).expect("subscribe");
+    let worker = std::thread::spawn(move || {
+        let request = sub.next_timeout(WAIT).expect("request arrives");
+        let reply_to = request.reply.expect("reply subject");
+        let mut answer = b"echo:".to_vec();
+        answer.extend_from_slice(&request.payload);
+        responder.publish(reply_to.as_str(), answer).expect("reply");
+        responder.ping().expect("reply flushed");
+    });
+    let reply = requester
+        .request("svc.echo", &b"hi"[..], WAIT)
+        .expect("reply");
+    assert_eq!(&reply.payload[..], b"echo:hi");
+    worker.join().expect("responder");
+    let none = requester.request("svc.nobody", &b"?"[..], WAIT);
+    assert!(
+        matches!(&none, Err(e) if e.code() == Some(ErrorCode::NoResponders)),
+        "{none:?}"
+    );
+    let _silent = requester.subscribe("svc.silent", None).expect("subscribe");
+    let late = requester.request("svc.silent", &b"?"[..], Duration::from_millis(100));
+    assert!(
+        matches!(&late, Err(e) if e.code() == Some(ErrorCode::Timeout)),
+        "{late:?}"
+    );
+    requester
+        .ping()
+        .expect("connection still fine after request errors");
+}
+
+#[test]
+fn wrong_token_and_missing_hello_are_refused() {
+    let fx = Fixture::start(ServerConfig {
+        auth_token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    });
+    let mut config = ClientConfig::new(fx.url());
+    config.auth_token = Some("wrong".into());
+    let refused = Client::connect(config.clone());
+    assert!(
+        matches!(&refused, Err(e) if e.code() == Some(ErrorCode::AuthFailed)),
+        "{refused:?}"
+    );
+    config.auth_token = Some("s3cret".into());
+    Client::connect(config)
+        .expect("right token")
+        .ping()
+        .expect("ping");
+
+    let mut raw = fx.raw();
+    let mut ping = BytesMut::new();
+    encode_frame(&mut ping, Op::Ping, 0, 1, |_| {});
+    raw.write_all(&ping).expect("write");
+    let error = read_until_closed(&mut raw).expect("an ERROR before close");
+    assert_eq!(error.code, ErrorCode::OutOfState);
+}
+
+#[test]
+fn bad_input_closes_only_that_connection() {
+    let fx = Fixture::start(ServerConfig::default());
+    let subscriber = fx.client();
+    let sub = subscriber.subscribe("steady", None).expect("subscribe");
+    let publisher = fx.client();
+
+    // Random bytes (after a valid HELLO): an unknown op or bad length.
+    let mut raw = fx.raw();
+    raw.write_all(&hello_frame("")).expect("hello");
+    raw.write_all(&[0x0c, 0, 0, 0, 0xee, 0xee, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+        .expect("garbage");
+    let error = read_until_closed(&mut raw).expect("error");
+    assert_eq!(error.code, ErrorCode::UnknownOp);
+
+    // A 4 GiB length prefix: refused from the prefix alone.
+    let mut raw = fx.raw();
+    raw.write_all(&hello_frame("")).expect("hello");
+    raw.write_all(&u32::MAX.to_le_bytes()).expect("prefix");
+    let error = read_until_closed(&mut raw).expect("error");
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
+
+    // A malformed body: a PUBLISH whose count promises more than it holds.
+    let mut raw = fx.raw();
+    raw.write_all(&hello_frame("")).expect("hello");
+    let mut bad = BytesMut::new();
+    encode_frame(&mut bad, Op::Publish, 0, 9, |b| b.put_u32_le(1000));
+    raw.write_all(&bad).expect("bad publish");
+    let error = read_until_closed(&mut raw).expect("error");
+    assert_eq!(error.code, ErrorCode::Malformed);
+
+    // Half a frame, then close.
+    let mut raw = fx.raw();
+    raw.write_all(&hello_frame("")[..7]).expect("half");
+    drop(raw);
+
+    for i in 0..50u32 {
+        publisher
+            .publish("steady", i.to_le_bytes().to_vec())
+            .expect("publish");
+    }
+    for i in 0..50u32 {
+        let m = sub
+            .next_timeout(WAIT)
+            .expect("the good connection is unaffected");
+        assert_eq!(&m.payload[..], &i.to_le_bytes());
+    }
+}
+
+#[test]
+fn silent_connections_are_closed_at_the_idle_timeout() {
+    let fx = Fixture::start(ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        heartbeat: Duration::from_millis(100),
+        handshake_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    });
+    // A slowloris: trickles a frame's bytes, never finishing it.
+    let mut raw = fx.raw();
+    raw.write_all(&hello_frame("")).expect("hello");
+    let started = Instant::now();
+    let trickle = [0x40u8, 0, 0, 0, 0x10];
+    for byte in trickle {
+        let _ = raw.write_all(&[byte]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let error = read_until_closed(&mut raw).expect("error");
+    assert_eq!(error.code, ErrorCode::IdleTimeout);
+    assert!(started.elapsed() < WAIT);
+    // No HELLO at all.
+    let mut raw = fx.raw();
+    let error = read_until_closed(&mut raw).expect("error");
+    assert_eq!(error.code, ErrorCode::IdleTimeout);
+}
+
+#[test]
+fn stop_tells_clients_and_pending_requests_fail_fast() {
+    let mut fx = Fixture::start(ServerConfig::default());
+    let client = fx.client();
+    client.ping().expect("ping");
+    let report = fx.server.take().expect("server").stop(WAIT);
+    assert_eq!(report.forced, 0, "{report:?}");
+    assert_eq!(report.closed, 1, "{report:?}");
+    let after = client.ping();
+    assert!(
+        matches!(after, Err(ClientError::Disconnected(ref why)) if why.contains("ShuttingDown")),
+        "{after:?}"
+    );
+}

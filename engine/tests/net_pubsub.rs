@@ -4,73 +4,20 @@
 //! out-of-state and truncated input closes only the offending connection with an
 //! error, and that a graceful stop says goodbye.
 
+#[path = "support/server.rs"]
+mod server;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use server::{Fixture, WAIT};
+
 use bytes::{BufMut, BytesMut};
-use ringbroker::broker::{Broker, BrokerConfig};
 use ringbroker::client::{Client, ClientConfig, ClientError};
-use ringbroker::net::{Server, ServerConfig};
+use ringbroker::net::ServerConfig;
 use ringbroker::protocol::session::{ErrorBody, Hello};
 use ringbroker::protocol::{encode_frame, split_frame, ErrorCode, Op, HEADER_BYTES, VERSION};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Fixture {
-    server: Option<Server>,
-    broker: Option<Broker>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn start(config: ServerConfig) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut broker_config = BrokerConfig::new(dir.path());
-        broker_config.runtime.shards = Some(2);
-        broker_config.runtime.pin_to_cores = false;
-        let broker = Broker::open(broker_config).expect("broker");
-        let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            ..config
-        };
-        let server = Server::start(&broker, config).expect("server");
-        Self {
-            server: Some(server),
-            broker: Some(broker),
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "ringbroker://{}",
-            self.server.as_ref().expect("server").local_addr()
-        )
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(ClientConfig::new(self.url())).expect("connect")
-    }
-
-    fn raw(&self) -> TcpStream {
-        let s = TcpStream::connect(self.server.as_ref().expect("server").local_addr())
-            .expect("raw connect");
-        s.set_read_timeout(Some(WAIT)).expect("timeout");
-        s
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop(Duration::from_secs(5));
-        }
-        if let Some(broker) = self.broker.take() {
-            broker.shutdown().expect("broker shutdown");
-        }
-    }
-}
 
 fn hello_frame(token: &str) -> BytesMut {
     let mut out = BytesMut::new();

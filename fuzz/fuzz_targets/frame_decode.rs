@@ -6,7 +6,7 @@
 //! - nothing panics and nothing allocates past the input (every length is checked
 //!   against the bytes present before use);
 //! - a frame `split_frame` accepts lies within the input and is at most the maximum;
-//! - a `PUBLISH` body that decodes re-encodes to a body that decodes to the same
+//! - a `PUBLISH`, `STREAM_PUBLISH` or `QUEUE_PUBLISH` body that decodes re-encodes to a body that decodes to the same
 //!   messages.
 
 #![no_main]
@@ -17,7 +17,9 @@ use ringbroker::protocol::pubsub::{
     decode_delivery, decode_publish, decode_reply, decode_unsubscribe, encode_publish, Request,
     Subscribe,
 };
+use ringbroker::protocol::queue as q;
 use ringbroker::protocol::session::{ErrorBody, Hello, Welcome};
+use ringbroker::protocol::stream as st;
 use ringbroker::protocol::{split_frame, Op, FLAG_REPLY, HEADER_BYTES};
 
 const MAX_FRAME: u32 = 64 << 10;
@@ -49,6 +51,49 @@ fuzz_target!(|data: &[u8]| {
             Op::Request => drop(Request::decode(body)),
             Op::Message => drop(decode_delivery(body)),
             Op::Ping | Op::Pong => {}
+            _ => streams_and_queues(header.op, reply, body),
         }
     }
 });
+
+fn streams_and_queues(op: Op, reply: bool, body: Bytes) {
+    match (op, reply) {
+        (Op::StreamCreate | Op::StreamUpdate, false) => {
+            drop(st::decode_stream_config(body, "fuzz"))
+        }
+        (Op::StreamInfo, true) => drop(st::decode_stream_info(body)),
+        (Op::StreamList | Op::ConsumerList, true) => drop(st::decode_names(body, "fuzz")),
+        (Op::StreamPublish, false) => {
+            if let Ok(records) = st::decode_publish(body) {
+                let mut again = BytesMut::new();
+                st::encode_publish(&mut again, &records);
+                assert_eq!(st::decode_publish(again.freeze()).expect("re-encoded"), records);
+            }
+        }
+        (Op::StreamPublish, true) => drop(st::decode_publish_reply(body)),
+        (Op::ConsumerCreate, false) => drop(st::decode_consumer_create(body, "fuzz")),
+        (Op::ConsumerInfo, true) => drop(st::decode_consumer_info(body)),
+        (Op::ConsumerJoin, false) => drop(st::Attach::decode(body, true)),
+        (Op::ConsumerSubscribe, false) => drop(st::Attach::decode(body, false)),
+        (Op::StreamMessage, _) => drop(st::decode_message(body)),
+        (Op::StreamAck, _) => drop(st::decode_ack(body)),
+        (Op::StreamNak, _) => drop(st::decode_nak(body)),
+        (Op::QueueBind | Op::QueueUnbind | Op::ExchangeBind, false) => {
+            drop(q::Bind::decode(body, "fuzz"))
+        }
+        (Op::QueueDeclare | Op::QueueInfo, true) => drop(q::decode_queue_info(body)),
+        (Op::QueuePublish, false) => {
+            if let Ok((mandatory, messages)) = q::decode_publish(body) {
+                let mut again = BytesMut::new();
+                q::encode_publish(&mut again, mandatory, &messages);
+                let decoded = q::decode_publish(again.freeze()).expect("re-encoded");
+                assert_eq!(decoded, (mandatory, messages));
+            }
+        }
+        (Op::QueuePublish, true) => drop(q::decode_confirms(body)),
+        (Op::QueueConsume, false) => drop(q::Consume::decode(body)),
+        (Op::QueueMessage, _) => drop(q::decode_delivery(body)),
+        (Op::QueueAck | Op::QueueNack, _) => drop(q::decode_answer(body, "fuzz")),
+        (_, _) => drop(st::decode_name(body, "fuzz")),
+    }
+}

@@ -29,6 +29,12 @@ use crate::protocol::{
 };
 use crate::pubsub::{Message, Subject};
 
+mod queue;
+mod stream;
+
+pub use queue::{ClientDelivery, ClientQueueConsumer};
+pub use stream::{ClientConsumer, ClientStreamMessage};
+
 /// The URL scheme of the native protocol.
 pub const URL_SCHEME: &str = "ringbroker://";
 /// The port a `ringbroker://host` URL without one means.
@@ -143,6 +149,8 @@ struct Inner {
     stream: Mutex<TcpStream>,
     pending: Mutex<HashMap<u64, SyncSender<Reply>>>,
     subs: Mutex<HashMap<u64, SubSink>>,
+    consumers: Mutex<HashMap<u64, stream::ConsumerSink>>,
+    queue_consumers: Mutex<HashMap<u64, queue::QueueSink>>,
     next_correlation: AtomicU64,
     next_sub: AtomicU64,
     /// Set once the connection is gone; the reason is in `lost`.
@@ -205,6 +213,8 @@ impl Client {
             stream: Mutex::new(stream),
             pending: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
+            queue_consumers: Mutex::new(HashMap::new()),
             next_correlation: AtomicU64::new(1),
             next_sub: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -250,7 +260,7 @@ impl Client {
         pattern: &str,
         queue_group: Option<&str>,
     ) -> Result<ClientSubscription, ClientError> {
-        let sub_id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
+        let sub_id = self.inner.next_id();
         let (tx, rx) = mpsc::sync_channel(self.inner.config.subscription_pending_max);
         let dropped = Arc::new(AtomicU64::new(0));
         lock(&self.inner.subs).insert(
@@ -305,7 +315,7 @@ impl Client {
     }
 
     /// Sends a request frame and waits for its reply (or error).
-    fn call(
+    pub(crate) fn call(
         &self,
         op: Op,
         body: impl FnOnce(&mut BytesMut),
@@ -359,6 +369,11 @@ impl Drop for Client {
 }
 
 impl Inner {
+    /// A fresh id for a subscription or consumer on this connection.
+    fn next_id(&self) -> u64 {
+        self.next_sub.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn send(
         &self,
         op: Op,
@@ -477,6 +492,8 @@ fn read_loop(inner: &Inner, mut stream: TcpStream) {
         let _ = tx.try_send(Err(ClientError::Disconnected(why.clone())));
     }
     lock(&inner.subs).clear();
+    lock(&inner.consumers).clear();
+    lock(&inner.queue_consumers).clear();
 }
 
 /// Handles one frame from the server; `Err` ends the connection with that reason.
@@ -491,6 +508,8 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
             }
             Ok(())
         }
+        Op::StreamMessage | Op::ConsumerClosed => stream::on_push(inner, header.op, body),
+        Op::QueueMessage => queue::on_push(inner, body),
         Op::Ping if !header.has(FLAG_REPLY) => inner
             .send(Op::Ping, FLAG_REPLY, header.correlation, |_| {})
             .map_err(|e| e.to_string()),

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use crate::broker::Broker;
 use crate::protocol::{FRAME_MAX_DEFAULT, FRAME_MAX_LIMIT};
+use crate::queue::Queues;
 use crate::runtime::{CallError, RuntimeHandle, ShardCtx};
+use crate::server::ControlLane;
+use crate::stream::Streams;
 
 pub(crate) use shard::{Conn, ConnState, ShardServer};
 
@@ -149,6 +152,9 @@ pub enum NetError {
     /// The runtime could not run the setup on a shard.
     #[error(transparent)]
     Runtime(#[from] CallError),
+    /// The control lane's threads could not start.
+    #[error("cannot start the control lane: {0}")]
+    Control(std::io::Error),
 }
 
 /// One shard's network counters, written only by that shard.
@@ -224,6 +230,11 @@ pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
     pub(crate) counters: Vec<ShardNetCounters>,
     pub(crate) next_connection: AtomicU64,
+    pub(crate) runtime: RuntimeHandle,
+    pub(crate) streams: Streams,
+    pub(crate) queues: Queues,
+    /// Runs the broker calls that wait, off the shards.
+    pub(crate) control: ControlLane,
 }
 
 /// A native-protocol server over a broker's shards. Stop it before the broker.
@@ -261,6 +272,10 @@ impl Server {
             config,
             counters: (0..shards).map(|_| ShardNetCounters::default()).collect(),
             next_connection: AtomicU64::new(1),
+            runtime: runtime.clone(),
+            streams: broker.streams().clone(),
+            queues: broker.queues().clone(),
+            control: ControlLane::start().map_err(NetError::Control)?,
         });
         let mut addr = shared.config.listen;
         let mut server = Self {
@@ -316,6 +331,12 @@ impl Server {
         }
         let forced = self.open_connections();
         self.on_every_shard(move |ctx| ShardServer::force_stop(ctx, id));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.open_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Sessions hand what they held to the lane as they close; it drains, then stops.
+        self.shared.control.stop();
         StopReport {
             closed: before.saturating_sub(forced),
             forced,

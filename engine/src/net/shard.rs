@@ -93,6 +93,11 @@ impl Conn {
         self.output.len()
     }
 
+    /// Whether the connection is still being served (not closing or closed).
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(self.state, ConnState::Handshake | ConnState::Open)
+    }
+
     /// Whole frames waiting in the input buffer are cut off by the session with this.
     pub(crate) fn input_mut(&mut self) -> &mut BytesMut {
         &mut self.input
@@ -480,6 +485,7 @@ impl ShardServer {
         if !empty {
             self.flush(ctx, conn);
         }
+        crate::server::output_drained(ctx, self, conn);
     }
 
     /// Sends `ERROR code` (correlation `correlation`), stops reading, and closes once
@@ -678,7 +684,9 @@ impl ShardServer {
                     conn.borrow_mut()
                         .queue_frame(counters, Op::Ping, 0, 0, |_| {});
                     self.flush(ctx, &conn);
+                    crate::server::tick(ctx, self, &conn);
                 }
+                ConnState::Open => crate::server::tick(ctx, self, &conn),
                 ConnState::Closing
                     if since_frame > config.handshake_timeout.max(config.heartbeat) =>
                 {

@@ -13,7 +13,9 @@ mod error;
 mod frame;
 mod op;
 pub mod pubsub;
+pub mod queue;
 pub mod session;
+pub mod stream;
 mod wire;
 
 pub use error::{ErrorCode, ProtocolError};

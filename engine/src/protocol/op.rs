@@ -52,4 +52,69 @@ ops! {
     Request = 0x0013,
     /// Server → client: a message for a subscription (correlation id 0).
     Message = 0x0014,
+    /// Create a stream (idempotent for the same definition).
+    StreamCreate = 0x0020,
+    /// Change a stream's limits.
+    StreamUpdate = 0x0021,
+    /// Delete a stream and its records.
+    StreamDelete = 0x0022,
+    /// A stream's definition and partitions.
+    StreamInfo = 0x0023,
+    /// The names of every stream.
+    StreamList = 0x0024,
+    /// Publish a batch of records; the reply says where each was stored.
+    StreamPublish = 0x0025,
+    /// Create a durable consumer.
+    ConsumerCreate = 0x0026,
+    /// Delete a durable consumer.
+    ConsumerDelete = 0x0027,
+    /// A durable consumer's definition and positions.
+    ConsumerInfo = 0x0028,
+    /// The names of a stream's durable consumers.
+    ConsumerList = 0x0029,
+    /// Join a durable consumer (its group) as a member; records are pushed.
+    ConsumerJoin = 0x002A,
+    /// Start a consumer from a definition (ephemeral, or durable created if missing).
+    ConsumerSubscribe = 0x002B,
+    /// Leave: the member's unacknowledged records go to the group's other members.
+    ConsumerLeave = 0x002C,
+    /// Server → client: a record for a consumer (correlation id 0).
+    StreamMessage = 0x002D,
+    /// Acknowledge records.
+    StreamAck = 0x002E,
+    /// Ask for a record to be delivered again after a delay.
+    StreamNak = 0x002F,
+    /// Server → client: a consumer ended on the server's side (deleted, its stream
+    /// deleted, evicted); no more records come for it (correlation id 0).
+    ConsumerClosed = 0x0030,
+    /// Declare an exchange (idempotent for the same definition).
+    ExchangeDeclare = 0x0040,
+    /// Delete an exchange (optionally only if unused).
+    ExchangeDelete = 0x0041,
+    /// Declare a queue; the reply describes it (with its generated name, if any).
+    QueueDeclare = 0x0042,
+    /// Delete a queue (optionally only if unused / empty); the reply counts messages.
+    QueueDelete = 0x0043,
+    /// Remove a queue's ready messages; the reply counts them.
+    QueuePurge = 0x0044,
+    /// A queue's counters.
+    QueueInfo = 0x0045,
+    /// Bind a queue to an exchange.
+    QueueBind = 0x0046,
+    /// Remove a queue's binding.
+    QueueUnbind = 0x0047,
+    /// Bind an exchange to an exchange.
+    ExchangeBind = 0x0048,
+    /// Publish a batch to exchanges; the reply confirms each message.
+    QueuePublish = 0x0049,
+    /// Start consuming a queue; deliveries are pushed within the prefetch.
+    QueueConsume = 0x004A,
+    /// Stop consuming: unacknowledged deliveries go back to the queue.
+    QueueCancel = 0x004B,
+    /// Server → client: a delivery for a queue consumer (correlation id 0).
+    QueueMessage = 0x004C,
+    /// Acknowledge a delivery (or every one up to it).
+    QueueAck = 0x004D,
+    /// Reject a delivery (or every one up to it): requeue or dead-letter.
+    QueueNack = 0x004E,
 }

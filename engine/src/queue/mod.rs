@@ -627,45 +627,29 @@ impl Queues {
     where
         F: FnOnce(Vec<Result<Confirm, QueueError>>) + Send + 'static,
     {
-        for (_, _, message) in &messages {
-            message.properties.check()?;
-            if message.payload.len() > MESSAGE_BYTES_MAX {
-                let why = format!(
-                    "{} bytes; at most {MESSAGE_BYTES_MAX}",
-                    message.payload.len()
-                );
-                return Err(QueueError::invalid("message size", why));
-            }
-        }
-        let mut last: Option<(Arc<str>, Arc<str>)> = None;
-        let items = messages
-            .into_iter()
-            .map(|(exchange, key, message)| {
-                let (exchange, key) = match &last {
-                    Some((e, k)) if **e == *exchange && **k == *key => (e.clone(), k.clone()),
-                    _ => {
-                        let pair: (Arc<str>, Arc<str>) =
-                            (Arc::from(exchange.as_str()), Arc::from(key.as_str()));
-                        last = Some(pair.clone());
-                        pair
-                    }
-                };
-                Item {
-                    exchange,
-                    routing_key: key,
-                    props: Arc::new(message.properties),
-                    payload: message.payload,
-                    mandatory,
-                    dead_letter: false,
-                }
-            })
-            .collect();
+        let items = items_of(messages, mandatory)?;
         let reply: PublishReply = Box::new(done);
         self.inner
             .runtime
             .spawn(self.home(), move |ctx: &mut ShardCtx| {
                 ShardQueues::get(ctx).publish(ctx, items, reply);
             })?;
+        Ok(())
+    }
+
+    /// `publish_with` for code running on a shard (the network server): routed from
+    /// this shard, without a hop through a home shard.
+    pub(crate) fn publish_on_shard<F>(
+        ctx: &mut ShardCtx,
+        messages: Vec<(String, String, Message)>,
+        mandatory: bool,
+        done: F,
+    ) -> Result<(), QueueError>
+    where
+        F: FnOnce(Vec<Result<Confirm, QueueError>>) + Send + 'static,
+    {
+        let items = items_of(messages, mandatory)?;
+        ShardQueues::get(ctx).publish(ctx, items, Box::new(done));
         Ok(())
     }
 
@@ -709,6 +693,47 @@ impl Queues {
             queues: self.clone(),
         })
     }
+}
+
+/// Checks messages (properties, size) and turns them into routing items, sharing the
+/// exchange and key strings of consecutive messages that repeat them.
+fn items_of(
+    messages: Vec<(String, String, Message)>,
+    mandatory: bool,
+) -> Result<Vec<Item>, QueueError> {
+    for (_, _, message) in &messages {
+        message.properties.check()?;
+        if message.payload.len() > MESSAGE_BYTES_MAX {
+            let why = format!(
+                "{} bytes; at most {MESSAGE_BYTES_MAX}",
+                message.payload.len()
+            );
+            return Err(QueueError::invalid("message size", why));
+        }
+    }
+    let mut last: Option<(Arc<str>, Arc<str>)> = None;
+    Ok(messages
+        .into_iter()
+        .map(|(exchange, key, message)| {
+            let (exchange, key) = match &last {
+                Some((e, k)) if **e == *exchange && **k == *key => (e.clone(), k.clone()),
+                _ => {
+                    let pair: (Arc<str>, Arc<str>) =
+                        (Arc::from(exchange.as_str()), Arc::from(key.as_str()));
+                    last = Some(pair.clone());
+                    pair
+                }
+            };
+            Item {
+                exchange,
+                routing_key: key,
+                props: Arc::new(message.properties),
+                payload: message.payload,
+                mandatory,
+                dead_letter: false,
+            }
+        })
+        .collect())
 }
 
 /// Who asks, for exclusive queues.

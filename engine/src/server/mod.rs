@@ -8,28 +8,56 @@
 //! Never: touches sockets (`net` does) or holds a borrow of the connection while it
 //! calls a model (a model may call back, e.g. a local delivery or `NoResponders`).
 
+mod control;
+mod feed;
 mod pubsub;
+mod queue;
 mod session;
+mod stream;
+
+pub(crate) use control::ControlLane;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::net::{Conn, ConnState, ShardServer};
 use crate::protocol::{split_frame, ErrorCode, FrameHeader, Op, FLAG_NO_REPLY, FLAG_REPLY};
-use crate::runtime::ShardCtx;
+use crate::runtime::{RuntimeHandle, ShardCtx};
 
 /// The protocol state of one connection.
 #[derive(Default)]
 pub(crate) struct Session {
     /// Subscriptions by the client's id → the engine's.
     subscriptions: HashMap<u64, crate::pubsub::SubId>,
+    /// Stream consumers by the client's id.
+    consumers: HashMap<u64, feed::Slot<stream::StreamFeed>>,
+    /// Queue consumers by the client's id.
+    queue_consumers: HashMap<u64, feed::Slot<queue::QueueFeed>>,
+    /// What this connection's exclusive queues belong to (made on first use).
+    amqp: Option<std::sync::Arc<crate::queue::Connection>>,
     /// Requests accepted whose answer has not been queued yet.
     pending: u32,
     /// `ERROR ShuttingDown` was queued.
     told_stop: bool,
+}
+
+impl Session {
+    /// Whether the client already uses `id` for a subscription or consumer.
+    fn id_in_use(&self, id: u64) -> bool {
+        self.subscriptions.contains_key(&id)
+            || self.consumers.contains_key(&id)
+            || self.queue_consumers.contains_key(&id)
+    }
+}
+
+fn id_in_use(id: u64) -> Failure {
+    Failure::new(
+        ErrorCode::IdInUse,
+        format!("id {id} is in use on this connection"),
+    )
 }
 
 type ConnRef = Rc<RefCell<Conn>>;
@@ -93,19 +121,13 @@ fn dispatch(
             ErrorCode::OutOfState,
             format!("{} before HELLO", op.name()),
         )),
-        (_, Op::Ping) => {
-            reply(ctx, server, conn, &header, |_| {});
-            Ok(())
-        }
-        (_, Op::Pong) => Ok(()),
-        (_, Op::Publish) => pubsub::publish(ctx, server, conn, &header, body),
-        (_, Op::Subscribe) => pubsub::subscribe(ctx, server, conn, &header, body),
-        (_, Op::Unsubscribe) => pubsub::unsubscribe(ctx, server, conn, &header, body),
-        (_, Op::Request) => pubsub::request(ctx, server, conn, &header, body),
-        (_, op @ (Op::Hello | Op::Error | Op::Message)) => Err(Failure::fatal(
-            ErrorCode::OutOfState,
-            format!("{} is not valid from a client here", op.name()),
-        )),
+        (_, op) => match handler(op) {
+            Some(handle) => handle(ctx, server, conn, &header, body),
+            None => Err(Failure::fatal(
+                ErrorCode::OutOfState,
+                format!("{} is not valid from a client here", op.name()),
+            )),
+        },
     };
     if let Err(failure) = result {
         server.fail(
@@ -116,6 +138,59 @@ fn dispatch(
             &failure.message,
         );
     }
+}
+
+/// What runs a request frame on an open session.
+type Handler =
+    fn(&mut ShardCtx, &ShardServer, &ConnRef, &FrameHeader, Bytes) -> Result<(), Failure>;
+
+/// The handler of each op a client may send once the session is open (`None`: the op
+/// is the server's to send, or `HELLO` again).
+fn handler(op: Op) -> Option<Handler> {
+    Some(match op {
+        Op::Ping => |ctx, server, conn, header, _| {
+            reply(ctx, server, conn, header, |_| {});
+            Ok(())
+        },
+        Op::Pong => |_, _, _, _, _| Ok(()),
+        Op::Publish => pubsub::publish,
+        Op::Subscribe => pubsub::subscribe,
+        Op::Unsubscribe => pubsub::unsubscribe,
+        Op::Request => pubsub::request,
+        Op::StreamCreate
+        | Op::StreamUpdate
+        | Op::StreamDelete
+        | Op::StreamInfo
+        | Op::StreamList
+        | Op::ConsumerCreate
+        | Op::ConsumerDelete
+        | Op::ConsumerInfo
+        | Op::ConsumerList => stream::manage,
+        Op::StreamPublish => stream::publish,
+        Op::ConsumerJoin | Op::ConsumerSubscribe => stream::attach,
+        Op::ConsumerLeave => stream::leave,
+        Op::StreamAck => stream::ack,
+        Op::StreamNak => stream::nak,
+        Op::ExchangeDeclare
+        | Op::ExchangeDelete
+        | Op::QueueDeclare
+        | Op::QueueDelete
+        | Op::QueuePurge
+        | Op::QueueInfo
+        | Op::QueueBind
+        | Op::QueueUnbind
+        | Op::ExchangeBind => queue::manage,
+        Op::QueuePublish => queue::publish,
+        Op::QueueConsume => queue::consume,
+        Op::QueueCancel => queue::cancel,
+        Op::QueueAck | Op::QueueNack => queue::answer,
+        Op::Hello
+        | Op::Error
+        | Op::Message
+        | Op::StreamMessage
+        | Op::ConsumerClosed
+        | Op::QueueMessage => return None,
+    })
 }
 
 /// Why a request failed: the code and message of its `ERROR` reply.
@@ -160,12 +235,14 @@ fn reply(
         .queue_frame(counters, header.op, FLAG_REPLY, header.correlation, body);
 }
 
-/// A request answered later (on this shard): marks it pending on `conn` and returns the
-/// handle its answer comes back through.
-fn defer(conn: &ConnRef, server: &ShardServer, header: &FrameHeader) -> Deferred {
+/// A request answered later: marks it pending on `conn` and returns the handle its
+/// answer comes back through (from this shard, or from any thread via the runtime).
+fn defer(ctx: &ShardCtx, conn: &ConnRef, server: &ShardServer, header: &FrameHeader) -> Deferred {
     conn.borrow_mut().session.pending += 1;
     Deferred {
-        server: server.clone(),
+        runtime: Some(ctx.runtime()),
+        server: server.shared().id,
+        shard: ctx.shard_id(),
         conn: conn.borrow().id,
         op: header.op,
         correlation: header.correlation,
@@ -173,12 +250,14 @@ fn defer(conn: &ConnRef, server: &ShardServer, header: &FrameHeader) -> Deferred
     }
 }
 
-/// Writes a reply's body.
-type BodyWriter = Box<dyn FnOnce(&mut bytes::BytesMut)>;
-
-/// The way back to a connection for a request answered later.
+/// The way back to a connection for a request answered later. `Send`: a control-lane
+/// worker or another shard may hold it.
 pub(crate) struct Deferred {
-    server: ShardServer,
+    /// `None` once answered; a `Deferred` dropped unanswered (a job that panicked)
+    /// answers `Internal` through it, so the request never hangs.
+    runtime: Option<RuntimeHandle>,
+    server: u64,
+    shard: usize,
     conn: u64,
     op: Op,
     correlation: u64,
@@ -186,16 +265,21 @@ pub(crate) struct Deferred {
 }
 
 impl Deferred {
-    /// Queues the answer (`Ok` with a body, or an `ERROR`), if the connection is still
-    /// there, and sends it.
-    fn answer(self, ctx: &mut ShardCtx, result: Result<BodyWriter, Failure>) {
-        let Some(conn) = self.server.conn(self.conn) else {
+    /// Queues the answer (`Ok` with a body, or an `ERROR`) on the connection's shard,
+    /// which must be this one, if the connection is still there, and sends it.
+    fn answer(mut self, ctx: &mut ShardCtx, result: Result<impl FnOnce(&mut BytesMut), Failure>) {
+        debug_assert_eq!(ctx.shard_id(), self.shard);
+        self.runtime = None;
+        let Some(server) = ShardServer::get(ctx, self.server) else {
+            return;
+        };
+        let Some(conn) = server.conn(self.conn) else {
             return;
         };
         conn.borrow_mut().session.pending -= 1;
         match result {
             Ok(body) if !self.quiet => {
-                let counters = &self.server.shared().counters[ctx.shard_id()];
+                let counters = &server.shared().counters[ctx.shard_id()];
                 conn.borrow_mut().queue_frame(
                     counters,
                     self.op,
@@ -203,19 +287,78 @@ impl Deferred {
                     self.correlation,
                     body,
                 );
-                self.server.flush(ctx, &conn);
+                server.flush(ctx, &conn);
             }
             Ok(_) => {}
             Err(failure) => {
-                self.server
-                    .fail(ctx, &conn, self.correlation, failure.code, &failure.message);
+                server.fail(ctx, &conn, self.correlation, failure.code, &failure.message);
             }
         }
         let closing = conn.borrow().state == ConnState::Closing;
         if closing {
-            stopping(ctx, &self.server, &conn);
+            stopping(ctx, &server, &conn);
         }
     }
+
+    /// `answer`, from any thread: the (already encoded) body travels to the
+    /// connection's shard.
+    fn answer_from_afar(mut self, runtime: &RuntimeHandle, result: Result<Bytes, Failure>) {
+        let shard = self.shard;
+        self.runtime = None;
+        let me = Deferred {
+            runtime: None,
+            ..self
+        };
+        let task = move |ctx: &mut ShardCtx| {
+            me.answer(
+                ctx,
+                result.map(|body| move |out: &mut BytesMut| out.extend_from_slice(&body)),
+            );
+        };
+        if let Err(error) = runtime.spawn(shard, task) {
+            // The engine is stopping or saturated: the connection is being torn down
+            // with it, or its client sees the request time out.
+            tracing::warn!(%error, shard, "a reply could not reach its connection");
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let me = Deferred {
+            runtime: None,
+            ..*self
+        };
+        let failure = Failure::new(ErrorCode::Internal, "the request's handler failed");
+        me.answer_from_afar(&runtime, Err(failure));
+    }
+}
+
+/// Runs `job` on the control lane; its result (an encoded reply body, or a failure)
+/// is the answer to `header`'s request.
+fn control_request<F>(
+    ctx: &mut ShardCtx,
+    server: &ShardServer,
+    conn: &ConnRef,
+    header: &FrameHeader,
+    job: F,
+) -> Result<(), Failure>
+where
+    F: FnOnce(&std::sync::Arc<crate::net::ServerShared>) -> Result<Bytes, Failure> + Send + 'static,
+{
+    let shared = server.shared().clone();
+    let permit = shared.control.permit()?;
+    let answer = defer(ctx, conn, server, header);
+    let runtime = ctx.runtime();
+    let job_shared = shared.clone();
+    permit.submit(move || {
+        let result = job(&job_shared);
+        answer.answer_from_afar(&runtime, result);
+    });
+    Ok(())
 }
 
 /// Whether `conn` may close: no request is waiting for its answer.
@@ -240,15 +383,42 @@ pub(crate) fn stopping(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef)
     }
 }
 
+/// The connection's output was sent: consumers stopped by its bound resume.
+pub(crate) fn output_drained(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef) {
+    if conn.borrow().is_live() {
+        feed::unblock::<stream::StreamFeed>(ctx, server, conn);
+        feed::unblock::<queue::QueueFeed>(ctx, server, conn);
+    }
+}
+
+/// The periodic sweep: keeps the session's consumers alive in their groups.
+pub(crate) fn tick(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef) {
+    feed::heartbeat::<stream::StreamFeed>(ctx, server, conn);
+    feed::heartbeat::<queue::QueueFeed>(ctx, server, conn);
+}
+
 /// The connection closed: end everything its session holds.
-pub(crate) fn closed(ctx: &mut ShardCtx, _server: &ShardServer, conn: &ConnRef) {
-    let subscriptions: Vec<_> = conn
-        .borrow_mut()
-        .session
-        .subscriptions
-        .drain()
-        .map(|(_, id)| id)
-        .collect();
+pub(crate) fn closed(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef) {
+    let (subscriptions, consumers, queue_consumers, amqp) = {
+        let mut c = conn.borrow_mut();
+        let subs: Vec<_> = c.session.subscriptions.drain().map(|(_, id)| id).collect();
+        let consumers: Vec<_> = c.session.consumers.drain().collect();
+        let queue_consumers: Vec<_> = c.session.queue_consumers.drain().collect();
+        (subs, consumers, queue_consumers, c.session.amqp.take())
+    };
+    // Queue consumers are cancelled (their unacknowledged deliveries requeued) and the
+    // connection's exclusive queues deleted on the control lane.
+    for (_, slot) in queue_consumers {
+        feed::release(ctx, slot);
+    }
+    if let Some(amqp) = amqp {
+        queue::release_connection(server.shared(), amqp);
+    }
+    // Stream consumers leave their groups as they drop (a task to the coordinator);
+    // their unacknowledged records go to the group's other members.
+    for (_, slot) in consumers {
+        feed::release(ctx, slot);
+    }
     let pubsub = crate::pubsub::ShardPubSub::get(ctx);
     for id in subscriptions {
         pubsub.unsubscribe(ctx, id);

@@ -79,8 +79,8 @@ pub(super) fn subscribe(
     let handler = move |ctx: &mut ShardCtx, message: crate::pubsub::Message| {
         deliver(ctx, &deliver_to, conn_id, sub_id, &message);
     };
-    let answer = defer(conn, server, header);
-    let ready = move |ctx: &mut ShardCtx| answer.answer(ctx, Ok(Box::new(|_| {})));
+    let answer = defer(ctx, conn, server, header);
+    let ready = move |ctx: &mut ShardCtx| answer.answer(ctx, Ok(|_: &mut bytes::BytesMut| {}));
     let max = (request.max_messages > 0).then_some(request.max_messages);
     let pubsub = ShardPubSub::get(ctx);
     match pubsub.subscribe(
@@ -158,17 +158,13 @@ pub(super) fn request(
 ) -> Result<(), Failure> {
     let request = Request::decode(body)?;
     let timeout = Duration::from_millis(u64::from(request.timeout_ms)).min(REQUEST_TIMEOUT_MAX);
-    let answer = defer(conn, server, header);
+    let answer = defer(ctx, conn, server, header);
     let done = Box::new(
-        move |ctx: &mut ShardCtx, result: Result<crate::pubsub::Message, PubSubError>| match result
-        {
-            Ok(message) => answer.answer(
-                ctx,
-                Ok(Box::new(move |out: &mut bytes::BytesMut| {
-                    encode_message(out, &message)
-                })),
-            ),
-            Err(error) => answer.answer(ctx, Err(failure(&error))),
+        move |ctx: &mut ShardCtx, result: Result<crate::pubsub::Message, PubSubError>| {
+            let result = result
+                .map(|message| move |out: &mut bytes::BytesMut| encode_message(out, &message))
+                .map_err(|error| failure(&error));
+            answer.answer(ctx, result);
         },
     );
     ShardPubSub::get(ctx).request(ctx, request.message, timeout, done);

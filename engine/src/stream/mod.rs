@@ -44,6 +44,7 @@ pub use config::{
     RECORD_BYTES_LIMIT, STREAM_SUBJECTS_MAX,
 };
 pub use error::StreamError;
+pub(crate) use member::ack_all;
 pub use member::{Consumer, MemberId};
 pub use message::{
     Publish, PublishAck, StreamMessage, DEAD_CONSUMER_HEADER, DEAD_DELIVERIES_HEADER,
@@ -574,14 +575,7 @@ impl Streams {
     where
         F: FnOnce(Vec<Result<PublishAck, StreamError>>) + Send + 'static,
     {
-        let mut checked: Option<&str> = None;
-        for record in &records {
-            if checked != Some(record.subject.as_str()) {
-                config::check_subject(&record.subject)?;
-                checked = Some(&record.subject);
-            }
-            record.check_headers()?;
-        }
+        check_records(&records)?;
         let reply: PublishReply = Box::new(done);
         self.inner
             .runtime
@@ -590,6 +584,35 @@ impl Streams {
             })?;
         Ok(())
     }
+
+    /// `publish_with` for code running on a shard (the network server): the records
+    /// are routed from this shard, without a hop through a home shard.
+    pub(crate) fn publish_on_shard<F>(
+        ctx: &mut ShardCtx,
+        records: Vec<Publish>,
+        done: F,
+    ) -> Result<(), StreamError>
+    where
+        F: FnOnce(Vec<Result<PublishAck, StreamError>>) + Send + 'static,
+    {
+        check_records(&records)?;
+        ShardStreams::get(ctx).publish(ctx, records, Box::new(done));
+        Ok(())
+    }
+}
+
+/// The checks every publish passes before it is routed: valid subjects, no reserved
+/// headers.
+fn check_records(records: &[Publish]) -> Result<(), StreamError> {
+    let mut checked: Option<&str> = None;
+    for record in records {
+        if checked != Some(record.subject.as_str()) {
+            config::check_subject(&record.subject)?;
+            checked = Some(&record.subject);
+        }
+        record.check_headers()?;
+    }
+    Ok(())
 }
 
 fn partitions_of(catalog: &Catalog, stream: &str) -> Result<u32, StreamError> {

@@ -1,0 +1,350 @@
+//! Exchanges and queues through a `Client`: declarations, bindings, confirmed publishes
+//! and consumers whose deliveries the server pushes within their prefetch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{lock, Client, ClientError, Inner};
+use crate::protocol::queue::{
+    decode_confirms, decode_delivery, decode_queue_info, encode_answer, encode_exchange,
+    encode_publish, encode_queue, encode_target, Bind, Consume, Pushed, Routed,
+};
+use crate::protocol::{ErrorCode, Op, Reader, FLAG_NO_REPLY};
+use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
+
+/// Deliveries one consumer buffers in the client beyond its prefetch (with prefetch 0,
+/// the bound on what the server may push ahead of the application).
+const CONSUMER_BUFFER_MAX: usize = 65536;
+
+pub(super) struct QueueSink {
+    tx: SyncSender<Pushed>,
+    closed: Arc<Mutex<Option<String>>>,
+}
+
+/// Routes a pushed `QUEUE_MESSAGE` to its consumer.
+pub(super) fn on_push(inner: &Inner, body: Bytes) -> Result<(), String> {
+    let pushed = decode_delivery(body).map_err(|e| e.to_string())?;
+    let tx = lock(&inner.queue_consumers)
+        .get(&pushed.consumer_id)
+        .map(|s| s.tx.clone());
+    if let Some(tx) = tx {
+        // Blocks while the application does not take deliveries (see the stream
+        // consumer's buffer).
+        let _ = tx.send(pushed);
+    }
+    Ok(())
+}
+
+/// A `CONSUMER_CLOSED` for a queue consumer.
+pub(super) fn on_closed(inner: &Inner, id: u64, why: String) -> bool {
+    match lock(&inner.queue_consumers).remove(&id) {
+        Some(sink) => {
+            *lock(&sink.closed) = Some(why);
+            true
+        }
+        None => false,
+    }
+}
+
+fn count(body: Bytes, op: &'static str) -> Result<u64, ClientError> {
+    let mut r = Reader::new(body, op);
+    let n = r.u64()?;
+    r.end()?;
+    Ok(n)
+}
+
+impl Client {
+    /// Declares an exchange (idempotent for the same definition).
+    pub fn declare_exchange(&self, config: &ExchangeConfig) -> Result<(), ClientError> {
+        self.call(
+            Op::ExchangeDeclare,
+            |out| encode_exchange(out, config),
+            None,
+        )
+        .map(drop)
+    }
+
+    /// Deletes an exchange (`if_unused`: only while nothing is bound from it).
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), ClientError> {
+        self.call(
+            Op::ExchangeDelete,
+            |out| encode_target(out, name, if_unused, false),
+            None,
+        )
+        .map(drop)
+    }
+
+    /// Declares a queue as this connection (an exclusive queue belongs to it and goes
+    /// when it closes).
+    pub fn declare_queue(&self, config: &QueueConfig) -> Result<QueueInfo, ClientError> {
+        let (_, body) = self.call(Op::QueueDeclare, |out| encode_queue(out, config), None)?;
+        Ok(decode_queue_info(body)?)
+    }
+
+    /// Deletes a queue; returns how many messages were ready.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, ClientError> {
+        let (_, body) = self.call(
+            Op::QueueDelete,
+            |out| encode_target(out, name, if_unused, if_empty),
+            None,
+        )?;
+        count(body, "QUEUE_DELETE reply")
+    }
+
+    /// Removes a queue's ready messages; returns how many.
+    pub fn purge_queue(&self, name: &str) -> Result<u64, ClientError> {
+        let (_, body) = self.call(
+            Op::QueuePurge,
+            |out| encode_target(out, name, false, false),
+            None,
+        )?;
+        count(body, "QUEUE_PURGE reply")
+    }
+
+    /// A queue's counters.
+    pub fn queue_info(&self, name: &str) -> Result<QueueInfo, ClientError> {
+        let (_, body) = self.call(
+            Op::QueueInfo,
+            |out| encode_target(out, name, false, false),
+            None,
+        )?;
+        Ok(decode_queue_info(body)?)
+    }
+
+    fn bind_op(&self, op: Op, bind: &Bind) -> Result<(), ClientError> {
+        self.call(op, |out| bind.encode(out), None).map(drop)
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key` (and `arguments`, for headers
+    /// exchanges).
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), ClientError> {
+        self.bind_op(
+            Op::QueueBind,
+            &bind(queue, exchange, routing_key, arguments),
+        )
+    }
+
+    /// Removes a queue's binding.
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), ClientError> {
+        self.bind_op(
+            Op::QueueUnbind,
+            &bind(queue, exchange, routing_key, arguments),
+        )
+    }
+
+    /// Binds exchange `destination` to exchange `source`.
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), ClientError> {
+        self.bind_op(
+            Op::ExchangeBind,
+            &bind(destination, source, routing_key, arguments),
+        )
+    }
+
+    /// Publishes (exchange, routing key, message) triples in one frame and waits for
+    /// each confirm: the number of queues the message reached (persistent copies in
+    /// durable queues stored), or why it was refused.
+    pub fn publish_messages(
+        &self,
+        messages: &[Routed],
+        mandatory: bool,
+    ) -> Result<Vec<Result<u32, ClientError>>, ClientError> {
+        let (_, body) = self.call(
+            Op::QueuePublish,
+            |out| encode_publish(out, mandatory, messages),
+            None,
+        )?;
+        let confirms = decode_confirms(body)?;
+        if confirms.len() != messages.len() {
+            return Err(ClientError::Server {
+                code: ErrorCode::Malformed,
+                message: format!(
+                    "{} confirms for {} messages",
+                    confirms.len(),
+                    messages.len()
+                ),
+            });
+        }
+        Ok(confirms
+            .into_iter()
+            .map(|c| c.map_err(|(code, message)| ClientError::Server { code, message }))
+            .collect())
+    }
+
+    /// Starts consuming `queue`.
+    pub fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<ClientQueueConsumer, ClientError> {
+        let id = self.inner.next_id();
+        let (tx, rx) = mpsc::sync_channel(CONSUMER_BUFFER_MAX);
+        let closed = Arc::new(Mutex::new(None));
+        lock(&self.inner.queue_consumers).insert(
+            id,
+            QueueSink {
+                tx,
+                closed: closed.clone(),
+            },
+        );
+        let request = Consume {
+            consumer_id: id,
+            queue: queue.to_owned(),
+            prefetch: options.prefetch,
+            no_ack: options.no_ack,
+        };
+        if let Err(error) = self.call(Op::QueueConsume, |out| request.encode(out), None) {
+            lock(&self.inner.queue_consumers).remove(&id);
+            return Err(error);
+        }
+        Ok(ClientQueueConsumer {
+            shared: Arc::new(QueueConsumerShared {
+                id,
+                inner: self.inner.clone(),
+                cancelled: AtomicBool::new(false),
+            }),
+            rx,
+            closed,
+        })
+    }
+}
+
+fn bind(
+    destination: &str,
+    source: &str,
+    routing_key: &str,
+    arguments: Vec<(Bytes, Bytes)>,
+) -> Bind {
+    Bind {
+        destination: destination.to_owned(),
+        source: source.to_owned(),
+        routing_key: routing_key.to_owned(),
+        arguments,
+    }
+}
+
+struct QueueConsumerShared {
+    id: u64,
+    inner: Arc<Inner>,
+    cancelled: AtomicBool,
+}
+
+impl QueueConsumerShared {
+    fn answer(&self, op: Op, tag: u64, multiple: bool, requeue: bool) -> Result<(), ClientError> {
+        let id = self.id;
+        self.inner.send(op, FLAG_NO_REPLY, 0, |out| {
+            encode_answer(out, id, tag, multiple, requeue);
+        })
+    }
+
+    fn cancel(&self) -> Result<(), ClientError> {
+        if self.cancelled.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        lock(&self.inner.queue_consumers).remove(&self.id);
+        let id = self.id;
+        self.inner.send(Op::QueueCancel, FLAG_NO_REPLY, 0, |out| {
+            bytes::BufMut::put_u64_le(out, id);
+        })
+    }
+}
+
+/// A queue consumer made through a `Client`. Dropping it cancels it (unacknowledged
+/// deliveries go back to the queue).
+pub struct ClientQueueConsumer {
+    shared: Arc<QueueConsumerShared>,
+    rx: Receiver<Pushed>,
+    closed: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for ClientQueueConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientQueueConsumer")
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+/// A delivery received through a `ClientQueueConsumer`.
+pub struct ClientDelivery {
+    /// What the server pushed.
+    pub delivery: Pushed,
+    consumer: Arc<QueueConsumerShared>,
+}
+
+impl std::fmt::Debug for ClientDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.delivery.fmt(f)
+    }
+}
+
+impl ClientDelivery {
+    /// Acknowledges this delivery (and every earlier one, if `multiple`).
+    pub fn ack(&self, multiple: bool) -> Result<(), ClientError> {
+        self.consumer
+            .answer(Op::QueueAck, self.delivery.delivery_tag, multiple, false)
+    }
+
+    /// Rejects it: back to the queue (`requeue`) or dead-lettered / dropped.
+    pub fn nack(&self, multiple: bool, requeue: bool) -> Result<(), ClientError> {
+        self.consumer
+            .answer(Op::QueueNack, self.delivery.delivery_tag, multiple, requeue)
+    }
+}
+
+impl ClientQueueConsumer {
+    /// The next delivery, waiting up to `timeout`.
+    pub fn next_timeout(&self, timeout: Duration) -> Result<ClientDelivery, ClientError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(delivery) => Ok(ClientDelivery {
+                delivery,
+                consumer: self.shared.clone(),
+            }),
+            Err(RecvTimeoutError::Timeout) => match lock(&self.closed).clone() {
+                Some(why) => Err(ClientError::Server {
+                    code: ErrorCode::NotFound,
+                    message: why,
+                }),
+                None => Err(ClientError::Timeout(timeout)),
+            },
+            Err(RecvTimeoutError::Disconnected) => Err(self.shared.inner.lost_error()),
+        }
+    }
+
+    /// Cancels the consumer.
+    pub fn cancel(self) -> Result<(), ClientError> {
+        self.shared.cancel()
+    }
+}
+
+impl Drop for ClientQueueConsumer {
+    fn drop(&mut self) {
+        let _ = self.shared.cancel();
+    }
+}

@@ -1,0 +1,372 @@
+//! Streams through a `Client`: definitions, consumers, publishes, and consumers whose
+//! records the server pushes (within the consumer's credit).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{lock, Client, ClientError, Inner};
+use crate::protocol::stream::{
+    decode_consumer_info, decode_message, decode_names, decode_publish_reply, decode_stream_info,
+    encode_ack, encode_consumer_create, encode_nak, encode_publish, encode_stream_config, Attach,
+    AttachTarget, Delivered, PublishOutcome,
+};
+use crate::protocol::{ErrorCode, Op, Reader, Writer, FLAG_NO_REPLY};
+use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
+
+/// Records one consumer buffers in the client. The server pushes at most the
+/// consumer's `max_ack_pending` unacknowledged records; past this bound the client's
+/// reader waits (and the server stops pushing, as TCP pushes back).
+const CONSUMER_BUFFER_MAX: usize = 65536;
+
+pub(super) struct ConsumerSink {
+    tx: SyncSender<Delivered>,
+    closed: Arc<Mutex<Option<String>>>,
+}
+
+/// Routes a pushed `STREAM_MESSAGE` or `CONSUMER_CLOSED` to its consumer.
+pub(super) fn on_push(inner: &Inner, op: Op, body: Bytes) -> Result<(), String> {
+    if op == Op::ConsumerClosed {
+        let mut r = Reader::new(body, "CONSUMER_CLOSED");
+        let id = r.u64().map_err(|e| e.to_string())?;
+        let why = r.string().map_err(|e| e.to_string())?;
+        let sink = lock(&inner.consumers).remove(&id);
+        match sink {
+            Some(sink) => *lock(&sink.closed) = Some(why),
+            None => {
+                super::queue::on_closed(inner, id, why);
+            }
+        }
+        return Ok(());
+    }
+    let message = decode_message(body).map_err(|e| e.to_string())?;
+    let tx = lock(&inner.consumers)
+        .get(&message.consumer_id)
+        .map(|s| s.tx.clone());
+    if let Some(tx) = tx {
+        // Blocks while the application does not take records: the server then stops
+        // pushing (the consumer's credit and TCP bound what is in flight).
+        let _ = tx.send(message);
+    }
+    Ok(())
+}
+
+fn empty(
+    result: Result<(crate::protocol::FrameHeader, Bytes), ClientError>,
+) -> Result<(), ClientError> {
+    result.map(drop)
+}
+
+impl Client {
+    /// Creates a stream (idempotent for the same definition).
+    pub fn create_stream(&self, config: &StreamConfig) -> Result<(), ClientError> {
+        empty(self.call(
+            Op::StreamCreate,
+            |out| encode_stream_config(out, config),
+            None,
+        ))
+    }
+
+    /// Changes a stream's limits.
+    pub fn update_stream(&self, config: &StreamConfig) -> Result<(), ClientError> {
+        empty(self.call(
+            Op::StreamUpdate,
+            |out| encode_stream_config(out, config),
+            None,
+        ))
+    }
+
+    /// Deletes a stream and its records.
+    pub fn delete_stream(&self, name: &str) -> Result<(), ClientError> {
+        empty(self.call(Op::StreamDelete, |out| Writer::str(out, name), None))
+    }
+
+    /// A stream's definition and partitions.
+    pub fn stream_info(&self, name: &str) -> Result<StreamInfo, ClientError> {
+        let (_, body) = self.call(Op::StreamInfo, |out| Writer::str(out, name), None)?;
+        Ok(decode_stream_info(body)?)
+    }
+
+    /// Every stream's name.
+    pub fn streams(&self) -> Result<Vec<String>, ClientError> {
+        let (_, body) = self.call(Op::StreamList, |_| {}, None)?;
+        Ok(decode_names(body, "STREAM_LIST reply")?)
+    }
+
+    /// Publishes `records` in one frame and waits until each is stored under its
+    /// stream's durability policy: one result per record, in order.
+    pub fn publish_records(
+        &self,
+        records: &[Publish],
+    ) -> Result<Vec<Result<PublishAck, ClientError>>, ClientError> {
+        let (_, body) = self.call(Op::StreamPublish, |out| encode_publish(out, records), None)?;
+        let outcomes = decode_publish_reply(body)?;
+        if outcomes.len() != records.len() {
+            return Err(ClientError::Server {
+                code: ErrorCode::Malformed,
+                message: format!("{} answers for {} records", outcomes.len(), records.len()),
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                PublishOutcome::Stored {
+                    stream,
+                    partition,
+                    offset,
+                    duplicate,
+                } => Ok(PublishAck {
+                    stream: Arc::from(stream),
+                    partition,
+                    offset,
+                    duplicate,
+                }),
+                PublishOutcome::Failed { code, message } => {
+                    Err(ClientError::Server { code, message })
+                }
+            })
+            .collect())
+    }
+
+    /// Publishes one record and waits until it is stored.
+    pub fn publish_record(&self, record: Publish) -> Result<PublishAck, ClientError> {
+        self.publish_records(std::slice::from_ref(&record))?
+            .pop()
+            .unwrap_or_else(|| Err(ClientError::Disconnected("no answer".into())))
+    }
+
+    /// Creates a durable consumer.
+    pub fn create_consumer(
+        &self,
+        stream: &str,
+        config: &ConsumerConfig,
+    ) -> Result<(), ClientError> {
+        empty(self.call(
+            Op::ConsumerCreate,
+            |out| encode_consumer_create(out, stream, config),
+            None,
+        ))
+    }
+
+    /// Deletes a durable consumer.
+    pub fn delete_consumer(&self, stream: &str, name: &str) -> Result<(), ClientError> {
+        empty(self.call(
+            Op::ConsumerDelete,
+            |out| {
+                Writer::str(out, stream);
+                Writer::str(out, name);
+            },
+            None,
+        ))
+    }
+
+    /// A durable consumer's definition and positions.
+    pub fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo, ClientError> {
+        let (_, body) = self.call(
+            Op::ConsumerInfo,
+            |out| {
+                Writer::str(out, stream);
+                Writer::str(out, name);
+            },
+            None,
+        )?;
+        Ok(decode_consumer_info(body)?)
+    }
+
+    /// The names of `stream`'s durable consumers.
+    pub fn consumers(&self, stream: &str) -> Result<Vec<String>, ClientError> {
+        let (_, body) = self.call(Op::ConsumerList, |out| Writer::str(out, stream), None)?;
+        Ok(decode_names(body, "CONSUMER_LIST reply")?)
+    }
+
+    /// Joins durable consumer `name` of `stream` as a member of its group.
+    pub fn join(&self, stream: &str, name: &str) -> Result<ClientConsumer, ClientError> {
+        self.attach(stream, AttachTarget::Join(name.to_owned()))
+    }
+
+    /// Starts a consumer from `config` (ephemeral, or durable and created if missing).
+    pub fn subscribe_stream(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> Result<ClientConsumer, ClientError> {
+        self.attach(stream, AttachTarget::Subscribe(config))
+    }
+
+    fn attach(&self, stream: &str, target: AttachTarget) -> Result<ClientConsumer, ClientError> {
+        let id = self.inner.next_id();
+        let (tx, rx) = mpsc::sync_channel(CONSUMER_BUFFER_MAX);
+        let closed = Arc::new(Mutex::new(None));
+        lock(&self.inner.consumers).insert(
+            id,
+            ConsumerSink {
+                tx,
+                closed: closed.clone(),
+            },
+        );
+        let request = Attach {
+            consumer_id: id,
+            stream: stream.to_owned(),
+            target,
+        };
+        let op = match request.target {
+            AttachTarget::Join(_) => Op::ConsumerJoin,
+            AttachTarget::Subscribe(_) => Op::ConsumerSubscribe,
+        };
+        let name = match self.call(op, |out| request.encode(out), None) {
+            Ok((_, body)) => {
+                let mut r = Reader::new(body, "CONSUMER_JOIN reply");
+                r.string()?
+            }
+            Err(error) => {
+                lock(&self.inner.consumers).remove(&id);
+                return Err(error);
+            }
+        };
+        Ok(ClientConsumer {
+            shared: Arc::new(ConsumerShared {
+                id,
+                inner: self.inner.clone(),
+                left: AtomicBool::new(false),
+            }),
+            name,
+            rx,
+            closed,
+        })
+    }
+}
+
+struct ConsumerShared {
+    id: u64,
+    inner: Arc<Inner>,
+    left: AtomicBool,
+}
+
+/// A stream consumer attached through a `Client`. Dropping it leaves the group.
+pub struct ClientConsumer {
+    shared: Arc<ConsumerShared>,
+    name: String,
+    rx: Receiver<Delivered>,
+    closed: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for ClientConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConsumer")
+            .field("name", &self.name)
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+/// A record received through a `ClientConsumer`.
+#[derive(Clone)]
+pub struct ClientStreamMessage {
+    /// What the server pushed.
+    pub record: Delivered,
+    consumer: Arc<ConsumerShared>,
+}
+
+impl std::fmt::Debug for ClientStreamMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.record.fmt(f)
+    }
+}
+
+impl ClientStreamMessage {
+    /// Acknowledges the record (returns once sent).
+    pub fn ack(&self) -> Result<(), ClientError> {
+        let (id, position) = (
+            self.consumer.id,
+            (self.record.partition, self.record.offset),
+        );
+        self.consumer
+            .inner
+            .send(Op::StreamAck, FLAG_NO_REPLY, 0, |out| {
+                encode_ack(out, id, &[position]);
+            })
+    }
+
+    /// Asks for the record again after `delay`.
+    pub fn nak(&self, delay: Duration) -> Result<(), ClientError> {
+        let id = self.consumer.id;
+        let (partition, offset) = (self.record.partition, self.record.offset);
+        let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        self.consumer
+            .inner
+            .send(Op::StreamNak, FLAG_NO_REPLY, 0, |out| {
+                encode_nak(out, id, partition, offset, delay_ms);
+            })
+    }
+}
+
+impl ClientConsumer {
+    /// The consumer's (group's) name; generated for ephemeral consumers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next record, waiting up to `timeout`. `Closed` when the server ended the
+    /// consumer (the message says why).
+    pub fn next_timeout(&self, timeout: Duration) -> Result<ClientStreamMessage, ClientError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(record) => Ok(self.wrap(record)),
+            Err(RecvTimeoutError::Timeout) => match lock(&self.closed).clone() {
+                Some(why) => Err(ClientError::Server {
+                    code: ErrorCode::NotFound,
+                    message: why,
+                }),
+                None => Err(ClientError::Timeout(timeout)),
+            },
+            Err(RecvTimeoutError::Disconnected) => Err(self.shared.inner.lost_error()),
+        }
+    }
+
+    /// Acknowledges many records in one frame.
+    pub fn ack_all(&self, messages: &[ClientStreamMessage]) -> Result<(), ClientError> {
+        let positions: Vec<(u32, u64)> = messages
+            .iter()
+            .map(|m| (m.record.partition, m.record.offset))
+            .collect();
+        let id = self.shared.id;
+        self.shared
+            .inner
+            .send(Op::StreamAck, FLAG_NO_REPLY, 0, |out| {
+                encode_ack(out, id, &positions)
+            })
+    }
+
+    fn wrap(&self, record: Delivered) -> ClientStreamMessage {
+        ClientStreamMessage {
+            record,
+            consumer: self.shared.clone(),
+        }
+    }
+
+    /// Leaves the group: unacknowledged records go to its other members.
+    pub fn leave(self) -> Result<(), ClientError> {
+        self.shared.leave()
+    }
+}
+
+impl ConsumerShared {
+    fn leave(&self) -> Result<(), ClientError> {
+        if self.left.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        lock(&self.inner.consumers).remove(&self.id);
+        let id = self.id;
+        self.inner.send(Op::ConsumerLeave, FLAG_NO_REPLY, 0, |out| {
+            bytes::BufMut::put_u64_le(out, id);
+        })
+    }
+}
+
+impl Drop for ClientConsumer {
+    fn drop(&mut self) {
+        let _ = self.shared.leave();
+    }
+}

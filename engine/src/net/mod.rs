@@ -224,6 +224,29 @@ pub struct NetStats {
     pub deliveries_dropped: u64,
 }
 
+/// Reads a server's per-shard counters from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct NetStatsReader(Arc<ServerShared>);
+
+impl std::fmt::Debug for NetStatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetStatsReader")
+            .field("server", &self.0.id)
+            .finish()
+    }
+}
+
+impl NetStatsReader {
+    /// Each shard's counters, in shard order.
+    pub fn stats(&self) -> Vec<NetStats> {
+        self.0
+            .counters
+            .iter()
+            .map(ShardNetCounters::snapshot)
+            .collect()
+    }
+}
+
 /// What every shard of one server shares: its settings, the broker's models, counters.
 pub(crate) struct ServerShared {
     pub(crate) id: u64,
@@ -303,11 +326,13 @@ impl Server {
 
     /// Each shard's counters, in shard order.
     pub fn stats(&self) -> Vec<NetStats> {
-        self.shared
-            .counters
-            .iter()
-            .map(ShardNetCounters::snapshot)
-            .collect()
+        self.stats_reader().stats()
+    }
+
+    /// A handle that reads the counters from any thread (an admin endpoint), valid
+    /// after the server stopped too (the counters then stay as they were).
+    pub fn stats_reader(&self) -> NetStatsReader {
+        NetStatsReader(self.shared.clone())
     }
 
     /// Stops gracefully: listeners close, connections stop being read, each gets

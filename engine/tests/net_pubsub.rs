@@ -2,7 +2,8 @@
 //! by raw sockets sending bad input. Proves publish/subscribe, queue groups,
 //! request-reply (including `NoResponders` and `Timeout`), that malformed, oversized,
 //! out-of-state and truncated input closes only the offending connection with an
-//! error, and that a graceful stop says goodbye.
+//! error, that a graceful stop says goodbye, and that a thousand concurrent connections
+//! each publish and receive.
 
 #[path = "support/server.rs"]
 mod server;
@@ -258,4 +259,54 @@ fn stop_tells_clients_and_pending_requests_fail_fast() {
         matches!(after, Err(ClientError::Disconnected(ref why)) if why.contains("ShuttingDown")),
         "{after:?}"
     );
+}
+
+/// Raises this process's open-file soft limit to its hard limit (the test holds both
+/// ends of its connections).
+fn raise_fd_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0);
+    if limit.rlim_cur < needed {
+        limit.rlim_cur = limit.rlim_max.min(needed.max(limit.rlim_cur));
+        // SAFETY: as above; raising the soft limit up to the hard one is always allowed.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    }
+}
+
+#[test]
+fn a_thousand_connections_each_publish_and_receive() {
+    const CONNECTIONS: usize = 1000;
+    raise_fd_limit(4 * CONNECTIONS as u64 + 256);
+    let fx = Fixture::start(ServerConfig::default());
+    let clients: Vec<Client> = (0..CONNECTIONS).map(|_| fx.client()).collect();
+    let subs: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.subscribe(&format!("conn.{i}"), None).expect("subscribe"))
+        .collect();
+    for (i, client) in clients.iter().enumerate() {
+        let next = (i + 1) % CONNECTIONS;
+        client
+            .publish(&format!("conn.{next}"), (i as u32).to_le_bytes().to_vec())
+            .expect("publish");
+    }
+    for (i, sub) in subs.iter().enumerate() {
+        let from = (i + CONNECTIONS - 1) % CONNECTIONS;
+        let m = sub.next_timeout(WAIT).expect("each connection receives");
+        assert_eq!(&m.payload[..], &(from as u32).to_le_bytes());
+    }
+    let open: u64 = fx
+        .server
+        .as_ref()
+        .expect("server")
+        .stats()
+        .iter()
+        .map(|s| s.connections_open)
+        .sum();
+    assert_eq!(open, CONNECTIONS as u64);
 }

@@ -278,17 +278,17 @@ fn appends_made_by_callbacks_join_one_group() {
 
 #[test]
 fn logs_wait_for_free_op_slots_instead_of_failing() {
-    // The smallest ring has 15 op slots; 12 logs appending at once need 24 (a write and
-    // a sync each). The groups that do not fit wait for slots and go out later; none
-    // fails.
+    // With 16 op slots, 12 logs appending at once need 24 (a write and a sync each).
+    // The groups that do not fit wait for slots and go out later; none fails.
     let tmp = tempfile::tempdir().unwrap();
     let rt = Runtime::start(RuntimeConfig {
         shards: Some(1),
         uring_entries: 8,
+        io_ops_max: 16,
         ..RuntimeConfig::default()
     })
     .unwrap();
-    assert_eq!(rt.handle().call(0, |ctx| ctx.ops_available()).unwrap(), 15);
+    assert_eq!(rt.handle().call(0, |ctx| ctx.ops_available()).unwrap(), 16);
     let (tx, rx) = mpsc::channel();
     let dirs: Vec<FsDir> = (0..12)
         .map(|i| FsDir::open(tmp.path().join(format!("log-{i}")), true).unwrap())

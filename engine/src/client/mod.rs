@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -140,8 +140,12 @@ pub fn resolve_url(url: &str) -> Result<Vec<SocketAddr>, ClientError> {
 
 type Reply = Result<(FrameHeader, Bytes), ClientError>;
 
+/// Where a subscription's messages go. The channel is unbounded in type but bounded by
+/// `pending` (a `sync_channel` would allocate its whole capacity up front).
 struct SubSink {
-    tx: SyncSender<Message>,
+    tx: mpsc::Sender<Message>,
+    pending: Arc<AtomicUsize>,
+    pending_max: usize,
     dropped: Arc<AtomicU64>,
 }
 
@@ -261,12 +265,15 @@ impl Client {
         queue_group: Option<&str>,
     ) -> Result<ClientSubscription, ClientError> {
         let sub_id = self.inner.next_id();
-        let (tx, rx) = mpsc::sync_channel(self.inner.config.subscription_pending_max);
+        let (tx, rx) = mpsc::channel();
         let dropped = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
         lock(&self.inner.subs).insert(
             sub_id,
             SubSink {
                 tx,
+                pending: pending.clone(),
+                pending_max: self.inner.config.subscription_pending_max,
                 dropped: dropped.clone(),
             },
         );
@@ -283,6 +290,7 @@ impl Client {
         Ok(ClientSubscription {
             sub_id,
             rx,
+            pending,
             dropped,
             inner: self.inner.clone(),
             active: true,
@@ -502,8 +510,10 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
         Op::Message => {
             let (sub_id, message) = decode_delivery(body).map_err(|e| e.to_string())?;
             if let Some(sink) = lock(&inner.subs).get(&sub_id) {
-                if let Err(TrySendError::Full(_)) = sink.tx.try_send(message) {
+                if sink.pending.load(Ordering::Acquire) >= sink.pending_max {
                     sink.dropped.fetch_add(1, Ordering::Relaxed);
+                } else if sink.tx.send(message).is_ok() {
+                    sink.pending.fetch_add(1, Ordering::AcqRel);
                 }
             }
             Ok(())
@@ -511,7 +521,7 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
         Op::StreamMessage | Op::ConsumerClosed => stream::on_push(inner, header.op, body),
         Op::QueueMessage => queue::on_push(inner, body),
         Op::Ping if !header.has(FLAG_REPLY) => inner
-            .send(Op::Ping, FLAG_REPLY, header.correlation, |_| {})
+            .send(Op::Pong, FLAG_REPLY, header.correlation, |_| {})
             .map_err(|e| e.to_string()),
         Op::Error => {
             let error = ErrorBody::decode(body).map_err(|e| e.to_string())?;
@@ -540,6 +550,7 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
 pub struct ClientSubscription {
     sub_id: u64,
     rx: Receiver<Message>,
+    pending: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     inner: Arc<Inner>,
     active: bool,
@@ -557,7 +568,7 @@ impl ClientSubscription {
     /// The next message, waiting up to `timeout`.
     pub fn next_timeout(&self, timeout: Duration) -> Result<Message, ClientError> {
         match self.rx.recv_timeout(timeout) {
-            Ok(message) => Ok(message),
+            Ok(message) => Ok(self.taken(message)),
             Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(self.inner.lost_error()),
         }
@@ -565,7 +576,12 @@ impl ClientSubscription {
 
     /// The next message if one is buffered.
     pub fn try_next(&self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|m| self.taken(m))
+    }
+
+    fn taken(&self, message: Message) -> Message {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        message
     }
 
     /// Messages dropped because this subscription's buffer was full.

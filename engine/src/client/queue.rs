@@ -17,8 +17,9 @@ use crate::protocol::{ErrorCode, Op, Reader, FLAG_NO_REPLY};
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
 
 /// Deliveries one consumer buffers in the client beyond its prefetch (with prefetch 0,
-/// the bound on what the server may push ahead of the application).
-const CONSUMER_BUFFER_MAX: usize = 65536;
+/// the bound on what the server may push ahead of the application). Allocated whole
+/// when the consumer is made, so it stays modest.
+const CONSUMER_BUFFER_MAX: usize = 1024;
 
 pub(super) struct QueueSink {
     tx: SyncSender<Pushed>,

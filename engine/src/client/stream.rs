@@ -19,8 +19,9 @@ use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamCon
 
 /// Records one consumer buffers in the client. The server pushes at most the
 /// consumer's `max_ack_pending` unacknowledged records; past this bound the client's
-/// reader waits (and the server stops pushing, as TCP pushes back).
-const CONSUMER_BUFFER_MAX: usize = 65536;
+/// reader waits (and the server stops pushing, as TCP pushes back). The buffer is
+/// allocated whole when the consumer is made, so it stays modest.
+const CONSUMER_BUFFER_MAX: usize = 1024;
 
 pub(super) struct ConsumerSink {
     tx: SyncSender<Delivered>,

@@ -30,8 +30,13 @@ pub struct RuntimeConfig {
     /// refuses with `SendError::Full`. Default 65536.
     pub outbound_backlog_max: usize,
     /// Submission-queue entries of each shard's io_uring (the completion queue is twice
-    /// this, and bounds the I/O operations in flight). Default 256.
+    /// this). Default 256.
     pub uring_entries: u32,
+    /// The most I/O operations one shard keeps in flight, standing ones included (a
+    /// network server holds a multishot recv per connection). Completions beyond the
+    /// completion queue's size are held by the kernel (`IORING_FEAT_NODROP`, required)
+    /// until the shard reaps room. Default 65536.
+    pub io_ops_max: usize,
     /// The most timers one shard holds. Default 65536.
     pub timers_max: usize,
     /// How long an idle shard spins (re-checking its rings) before it parks in
@@ -54,6 +59,7 @@ impl Default for RuntimeConfig {
             batch_max: 256,
             outbound_backlog_max: 65536,
             uring_entries: 256,
+            io_ops_max: 65536,
             timers_max: 65536,
             idle_spin: Duration::ZERO,
             shutdown_drain_max: Duration::from_secs(30),
@@ -72,10 +78,9 @@ impl RuntimeConfig {
         })
     }
 
-    /// The most I/O operations a shard keeps in flight: the completion queue's size less
-    /// the one slot its wake-up read always holds, so completions can never overflow.
+    /// The most I/O operations a shard keeps in flight (`io_ops_max`).
     pub fn ops_inflight_max(&self) -> usize {
-        (self.uring_entries as usize) * 2 - 1
+        self.io_ops_max
     }
 
     /// Checks every bound; the error names the field and the accepted range.
@@ -112,6 +117,7 @@ impl RuntimeConfig {
             1 << 24,
         )?;
         check("uring_entries", self.uring_entries as usize, 8, 32768)?;
+        check("io_ops_max", self.io_ops_max, 16, 1 << 22)?;
         check("timers_max", self.timers_max, 1, 1 << 24)?;
         Ok(())
     }

@@ -92,6 +92,11 @@ impl Uring {
                 feature: "IORING_FEAT_EXT_ARG (timed waits)",
             });
         }
+        if !ring.params().is_feature_nodrop() {
+            return Err(RuntimeError::UringUnsupported {
+                feature: "IORING_FEAT_NODROP (completions past the queue are kept)",
+            });
+        }
         let mut ops = Vec::with_capacity(inflight_max);
         ops.resize_with(inflight_max, || None);
         Ok(Self {
@@ -261,9 +266,11 @@ impl Uring {
         Ok(())
     }
 
-    /// Submits queued SQEs without waiting. Costs a syscall only when some are queued.
+    /// Submits queued SQEs without waiting. Costs a syscall only when some are queued,
+    /// or when completions overflowed the CQ (the enter flushes them in as room allows).
     pub(crate) fn submit(&mut self) -> io::Result<()> {
-        if self.ring.submission().is_empty() {
+        let overflowed = self.ring.submission().cq_overflow();
+        if self.ring.submission().is_empty() && !overflowed {
             return Ok(());
         }
         self.enters += 1;

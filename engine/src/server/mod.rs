@@ -149,7 +149,15 @@ type Handler =
 fn handler(op: Op) -> Option<Handler> {
     Some(match op {
         Op::Ping => |ctx, server, conn, header, _| {
-            reply(ctx, server, conn, header, |_| {});
+            // The answer to a PING is a PONG with its correlation id.
+            let counters = &server.shared().counters[ctx.shard_id()];
+            conn.borrow_mut().queue_frame(
+                counters,
+                Op::Pong,
+                FLAG_REPLY,
+                header.correlation,
+                |_| {},
+            );
             Ok(())
         },
         Op::Pong => |_, _, _, _, _| Ok(()),

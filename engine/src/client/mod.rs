@@ -251,6 +251,11 @@ impl Client {
         })
     }
 
+    /// Publishes a batch in one frame without waiting (as `publish`).
+    pub fn publish_batch_nowait(&self, messages: &[Message]) -> Result<(), ClientError> {
+        self.send(Op::Publish, FLAG_NO_REPLY, 0, |out| encode_publish(out, messages))
+    }
+
     /// Publishes a batch in one frame and waits until the server has routed it.
     pub fn publish_batch(&self, messages: &[Message]) -> Result<(), ClientError> {
         self.call(Op::Publish, |out| encode_publish(out, messages), None)

@@ -98,6 +98,14 @@ impl Conn {
         matches!(self.state, ConnState::Handshake | ConnState::Open)
     }
 
+    /// Lets go of the input buffer's memory once every frame in it was taken, so an
+    /// idle connection holds none (the frames keep their own slices alive).
+    pub(crate) fn release_empty_input(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = BytesMut::new();
+        }
+    }
+
     /// Whole frames waiting in the input buffer are cut off by the session with this.
     pub(crate) fn input_mut(&mut self) -> &mut BytesMut {
         &mut self.input
@@ -416,7 +424,8 @@ impl ShardServer {
             }
             c.sending = true;
             c.ops += 1;
-            (c.fd, c.output.split().freeze(), c.id)
+            // The whole buffer goes: an idle connection keeps no output capacity.
+            (c.fd, std::mem::take(&mut c.output).freeze(), c.id)
         };
         self.submit_send(ctx, conn, fd, id, data);
     }

@@ -100,6 +100,7 @@ pub(crate) fn on_input(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef)
             }
         }
     }
+    conn.borrow_mut().release_empty_input();
     server.flush(ctx, conn);
 }
 

@@ -3,7 +3,8 @@
 //! request-reply (including `NoResponders` and `Timeout`), that malformed, oversized,
 //! out-of-state and truncated input closes only the offending connection with an
 //! error, that a graceful stop says goodbye, and that a thousand concurrent connections
-//! each publish and receive.
+//! each publish and receive, and that a client reconnects and resubscribes after the
+//! server restarts.
 
 #[path = "support/server.rs"]
 mod server;
@@ -309,4 +310,44 @@ fn a_thousand_connections_each_publish_and_receive() {
         .map(|s| s.connections_open)
         .sum();
     assert_eq!(open, CONNECTIONS as u64);
+}
+
+#[test]
+fn the_client_reconnects_and_resubscribes_after_the_server_restarts() {
+    let mut fx = Fixture::start(ServerConfig::default());
+    let addr = fx.server.as_ref().expect("server").local_addr();
+    let client = fx.client();
+    let sub = client.subscribe("after.restart", None).expect("subscribe");
+    fx.server.take().expect("server").stop(WAIT);
+    let down = client.ping();
+    assert!(
+        matches!(down, Err(ClientError::Disconnected(_))),
+        "calls fail fast while disconnected: {down:?}"
+    );
+    let broker = fx.broker.as_ref().expect("broker");
+    let config = ServerConfig {
+        listen: addr,
+        ..ServerConfig::default()
+    };
+    fx.server = Some(ringbroker::net::Server::start(broker, config).expect("restart"));
+    let deadline = Instant::now() + WAIT;
+    while !client.is_connected() {
+        assert!(Instant::now() < deadline, "the client did not reconnect");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    client.ping().expect("ping after reconnecting");
+    let publisher = fx.client();
+    loop {
+        publisher
+            .publish("after.restart", &b"again"[..])
+            .expect("publish");
+        if let Ok(m) = sub.next_timeout(Duration::from_millis(50)) {
+            assert_eq!(&m.payload[..], b"again");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not re-established"
+        );
+    }
 }

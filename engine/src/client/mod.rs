@@ -6,7 +6,11 @@
 //! callers write frames under a lock, one `write` per frame.
 //!
 //! Never: waits without a deadline (every request has one), or lets a request hang
-//! when the connection drops: every pending request fails with `Disconnected` then.
+//! when the connection drops: every pending request fails with `Disconnected` then,
+//! and so does every call made until the client has reconnected. Reconnecting (with
+//! exponential backoff, `Reconnect`) re-establishes the subscriptions and consumers:
+//! subjects stay at-most-once (messages published while disconnected are lost), and
+//! consumers are at-least-once (unacknowledged records and deliveries come again).
 //! Subscription buffers are bounded; a subscription that is not read loses messages
 //! past its bound (subjects are at-most-once), counted in `dropped`.
 
@@ -55,6 +59,31 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Messages a subscription buffers before it drops. Default 65536.
     pub subscription_pending_max: usize,
+    /// Reconnecting after the connection drops; `None`: never (the client is then
+    /// closed for good at the first drop).
+    pub reconnect: Option<Reconnect>,
+}
+
+/// How a client reconnects: waits `initial`, doubling up to `max` between attempts,
+/// and gives up (closing the client) after `give_up_after` without a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    /// The first wait. Default 50 ms.
+    pub initial: Duration,
+    /// The longest wait. Default 2 s.
+    pub max: Duration,
+    /// How long to keep trying. Default 60 s.
+    pub give_up_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(60),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -67,6 +96,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             subscription_pending_max: 65536,
+            reconnect: Some(Reconnect::default()),
         }
     }
 }
@@ -143,6 +173,8 @@ type Reply = Result<(FrameHeader, Bytes), ClientError>;
 /// Where a subscription's messages go. The channel is unbounded in type but bounded by
 /// `pending` (a `sync_channel` would allocate its whole capacity up front).
 struct SubSink {
+    /// What to send again after a reconnect.
+    request: Subscribe,
     tx: mpsc::Sender<Message>,
     pending: Arc<AtomicUsize>,
     pending_max: usize,
@@ -157,10 +189,14 @@ struct Inner {
     queue_consumers: Mutex<HashMap<u64, queue::QueueSink>>,
     next_correlation: AtomicU64,
     next_sub: AtomicU64,
-    /// Set once the connection is gone; the reason is in `lost`.
+    /// The connection is up (calls go through).
+    connected: AtomicBool,
+    /// Closed for good: by `close`, or after reconnecting gave up.
     closed: AtomicBool,
+    /// Why the connection went, while it is down.
     lost: Mutex<Option<String>>,
-    welcome: Welcome,
+    /// The current connection's handshake.
+    welcome: Mutex<Welcome>,
     config: ClientConfig,
 }
 
@@ -178,7 +214,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("url", &self.inner.config.url)
-            .field("connection", &self.inner.welcome.connection_id)
+            .field("connection", &lock(&self.inner.welcome).connection_id)
             .finish()
     }
 }
@@ -186,33 +222,11 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects and completes the handshake.
     pub fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let addrs = resolve_url(&config.url)?;
-        let mut last = None;
-        let stream = addrs.iter().find_map(|addr| {
-            match TcpStream::connect_timeout(addr, config.connect_timeout) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    last = Some(e);
-                    None
-                }
-            }
-        });
-        let url = config.url.clone();
-        let connect_err = |source| ClientError::Connect {
-            addr: url.clone(),
+        let (stream, welcome) = dial(&config)?;
+        let reader_stream = stream.try_clone().map_err(|source| ClientError::Connect {
+            addr: config.url.clone(),
             source,
-        };
-        let mut stream = match stream {
-            Some(s) => s,
-            None => {
-                return Err(connect_err(last.unwrap_or_else(|| {
-                    std::io::Error::other("no address to connect to")
-                })))
-            }
-        };
-        stream.set_nodelay(true).map_err(connect_err)?;
-        let welcome = handshake(&mut stream, &config)?;
-        let reader_stream = stream.try_clone().map_err(connect_err)?;
+        })?;
         let inner = Arc::new(Inner {
             stream: Mutex::new(stream),
             pending: Mutex::new(HashMap::new()),
@@ -221,25 +235,34 @@ impl Client {
             queue_consumers: Mutex::new(HashMap::new()),
             next_correlation: AtomicU64::new(1),
             next_sub: AtomicU64::new(1),
+            connected: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             lost: Mutex::new(None),
-            welcome,
+            welcome: Mutex::new(welcome),
             config,
         });
         let reader_inner = inner.clone();
         let reader = std::thread::Builder::new()
             .name("ringbroker-client".into())
-            .spawn(move || read_loop(&reader_inner, reader_stream))
-            .map_err(connect_err)?;
+            .spawn(move || run_reader(&reader_inner, reader_stream))
+            .map_err(|source| ClientError::Connect {
+                addr: inner.config.url.clone(),
+                source,
+            })?;
         Ok(Self {
             inner,
             reader: Some(reader),
         })
     }
 
-    /// What the server said in its handshake.
-    pub fn server_info(&self) -> &Welcome {
-        &self.inner.welcome
+    /// Whether the connection is up now (false while reconnecting, and once closed).
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
+    }
+
+    /// What the server said in the current connection's handshake.
+    pub fn server_info(&self) -> Welcome {
+        lock(&self.inner.welcome).clone()
     }
 
     /// Publishes `payload` on `subject` without waiting: an error the server reports
@@ -253,7 +276,9 @@ impl Client {
 
     /// Publishes a batch in one frame without waiting (as `publish`).
     pub fn publish_batch_nowait(&self, messages: &[Message]) -> Result<(), ClientError> {
-        self.send(Op::Publish, FLAG_NO_REPLY, 0, |out| encode_publish(out, messages))
+        self.send(Op::Publish, FLAG_NO_REPLY, 0, |out| {
+            encode_publish(out, messages)
+        })
     }
 
     /// Publishes a batch in one frame and waits until the server has routed it.
@@ -273,21 +298,22 @@ impl Client {
         let (tx, rx) = mpsc::channel();
         let dropped = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(AtomicUsize::new(0));
-        lock(&self.inner.subs).insert(
-            sub_id,
-            SubSink {
-                tx,
-                pending: pending.clone(),
-                pending_max: self.inner.config.subscription_pending_max,
-                dropped: dropped.clone(),
-            },
-        );
         let request = Subscribe {
             sub_id,
             pattern: pattern.to_owned(),
             queue_group: queue_group.map(str::to_owned),
             max_messages: 0,
         };
+        lock(&self.inner.subs).insert(
+            sub_id,
+            SubSink {
+                request: request.clone(),
+                tx,
+                pending: pending.clone(),
+                pending_max: self.inner.config.subscription_pending_max,
+                dropped: dropped.clone(),
+            },
+        );
         if let Err(error) = self.call(Op::Subscribe, |out| request.encode(out), None) {
             lock(&self.inner.subs).remove(&sub_id);
             return Err(error);
@@ -368,6 +394,7 @@ impl Client {
     }
 
     fn shutdown(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
         let _ = lock(&self.inner.stream).shutdown(std::net::Shutdown::Both);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
@@ -394,17 +421,17 @@ impl Inner {
         correlation: u64,
         body: impl FnOnce(&mut BytesMut),
     ) -> Result<(), ClientError> {
-        if self.closed.load(Ordering::Acquire) {
+        if !self.connected.load(Ordering::Acquire) {
             return Err(self.lost_error());
         }
         let mut frame = BytesMut::new();
         let len = encode_frame(&mut frame, op, flags, correlation, body);
-        if len > self.welcome.max_frame as usize {
+        let max_frame = lock(&self.welcome).max_frame;
+        if len > max_frame as usize {
             return Err(ClientError::Server {
                 code: ErrorCode::FrameTooLarge,
                 message: format!(
-                    "frame of {len} bytes exceeds the server's maximum of {}",
-                    self.welcome.max_frame
+                    "frame of {len} bytes exceeds the server's maximum of {max_frame}"
                 ),
             });
         }
@@ -480,33 +507,136 @@ fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<()> 
     Ok(())
 }
 
-fn read_loop(inner: &Inner, mut stream: TcpStream) {
-    let mut buf = BytesMut::with_capacity(64 << 10);
-    let why = loop {
-        match split_frame(&buf, inner.welcome.max_frame.max(FRAME_MAX_LIMIT)) {
-            Ok(Some((header, total))) => {
-                let frame = buf.split_to(total).freeze();
-                if let Err(why) = on_frame(inner, header, frame.slice(HEADER_BYTES..)) {
-                    break why;
-                }
-            }
-            Ok(None) => {
-                if let Err(e) = read_some(&mut stream, &mut buf) {
-                    break e.to_string();
-                }
-            }
-            Err(e) => break e.to_string(),
+/// The reader thread: reads until the connection drops, fails what was pending,
+/// reconnects (if configured) and re-establishes subscriptions and consumers; ends when
+/// the client is closed or reconnecting gives up.
+fn run_reader(inner: &Inner, mut stream: TcpStream) {
+    loop {
+        let why = read_loop(inner, &mut stream);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        *lock(&inner.lost) = Some(why.clone());
+        inner.connected.store(false, Ordering::Release);
+        for (_, tx) in lock(&inner.pending).drain() {
+            let _ = tx.try_send(Err(ClientError::Disconnected(why.clone())));
         }
-    };
-    *lock(&inner.lost) = Some(why.clone());
-    inner.closed.store(true, Ordering::Release);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    for (_, tx) in lock(&inner.pending).drain() {
-        let _ = tx.try_send(Err(ClientError::Disconnected(why.clone())));
+        let retriable = !(why.starts_with("AuthFailed") || why.starts_with("VersionUnsupported"));
+        let again = match inner.config.reconnect {
+            Some(policy) if retriable => reconnect(inner, policy),
+            _ => None,
+        };
+        match again {
+            Some(next) => stream = next,
+            None => break,
+        }
     }
+    inner.closed.store(true, Ordering::Release);
     lock(&inner.subs).clear();
     lock(&inner.consumers).clear();
     lock(&inner.queue_consumers).clear();
+}
+
+/// Connects and does the handshake.
+fn dial(config: &ClientConfig) -> Result<(TcpStream, Welcome), ClientError> {
+    let addrs = resolve_url(&config.url)?;
+    let connect_err = |source| ClientError::Connect {
+        addr: config.url.clone(),
+        source,
+    };
+    let mut last = std::io::Error::other("no address to connect to");
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, config.connect_timeout) {
+            Ok(mut stream) => {
+                stream.set_nodelay(true).map_err(connect_err)?;
+                let welcome = handshake(&mut stream, config)?;
+                return Ok((stream, welcome));
+            }
+            Err(error) => last = error,
+        }
+    }
+    Err(connect_err(last))
+}
+
+/// Tries to connect again with backoff; on success installs the connection and sends
+/// every subscription and consumer again. `None`: closed meanwhile, or gave up.
+fn reconnect(inner: &Inner, policy: Reconnect) -> Option<TcpStream> {
+    let give_up = Instant::now() + policy.give_up_after;
+    let mut wait = policy.initial;
+    while Instant::now() < give_up {
+        if !sleep_unless_closed(
+            inner,
+            wait.min(give_up.saturating_duration_since(Instant::now())),
+        ) {
+            return None;
+        }
+        wait = (wait * 2).min(policy.max);
+        let Ok((stream, welcome)) = dial(&inner.config) else {
+            continue;
+        };
+        let Ok(reader) = stream.try_clone() else {
+            continue;
+        };
+        *lock(&inner.stream) = stream;
+        *lock(&inner.welcome) = welcome;
+        *lock(&inner.lost) = None;
+        inner.connected.store(true, Ordering::Release);
+        if inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        resubscribe(inner);
+        return Some(reader);
+    }
+    None
+}
+
+/// Sleeps `wait` in short steps; false if the client was closed meanwhile.
+fn sleep_unless_closed(inner: &Inner, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if inner.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(
+            Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
+    !inner.closed.load(Ordering::Acquire)
+}
+
+/// Sends every subscription and consumer again on a new connection. Their replies
+/// are not waited for; a consumer whose definition is gone gets `CONSUMER_CLOSED`
+/// from the server (or an `ERROR`, logged).
+fn resubscribe(inner: &Inner) {
+    let subs: Vec<Subscribe> = lock(&inner.subs)
+        .values()
+        .map(|s| s.request.clone())
+        .collect();
+    for request in subs {
+        let correlation = inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let _ = inner.send(Op::Subscribe, 0, correlation, |out| request.encode(out));
+    }
+    stream::resubscribe(inner);
+    queue::resubscribe(inner);
+}
+
+fn read_loop(inner: &Inner, stream: &mut TcpStream) -> String {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    loop {
+        let max_frame = lock(&inner.welcome).max_frame.max(FRAME_MAX_LIMIT);
+        match split_frame(&buf, max_frame) {
+            Ok(Some((header, total))) => {
+                let frame = buf.split_to(total).freeze();
+                if let Err(why) = on_frame(inner, header, frame.slice(HEADER_BYTES..)) {
+                    return why;
+                }
+            }
+            Ok(None) => {
+                if let Err(e) = read_some(stream, &mut buf) {
+                    return e.to_string();
+                }
+            }
+            Err(e) => return e.to_string(),
+        }
+    }
 }
 
 /// Handles one frame from the server; `Err` ends the connection with that reason.
@@ -534,8 +664,12 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
                 code: error.code,
                 message: error.message.clone(),
             });
-            if let Some(tx) = lock(&inner.pending).remove(&header.correlation) {
-                let _ = tx.try_send(reply);
+            match lock(&inner.pending).remove(&header.correlation) {
+                Some(tx) => drop(tx.try_send(reply)),
+                None if header.correlation != 0 => {
+                    tracing::debug!(code = %error.code, message = %error.message, "unawaited request failed");
+                }
+                None => {}
             }
             if error.code.is_fatal() || header.correlation == 0 {
                 return Err(format!("{}: {}", error.code, error.message));

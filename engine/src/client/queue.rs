@@ -22,8 +22,24 @@ use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
 const CONSUMER_BUFFER_MAX: usize = 1024;
 
 pub(super) struct QueueSink {
+    /// What to send again after a reconnect.
+    request: Consume,
     tx: SyncSender<Pushed>,
     closed: Arc<Mutex<Option<String>>>,
+}
+
+/// After a reconnect: consumes every queue again (the queue redelivered what was
+/// unacknowledged when the old connection closed). Exclusive queues went with the old
+/// connection; consuming one again gets `NotFound` (logged).
+pub(super) fn resubscribe(inner: &Inner) {
+    let requests: Vec<Consume> = lock(&inner.queue_consumers)
+        .values()
+        .map(|s| s.request.clone())
+        .collect();
+    for request in requests {
+        let correlation = inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let _ = inner.send(Op::QueueConsume, 0, correlation, |out| request.encode(out));
+    }
 }
 
 /// Routes a pushed `QUEUE_MESSAGE` to its consumer.
@@ -207,19 +223,20 @@ impl Client {
         let id = self.inner.next_id();
         let (tx, rx) = mpsc::sync_channel(CONSUMER_BUFFER_MAX);
         let closed = Arc::new(Mutex::new(None));
-        lock(&self.inner.queue_consumers).insert(
-            id,
-            QueueSink {
-                tx,
-                closed: closed.clone(),
-            },
-        );
         let request = Consume {
             consumer_id: id,
             queue: queue.to_owned(),
             prefetch: options.prefetch,
             no_ack: options.no_ack,
         };
+        lock(&self.inner.queue_consumers).insert(
+            id,
+            QueueSink {
+                request: request.clone(),
+                tx,
+                closed: closed.clone(),
+            },
+        );
         if let Err(error) = self.call(Op::QueueConsume, |out| request.encode(out), None) {
             lock(&self.inner.queue_consumers).remove(&id);
             return Err(error);

@@ -24,8 +24,27 @@ use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamCon
 const CONSUMER_BUFFER_MAX: usize = 1024;
 
 pub(super) struct ConsumerSink {
+    /// What to send again after a reconnect.
+    request: Attach,
     tx: SyncSender<Delivered>,
     closed: Arc<Mutex<Option<String>>>,
+}
+
+/// After a reconnect: attaches every consumer again (the group redelivers what was
+/// unacknowledged).
+pub(super) fn resubscribe(inner: &Inner) {
+    let requests: Vec<Attach> = lock(&inner.consumers)
+        .values()
+        .map(|s| s.request.clone())
+        .collect();
+    for request in requests {
+        let op = match request.target {
+            AttachTarget::Join(_) => Op::ConsumerJoin,
+            AttachTarget::Subscribe(_) => Op::ConsumerSubscribe,
+        };
+        let correlation = inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let _ = inner.send(op, 0, correlation, |out| request.encode(out));
+    }
 }
 
 /// Routes a pushed `STREAM_MESSAGE` or `CONSUMER_CLOSED` to its consumer.
@@ -201,18 +220,19 @@ impl Client {
         let id = self.inner.next_id();
         let (tx, rx) = mpsc::sync_channel(CONSUMER_BUFFER_MAX);
         let closed = Arc::new(Mutex::new(None));
-        lock(&self.inner.consumers).insert(
-            id,
-            ConsumerSink {
-                tx,
-                closed: closed.clone(),
-            },
-        );
         let request = Attach {
             consumer_id: id,
             stream: stream.to_owned(),
             target,
         };
+        lock(&self.inner.consumers).insert(
+            id,
+            ConsumerSink {
+                request: request.clone(),
+                tx,
+                closed: closed.clone(),
+            },
+        );
         let op = match request.target {
             AttachTarget::Join(_) => Op::ConsumerJoin,
             AttachTarget::Subscribe(_) => Op::ConsumerSubscribe,

@@ -22,6 +22,8 @@
 //! - [`net`]: the io_uring network layer (listeners, connections, bytes) and the
 //!   `Server` that serves a broker over the native protocol (sessions in `server`).
 //! - [`client`]: a Rust client of the native protocol.
+//! - [`api`]: one API (`BrokerApi`) over both: the embedded `Broker` and a remote
+//!   `Client` implement it, so code written against it runs against either.
 //!
 //! See `docs/architecture.md` for the picture.
 
@@ -31,6 +33,8 @@ pub mod routing;
 pub mod storage;
 mod sync;
 
+#[cfg(not(loom))]
+pub mod api;
 #[cfg(not(loom))]
 pub mod broker;
 #[cfg(not(loom))]

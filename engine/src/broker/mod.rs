@@ -21,7 +21,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::pubsub::PubSub;
-use crate::queue::{QueueError, Queues};
+use crate::queue::{Connection, QueueError, Queues};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError, RuntimeHandle, ShutdownReport};
 use crate::stream::{StreamError, Streams};
 
@@ -76,8 +76,12 @@ pub enum BrokerError {
 }
 
 /// An embedded broker. Cheap to share by reference; the model handles it gives out are
-/// cheap to clone and usable from any thread that is not a shard.
+/// cheap to clone and usable from any thread that is not a shard. `connection` is what
+/// the broker's own exclusive queues belong to (`BrokerApi` declares and consumes
+/// queues as it); it goes at shutdown, before the runtime stops.
 pub struct Broker {
+    /// First field: dropped first (deleting its exclusive queues needs the runtime).
+    connection: Option<Connection>,
     runtime: Option<Runtime>,
     handle: RuntimeHandle,
     pubsub: PubSub,
@@ -107,6 +111,7 @@ impl Broker {
         let streams = Streams::open(handle.clone(), config.data_dir.join("streams"))?;
         let queues = Queues::open(handle.clone(), config.data_dir.join("queues"))?;
         Ok(Self {
+            connection: Some(queues.connection()),
             pubsub: PubSub::new(handle.clone()),
             runtime: Some(runtime),
             handle,
@@ -132,6 +137,14 @@ impl Broker {
         &self.queues
     }
 
+    /// The broker's own queue connection (what its exclusive queues belong to).
+    pub fn connection(&self) -> &Connection {
+        match &self.connection {
+            Some(connection) => connection,
+            None => unreachable!("the connection lives until shutdown, which consumes the broker"),
+        }
+    }
+
     /// The shard runtime, for code that runs on shards (the network server).
     pub fn runtime(&self) -> &RuntimeHandle {
         &self.handle
@@ -145,6 +158,8 @@ impl Broker {
     /// Stops gracefully: work accepted so far runs (appends finish and sync under
     /// their policy), then the shards stop. The data directory is unlocked on return.
     pub fn shutdown(mut self) -> Result<ShutdownReport, BrokerError> {
+        // Its exclusive queues are deleted while the shards still run.
+        drop(self.connection.take());
         match self.runtime.take() {
             Some(runtime) => Ok(runtime.shutdown()?),
             None => Ok(ShutdownReport::default()),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::{lock, Client, ClientError, Inner};
 use crate::protocol::queue::{
     decode_confirms, decode_delivery, decode_queue_info, encode_answer, encode_exchange,
-    encode_publish, encode_queue, encode_target, Bind, Consume, Pushed, Routed,
+    encode_publish, encode_queue, encode_target, Bind, Consume, QueueMessage, Routed,
 };
 use crate::protocol::{ErrorCode, Op, Reader, FLAG_NO_REPLY};
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
@@ -24,7 +24,7 @@ const CONSUMER_BUFFER_MAX: usize = 1024;
 pub(super) struct QueueSink {
     /// What to send again after a reconnect.
     request: Consume,
-    tx: SyncSender<Pushed>,
+    tx: SyncSender<QueueMessage>,
     closed: Arc<Mutex<Option<String>>>,
 }
 
@@ -44,9 +44,9 @@ pub(super) fn resubscribe(inner: &Inner) {
 
 /// Routes a pushed `QUEUE_MESSAGE` to its consumer.
 pub(super) fn on_push(inner: &Inner, body: Bytes) -> Result<(), String> {
-    let pushed = decode_delivery(body).map_err(|e| e.to_string())?;
+    let (consumer_id, pushed) = decode_delivery(body).map_err(|e| e.to_string())?;
     let tx = lock(&inner.queue_consumers)
-        .get(&pushed.consumer_id)
+        .get(&consumer_id)
         .map(|s| s.tx.clone());
     if let Some(tx) = tx {
         // Blocks while the application does not take deliveries (see the stream
@@ -297,7 +297,7 @@ impl QueueConsumerShared {
 /// deliveries go back to the queue).
 pub struct ClientQueueConsumer {
     shared: Arc<QueueConsumerShared>,
-    rx: Receiver<Pushed>,
+    rx: Receiver<QueueMessage>,
     closed: Arc<Mutex<Option<String>>>,
 }
 
@@ -312,7 +312,7 @@ impl std::fmt::Debug for ClientQueueConsumer {
 /// A delivery received through a `ClientQueueConsumer`.
 pub struct ClientDelivery {
     /// What the server pushed.
-    pub delivery: Pushed,
+    pub delivery: QueueMessage,
     consumer: Arc<QueueConsumerShared>,
 }
 
@@ -353,6 +353,23 @@ impl ClientQueueConsumer {
             },
             Err(RecvTimeoutError::Disconnected) => Err(self.shared.inner.lost_error()),
         }
+    }
+
+    /// Acknowledges `delivery_tag` (and every earlier one, if `multiple`).
+    pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<(), ClientError> {
+        self.shared
+            .answer(Op::QueueAck, delivery_tag, multiple, false)
+    }
+
+    /// Rejects `delivery_tag` (and every earlier one, if `multiple`).
+    pub fn nack(
+        &self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), ClientError> {
+        self.shared
+            .answer(Op::QueueNack, delivery_tag, multiple, requeue)
     }
 
     /// Cancels the consumer.

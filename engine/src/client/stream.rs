@@ -12,7 +12,7 @@ use super::{lock, Client, ClientError, Inner};
 use crate::protocol::stream::{
     decode_consumer_info, decode_message, decode_names, decode_publish_reply, decode_stream_info,
     encode_ack, encode_consumer_create, encode_nak, encode_publish, encode_stream_config, Attach,
-    AttachTarget, Delivered, PublishOutcome,
+    AttachTarget, PublishOutcome, Record,
 };
 use crate::protocol::{ErrorCode, Op, Reader, Writer, FLAG_NO_REPLY};
 use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
@@ -26,7 +26,7 @@ const CONSUMER_BUFFER_MAX: usize = 1024;
 pub(super) struct ConsumerSink {
     /// What to send again after a reconnect.
     request: Attach,
-    tx: SyncSender<Delivered>,
+    tx: SyncSender<Record>,
     closed: Arc<Mutex<Option<String>>>,
 }
 
@@ -62,14 +62,14 @@ pub(super) fn on_push(inner: &Inner, op: Op, body: Bytes) -> Result<(), String> 
         }
         return Ok(());
     }
-    let message = decode_message(body).map_err(|e| e.to_string())?;
+    let (consumer_id, record) = decode_message(body).map_err(|e| e.to_string())?;
     let tx = lock(&inner.consumers)
-        .get(&message.consumer_id)
+        .get(&consumer_id)
         .map(|s| s.tx.clone());
     if let Some(tx) = tx {
         // Blocks while the application does not take records: the server then stops
         // pushing (the consumer's credit and TCP bound what is in flight).
-        let _ = tx.send(message);
+        let _ = tx.send(record);
     }
     Ok(())
 }
@@ -270,7 +270,7 @@ struct ConsumerShared {
 pub struct ClientConsumer {
     shared: Arc<ConsumerShared>,
     name: String,
-    rx: Receiver<Delivered>,
+    rx: Receiver<Record>,
     closed: Arc<Mutex<Option<String>>>,
 }
 
@@ -287,7 +287,7 @@ impl std::fmt::Debug for ClientConsumer {
 #[derive(Clone)]
 pub struct ClientStreamMessage {
     /// What the server pushed.
-    pub record: Delivered,
+    pub record: Record,
     consumer: Arc<ConsumerShared>,
 }
 
@@ -360,7 +360,33 @@ impl ClientConsumer {
             })
     }
 
-    fn wrap(&self, record: Delivered) -> ClientStreamMessage {
+    /// Acknowledges records by position (partition, offset), in one frame.
+    pub fn ack_positions(&self, positions: &[(u32, u64)]) -> Result<(), ClientError> {
+        let id = self.shared.id;
+        self.shared
+            .inner
+            .send(Op::StreamAck, FLAG_NO_REPLY, 0, |out| {
+                encode_ack(out, id, positions)
+            })
+    }
+
+    /// Asks for the record at (partition, offset) again after `delay`.
+    pub fn nak_position(
+        &self,
+        partition: u32,
+        offset: u64,
+        delay: Duration,
+    ) -> Result<(), ClientError> {
+        let id = self.shared.id;
+        let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        self.shared
+            .inner
+            .send(Op::StreamNak, FLAG_NO_REPLY, 0, |out| {
+                encode_nak(out, id, partition, offset, delay_ms);
+            })
+    }
+
+    fn wrap(&self, record: Record) -> ClientStreamMessage {
         ClientStreamMessage {
             record,
             consumer: self.shared.clone(),

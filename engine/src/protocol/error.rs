@@ -123,6 +123,9 @@ error_codes! {
     Internal = 19,
     /// A subscription or consumer id the connection already uses.
     IdInUse = 20,
+    /// The connection to the server dropped (or could not be made). Reported by
+    /// clients; a server never sends it.
+    Disconnected = 21,
 }
 
 impl ErrorCode {

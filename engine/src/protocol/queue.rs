@@ -311,12 +311,11 @@ impl Consume {
     }
 }
 
-/// A delivery as a client reads it from `QUEUE_MESSAGE`.
+/// A queue delivery as a consumer receives it (the body of `QUEUE_MESSAGE` after the
+/// consumer id).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pushed {
-    /// The client's consumer id.
-    pub consumer_id: u64,
-    /// For `QUEUE_ACK` / `QUEUE_NACK`.
+pub struct QueueMessage {
+    /// For `ack` and `nack`.
     pub delivery_tag: u64,
     /// It may have been delivered before.
     pub redelivered: bool,
@@ -345,11 +344,11 @@ pub fn encode_delivery(out: &mut BytesMut, consumer_id: u64, d: &Delivery) {
     Writer::bytes(out, &d.payload);
 }
 
-/// Reads a `QUEUE_MESSAGE` body.
-pub fn decode_delivery(body: Bytes) -> Result<Pushed, ProtocolError> {
+/// Reads a `QUEUE_MESSAGE` body: the consumer id and the delivery.
+pub fn decode_delivery(body: Bytes) -> Result<(u64, QueueMessage), ProtocolError> {
     let mut r = Reader::new(body, "QUEUE_MESSAGE");
-    let out = Pushed {
-        consumer_id: r.u64()?,
+    let consumer_id = r.u64()?;
+    let out = QueueMessage {
         delivery_tag: r.u64()?,
         redelivered: r.bool()?,
         queue: r.string()?,
@@ -359,7 +358,7 @@ pub fn decode_delivery(body: Bytes) -> Result<Pushed, ProtocolError> {
         payload: r.bytes()?,
     };
     r.end()?;
-    Ok(out)
+    Ok((consumer_id, out))
 }
 
 /// `QUEUE_ACK` / `QUEUE_NACK` body: consumer id, delivery tag, multiple, requeue

@@ -342,14 +342,13 @@ pub fn decode_publish_reply(body: Bytes) -> Result<Vec<PublishOutcome>, Protocol
     Ok(out)
 }
 
-/// A record pushed to a consumer (`STREAM_MESSAGE`), as a client reads it.
+/// A stream record as a consumer receives it (the body of `STREAM_MESSAGE` after the
+/// consumer id).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
-    /// The client's consumer id.
-    pub consumer_id: u64,
+pub struct Record {
     /// The partition.
     pub partition: u32,
-    /// The offset.
+    /// The offset in the partition.
     pub offset: u64,
     /// Milliseconds since the Unix epoch, when stored.
     pub timestamp: i64,
@@ -357,13 +356,13 @@ pub struct Delivered {
     pub delivery_count: u32,
     /// Offsets skipped (retention removed them unread) before this one, if any.
     pub skipped: Option<std::ops::Range<u64>>,
-    /// The subject.
+    /// The subject it was published on.
     pub subject: Bytes,
-    /// The key.
+    /// Its key.
     pub key: Option<Bytes>,
-    /// Headers.
+    /// Its headers.
     pub headers: Vec<(Bytes, Bytes)>,
-    /// Payload.
+    /// The payload.
     pub payload: Bytes,
 }
 
@@ -384,8 +383,8 @@ pub fn encode_message(out: &mut BytesMut, consumer_id: u64, m: &StreamMessage) {
     Writer::bytes(out, &m.payload);
 }
 
-/// Reads a `STREAM_MESSAGE` body.
-pub fn decode_message(body: Bytes) -> Result<Delivered, ProtocolError> {
+/// Reads a `STREAM_MESSAGE` body: the consumer id and the record.
+pub fn decode_message(body: Bytes) -> Result<(u64, Record), ProtocolError> {
     let mut r = Reader::new(body, "STREAM_MESSAGE");
     let consumer_id = r.u64()?;
     let partition = r.u32()?;
@@ -393,8 +392,7 @@ pub fn decode_message(body: Bytes) -> Result<Delivered, ProtocolError> {
     let timestamp = r.u64()? as i64;
     let delivery_count = r.u32()?;
     let skipped = r.u64()?..r.u64()?;
-    let out = Delivered {
-        consumer_id,
+    let record = Record {
         partition,
         offset,
         timestamp,
@@ -406,7 +404,7 @@ pub fn decode_message(body: Bytes) -> Result<Delivered, ProtocolError> {
         payload: r.bytes()?,
     };
     r.end()?;
-    Ok(out)
+    Ok((consumer_id, record))
 }
 
 /// `STREAM_ACK` body: consumer id, `u32` count, then (partition `u32`, offset `u64`).

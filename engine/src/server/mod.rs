@@ -203,30 +203,7 @@ fn handler(op: Op) -> Option<Handler> {
 }
 
 /// Why a request failed: the code and message of its `ERROR` reply.
-pub(crate) struct Failure {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn fatal(code: ErrorCode, message: String) -> Self {
-        debug_assert!(code.is_fatal());
-        Self { code, message }
-    }
-}
-
-impl From<crate::protocol::ProtocolError> for Failure {
-    fn from(error: crate::protocol::ProtocolError) -> Self {
-        Self::new(error.code(), error.to_string())
-    }
-}
+pub(crate) use crate::api::Error as Failure;
 
 /// Queues the reply to `header`'s request (unless it asked for none) with `body`.
 fn reply(

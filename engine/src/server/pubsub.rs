@@ -17,19 +17,6 @@ use crate::runtime::ShardCtx;
 /// The longest a `REQUEST` may wait.
 const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 
-/// The wire code for a subjects error.
-pub(super) fn failure(error: &PubSubError) -> Failure {
-    let code = match error {
-        PubSubError::Subject(_) => ErrorCode::Invalid,
-        PubSubError::NoResponders => ErrorCode::NoResponders,
-        PubSubError::Timeout => ErrorCode::Timeout,
-        PubSubError::Backpressure | PubSubError::SlowConsumer => ErrorCode::Backpressure,
-        PubSubError::ShuttingDown | PubSubError::Closed => ErrorCode::ShuttingDown,
-        PubSubError::Task(_) | PubSubError::Wait(_) => ErrorCode::Internal,
-    };
-    Failure::new(code, error.to_string())
-}
-
 pub(super) fn publish(
     ctx: &mut ShardCtx,
     server: &ShardServer,
@@ -42,7 +29,7 @@ pub(super) fn publish(
     let total = messages.len();
     for (i, message) in messages.into_iter().enumerate() {
         if let Err(error) = pubsub.publish(ctx, message) {
-            let mut failure = failure(&error);
+            let mut failure = Failure::from(error);
             failure.message = format!("{} (messages {i}..{total} not published)", failure.message);
             return Err(failure);
         }
@@ -98,7 +85,7 @@ pub(super) fn subscribe(
         Err(error) => {
             // `ready` was dropped unrun: the request is no longer pending.
             conn.borrow_mut().session.pending -= 1;
-            Err(failure(&error))
+            Err(Failure::from(error))
         }
     }
 }
@@ -163,7 +150,7 @@ pub(super) fn request(
         move |ctx: &mut ShardCtx, result: Result<crate::pubsub::Message, PubSubError>| {
             let result = result
                 .map(|message| move |out: &mut bytes::BytesMut| encode_message(out, &message))
-                .map_err(|error| failure(&error));
+                .map_err(Failure::from);
             answer.answer(ctx, result);
         },
     );

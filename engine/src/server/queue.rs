@@ -22,23 +22,6 @@ use crate::queue::{
 };
 use crate::runtime::ShardCtx;
 
-/// The wire code for a queues error.
-pub(super) fn failure(error: &QueueError) -> Failure {
-    let code = match error {
-        QueueError::Invalid { .. } | QueueError::Route(_) => ErrorCode::Invalid,
-        QueueError::NotFound { .. } | QueueError::UnknownTag(_) => ErrorCode::NotFound,
-        QueueError::Mismatch { .. } => ErrorCode::AlreadyExists,
-        QueueError::InUse { .. } | QueueError::Refused(_) => ErrorCode::Refused,
-        QueueError::Locked(_) => ErrorCode::Locked,
-        QueueError::Unroutable => ErrorCode::Unroutable,
-        QueueError::Backpressure => ErrorCode::Backpressure,
-        QueueError::Timeout => ErrorCode::Timeout,
-        QueueError::Cancelled | QueueError::ShuttingDown => ErrorCode::ShuttingDown,
-        _ => ErrorCode::Internal,
-    };
-    Failure::new(code, error.to_string())
-}
-
 /// The session's AMQP-style connection (what its exclusive queues belong to), made on
 /// first use.
 fn connection(server: &ShardServer, conn: &ConnRef) -> Arc<Connection> {
@@ -138,7 +121,7 @@ pub(super) fn manage(
     };
     let connection = connection(server, conn);
     control_request(ctx, server, conn, header, move |shared| {
-        job(shared, &connection).map_err(|e| failure(&e))
+        job(shared, &connection).map_err(Failure::from)
     })
 }
 
@@ -158,7 +141,7 @@ pub(super) fn publish(
             .map(|r| {
                 r.map(|c| u32::try_from(c.queues).unwrap_or(u32::MAX))
                     .map_err(|e| {
-                        let f = failure(&e);
+                        let f = Failure::from(e);
                         (f.code, f.message)
                     })
             })
@@ -167,7 +150,7 @@ pub(super) fn publish(
         encode_confirms(&mut out, &confirms);
         answer.answer_from_afar(&runtime, Ok(out.freeze()));
     };
-    crate::queue::Queues::publish_on_shard(ctx, messages, mandatory, done).map_err(|e| failure(&e))
+    crate::queue::Queues::publish_on_shard(ctx, messages, mandatory, done).map_err(Failure::from)
 }
 
 /// A queue consumer as the server pushes from it. Its last reference may drop on a
@@ -237,7 +220,7 @@ pub(super) fn consume(
         };
         let consumer = connection
             .consume(&request.queue, options)
-            .map_err(|e| failure(&e))?;
+            .map_err(Failure::from)?;
         let slot = Slot::new(QueueFeed {
             consumer: Some(consumer),
             shared: shared.clone(),
@@ -288,7 +271,7 @@ pub(super) fn answer(
     } else {
         consumer.nack(tag, multiple, requeue)
     };
-    result.map_err(|e| failure(&e))?;
+    result.map_err(Failure::from)?;
     reply(ctx, server, conn, header, |_| {});
     Ok(())
 }

@@ -65,25 +65,6 @@ impl Feed for StreamFeed {
     }
 }
 
-/// The wire code for a streams error.
-pub(super) fn failure(error: &StreamError) -> Failure {
-    let code = match error {
-        StreamError::Subject(_) | StreamError::Invalid { .. } | StreamError::ReservedHeader(_) => {
-            ErrorCode::Invalid
-        }
-        StreamError::NotFound { .. } | StreamError::NoStream(_) => ErrorCode::NotFound,
-        StreamError::AlreadyExists { .. } | StreamError::SubjectOverlap { .. } => {
-            ErrorCode::AlreadyExists
-        }
-        StreamError::RecordTooLarge { .. } | StreamError::Stale => ErrorCode::Refused,
-        StreamError::Backpressure => ErrorCode::Backpressure,
-        StreamError::Timeout => ErrorCode::Timeout,
-        StreamError::Closed | StreamError::ShuttingDown => ErrorCode::ShuttingDown,
-        _ => ErrorCode::Internal,
-    };
-    Failure::new(code, error.to_string())
-}
-
 fn encoded(body: impl FnOnce(&mut BytesMut)) -> Bytes {
     let mut out = BytesMut::new();
     body(&mut out);
@@ -142,7 +123,7 @@ pub(super) fn manage(
         op => unreachable!("{} is not a streams management op", op.name()),
     };
     control_request(ctx, server, conn, header, move |shared| {
-        job(&shared.streams).map_err(|e| failure(&e))
+        job(&shared.streams).map_err(Failure::from)
     })
 }
 
@@ -167,7 +148,7 @@ pub(super) fn publish(
                     duplicate: ack.duplicate,
                 },
                 Err(error) => {
-                    let f = failure(&error);
+                    let f = Failure::from(error);
                     PublishOutcome::Failed {
                         code: f.code,
                         message: f.message,
@@ -178,7 +159,7 @@ pub(super) fn publish(
         let body = encoded(|out| encode_publish_reply(out, &outcomes));
         answer.answer_from_afar(&runtime, Ok(body));
     };
-    Streams::publish_on_shard(ctx, records, done).map_err(|e| failure(&e))
+    Streams::publish_on_shard(ctx, records, done).map_err(Failure::from)
 }
 
 /// `CONSUMER_JOIN` / `CONSUMER_SUBSCRIBE`: attach on the control lane, then install the
@@ -203,7 +184,7 @@ pub(super) fn attach(
                 shared.streams.subscribe(&request.stream, config.clone())
             }
         }
-        .map_err(|e| failure(&e))?;
+        .map_err(Failure::from)?;
         let name = consumer.name().to_owned();
         let slot = Slot::new(StreamFeed {
             consumer,
@@ -254,7 +235,7 @@ pub(super) fn ack(
         tracing::debug!(consumer = id, "ack of records not outstanding (ignored)");
     }
     if !messages.is_empty() {
-        crate::stream::ack_all(&messages).map_err(|e| failure(&e))?;
+        crate::stream::ack_all(&messages).map_err(Failure::from)?;
     }
     reply(ctx, server, conn, header, |_| {});
     Ok(())
@@ -286,7 +267,7 @@ pub(super) fn nak(
     };
     message
         .nak(Duration::from_millis(u64::from(delay_ms)))
-        .map_err(|e| failure(&e))?;
+        .map_err(Failure::from)?;
     reply(ctx, server, conn, header, |_| {});
     Ok(())
 }

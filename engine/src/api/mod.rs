@@ -1,0 +1,148 @@
+//! One API over an embedded broker and a remote one.
+//!
+//! Owns: the `BrokerApi` trait (every operation of the three models, with one error
+//! type, `Error`), the consumer and subscription handles it returns, and the owned
+//! message types those hand out. `Broker` (in process) and `client::Client` (over the
+//! native protocol) both implement it, so the C ABI, the bindings and the tests can be
+//! written once and run against either.
+//!
+//! Never: adds behaviour of its own. Each method is a thin mapping onto the model's
+//! (or the client's) own method of the same name; the typed model APIs stay the fast
+//! path for Rust programs that embed the engine.
+
+mod embedded;
+mod error;
+mod remote;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::Error;
+
+use crate::pubsub::Message;
+use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
+use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
+
+/// A result with the API's error.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub use crate::protocol::queue::{QueueMessage, Routed};
+pub use crate::protocol::stream::Record;
+
+/// A subscription to subjects. Dropping it unsubscribes.
+pub trait SubscriptionApi: Send {
+    /// The next message, waiting up to `timeout` (`Timeout` if none came).
+    fn next(&self, timeout: Duration) -> Result<Message>;
+    /// The next message if one is buffered.
+    fn try_next(&self) -> Result<Option<Message>>;
+    /// Messages dropped because the subscriber fell behind (subjects are at most once).
+    fn dropped(&self) -> u64;
+}
+
+/// A stream consumer (a member of its group). Dropping it leaves the group.
+pub trait StreamConsumerApi: Send {
+    /// The consumer's (group's) name.
+    fn name(&self) -> &str;
+    /// The next record, waiting up to `timeout` (`Timeout` if none came).
+    fn next(&self, timeout: Duration) -> Result<Record>;
+    /// Acknowledges records this consumer received.
+    fn ack(&self, records: &[Record]) -> Result<()>;
+    /// Asks for a record again after `delay`.
+    fn nak(&self, record: &Record, delay: Duration) -> Result<()>;
+}
+
+/// A queue consumer. Dropping it cancels it (unacknowledged deliveries go back).
+pub trait QueueConsumerApi: Send {
+    /// The next delivery, waiting up to `timeout` (`Timeout` if none came).
+    fn next(&self, timeout: Duration) -> Result<QueueMessage>;
+    /// Acknowledges `delivery_tag` (and every earlier one, if `multiple`).
+    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()>;
+    /// Rejects: back to the queue (`requeue`) or dead-lettered / dropped.
+    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()>;
+}
+
+/// Every operation of the three models. See the models' own docs for the semantics;
+/// each method here behaves as the method of the same name there.
+pub trait BrokerApi: Send + Sync {
+    /// Publishes a message on a subject (fire and forget).
+    fn publish(&self, message: Message) -> Result<()>;
+    /// Subscribes to a subject pattern, in a queue group if given.
+    fn subscribe(
+        &self,
+        pattern: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Box<dyn SubscriptionApi>>;
+    /// Sends a request and waits for the first reply.
+    fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message>;
+
+    /// Creates a stream (idempotent for the same definition).
+    fn create_stream(&self, config: &StreamConfig) -> Result<()>;
+    /// Changes a stream's limits.
+    fn update_stream(&self, config: &StreamConfig) -> Result<()>;
+    /// Deletes a stream.
+    fn delete_stream(&self, name: &str) -> Result<()>;
+    /// A stream's definition and partitions.
+    fn stream_info(&self, name: &str) -> Result<StreamInfo>;
+    /// Every stream's name.
+    fn streams(&self) -> Result<Vec<String>>;
+    /// Publishes records and waits until each is stored under its stream's policy.
+    fn publish_records(&self, records: &[Publish]) -> Result<Vec<Result<PublishAck>>>;
+    /// Creates a durable consumer.
+    fn create_consumer(&self, stream: &str, config: &ConsumerConfig) -> Result<()>;
+    /// Deletes a durable consumer.
+    fn delete_consumer(&self, stream: &str, name: &str) -> Result<()>;
+    /// A durable consumer's definition and positions.
+    fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo>;
+    /// The names of a stream's durable consumers.
+    fn consumers(&self, stream: &str) -> Result<Vec<String>>;
+    /// Joins a durable consumer's group.
+    fn join(&self, stream: &str, name: &str) -> Result<Box<dyn StreamConsumerApi>>;
+    /// Starts a consumer from a definition (ephemeral, or durable created if missing).
+    fn subscribe_stream(
+        &self,
+        stream: &str,
+        config: &ConsumerConfig,
+    ) -> Result<Box<dyn StreamConsumerApi>>;
+
+    /// Declares an exchange.
+    fn declare_exchange(&self, config: &ExchangeConfig) -> Result<()>;
+    /// Deletes an exchange.
+    fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()>;
+    /// Declares a queue.
+    fn declare_queue(&self, config: &QueueConfig) -> Result<QueueInfo>;
+    /// Deletes a queue; returns how many messages were ready.
+    fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool) -> Result<u64>;
+    /// Removes a queue's ready messages; returns how many.
+    fn purge_queue(&self, name: &str) -> Result<u64>;
+    /// A queue's counters.
+    fn queue_info(&self, name: &str) -> Result<QueueInfo>;
+    /// Binds a queue to an exchange.
+    fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<()>;
+    /// Removes a queue's binding.
+    fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<()>;
+    /// Binds an exchange to an exchange.
+    fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<()>;
+    /// Publishes messages to exchanges and waits for each confirm (queues reached).
+    fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>>;
+    /// Starts consuming a queue.
+    fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn QueueConsumerApi>>;
+}

@@ -1,0 +1,199 @@
+//! `BrokerApi` for a remote broker through `client::Client`: each method calls the
+//! client's method of the same name and maps its error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{
+    BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed, StreamConsumerApi,
+    SubscriptionApi,
+};
+use crate::client::{Client, ClientConsumer, ClientQueueConsumer, ClientSubscription};
+use crate::pubsub::Message;
+use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
+use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
+
+impl SubscriptionApi for ClientSubscription {
+    fn next(&self, timeout: Duration) -> Result<Message> {
+        Ok(self.next_timeout(timeout)?)
+    }
+    fn try_next(&self) -> Result<Option<Message>> {
+        Ok(ClientSubscription::try_next(self))
+    }
+    fn dropped(&self) -> u64 {
+        ClientSubscription::dropped(self)
+    }
+}
+
+impl StreamConsumerApi for ClientConsumer {
+    fn name(&self) -> &str {
+        ClientConsumer::name(self)
+    }
+    fn next(&self, timeout: Duration) -> Result<Record> {
+        Ok(self.next_timeout(timeout)?.record)
+    }
+    fn ack(&self, records: &[Record]) -> Result<()> {
+        let positions: Vec<(u32, u64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
+        Ok(self.ack_positions(&positions)?)
+    }
+    fn nak(&self, record: &Record, delay: Duration) -> Result<()> {
+        Ok(self.nak_position(record.partition, record.offset, delay)?)
+    }
+}
+
+impl QueueConsumerApi for ClientQueueConsumer {
+    fn next(&self, timeout: Duration) -> Result<QueueMessage> {
+        Ok(self.next_timeout(timeout)?.delivery)
+    }
+    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
+        Ok(ClientQueueConsumer::ack(self, delivery_tag, multiple)?)
+    }
+    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        Ok(ClientQueueConsumer::nack(
+            self,
+            delivery_tag,
+            multiple,
+            requeue,
+        )?)
+    }
+}
+
+impl BrokerApi for Client {
+    fn publish(&self, message: Message) -> Result<()> {
+        Ok(self.publish_batch_nowait(std::slice::from_ref(&message))?)
+    }
+    fn subscribe(
+        &self,
+        pattern: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Box<dyn SubscriptionApi>> {
+        Ok(Box::new(Client::subscribe(self, pattern, queue_group)?))
+    }
+    fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message> {
+        Ok(Client::request(self, subject, payload, timeout)?)
+    }
+
+    fn create_stream(&self, config: &StreamConfig) -> Result<()> {
+        Ok(Client::create_stream(self, config)?)
+    }
+    fn update_stream(&self, config: &StreamConfig) -> Result<()> {
+        Ok(Client::update_stream(self, config)?)
+    }
+    fn delete_stream(&self, name: &str) -> Result<()> {
+        Ok(Client::delete_stream(self, name)?)
+    }
+    fn stream_info(&self, name: &str) -> Result<StreamInfo> {
+        Ok(Client::stream_info(self, name)?)
+    }
+    fn streams(&self) -> Result<Vec<String>> {
+        Ok(Client::streams(self)?)
+    }
+    fn publish_records(&self, records: &[Publish]) -> Result<Vec<Result<PublishAck>>> {
+        let results = Client::publish_records(self, records)?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect())
+    }
+    fn create_consumer(&self, stream: &str, config: &ConsumerConfig) -> Result<()> {
+        Ok(Client::create_consumer(self, stream, config)?)
+    }
+    fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        Ok(Client::delete_consumer(self, stream, name)?)
+    }
+    fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        Ok(Client::consumer_info(self, stream, name)?)
+    }
+    fn consumers(&self, stream: &str) -> Result<Vec<String>> {
+        Ok(Client::consumers(self, stream)?)
+    }
+    fn join(&self, stream: &str, name: &str) -> Result<Box<dyn StreamConsumerApi>> {
+        Ok(Box::new(Client::join(self, stream, name)?))
+    }
+    fn subscribe_stream(
+        &self,
+        stream: &str,
+        config: &ConsumerConfig,
+    ) -> Result<Box<dyn StreamConsumerApi>> {
+        Ok(Box::new(Client::subscribe_stream(
+            self,
+            stream,
+            config.clone(),
+        )?))
+    }
+
+    fn declare_exchange(&self, config: &ExchangeConfig) -> Result<()> {
+        Ok(Client::declare_exchange(self, config)?)
+    }
+    fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        Ok(Client::delete_exchange(self, name, if_unused)?)
+    }
+    fn declare_queue(&self, config: &QueueConfig) -> Result<QueueInfo> {
+        Ok(Client::declare_queue(self, config)?)
+    }
+    fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool) -> Result<u64> {
+        Ok(Client::delete_queue(self, name, if_unused, if_empty)?)
+    }
+    fn purge_queue(&self, name: &str) -> Result<u64> {
+        Ok(Client::purge_queue(self, name)?)
+    }
+    fn queue_info(&self, name: &str) -> Result<QueueInfo> {
+        Ok(Client::queue_info(self, name)?)
+    }
+    fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<()> {
+        Ok(Client::bind_queue(
+            self,
+            queue,
+            exchange,
+            routing_key,
+            arguments,
+        )?)
+    }
+    fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<()> {
+        Ok(Client::unbind_queue(
+            self,
+            queue,
+            exchange,
+            routing_key,
+            arguments,
+        )?)
+    }
+    fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<()> {
+        Ok(Client::bind_exchange(
+            self,
+            destination,
+            source,
+            routing_key,
+            arguments,
+        )?)
+    }
+    fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
+        let results = Client::publish_messages(self, messages, mandatory)?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect())
+    }
+    fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn QueueConsumerApi>> {
+        Ok(Box::new(Client::consume(self, queue, options)?))
+    }
+}

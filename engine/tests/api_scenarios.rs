@@ -1,0 +1,240 @@
+//! The same scenarios through `BrokerApi`, once against the embedded `Broker` and once
+//! against a `Client` over TCP: subjects (fan-out, queue groups, request-reply and its
+//! errors), streams (keys, dedup, a durable consumer with ack and nak, error codes) and
+//! queues (topic routing, confirms, mandatory, prefetch 1, requeue). Each scenario
+//! must behave the same, error codes included, whichever side it runs on.
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringbroker::api::BrokerApi;
+use ringbroker::net::ServerConfig;
+use ringbroker::protocol::ErrorCode;
+use ringbroker::pubsub::{Message, Subject};
+use ringbroker::queue::{ConsumeOptions, ExchangeConfig, ExchangeKind, QueueConfig};
+use ringbroker::stream::{ConsumerConfig, Publish, StreamConfig};
+use server::{Fixture, WAIT};
+
+fn message(subject: &str, payload: &[u8]) -> Message {
+    Message::new(
+        Subject::new(subject.to_owned()).expect("subject"),
+        Bytes::copy_from_slice(payload),
+    )
+}
+
+fn code<T: std::fmt::Debug>(result: ringbroker::api::Result<T>) -> Option<ErrorCode> {
+    result.err().map(|e| e.code)
+}
+
+fn subjects(api: &dyn BrokerApi) {
+    let all = api.subscribe("events.>", None).expect("subscribe");
+    let a = api.subscribe("events.*", Some("g")).expect("member a");
+    let b = api.subscribe("events.*", Some("g")).expect("member b");
+    for i in 0..20u8 {
+        api.publish(message("events.x", &[i])).expect("publish");
+    }
+    for i in 0..20u8 {
+        assert_eq!(&all.next(WAIT).expect("fan-out").payload[..], &[i]);
+    }
+    let mut shared = 0;
+    while shared < 20 {
+        let got = [&a, &b]
+            .iter()
+            .filter_map(|s| s.next(Duration::from_millis(20)).ok())
+            .count();
+        assert!(got > 0, "queue group members stopped receiving at {shared}");
+        shared += got;
+    }
+    assert_eq!(shared, 20, "each message to exactly one member");
+    std::thread::scope(|scope| {
+        let responder = api.subscribe("svc.echo", None).expect("responder");
+        scope.spawn(move || {
+            let request = responder.next(WAIT).expect("request");
+            let reply = request.reply.expect("reply subject");
+            api.publish(Message::new(reply, request.payload))
+                .expect("reply");
+        });
+        let reply = api
+            .request("svc.echo", Bytes::from_static(b"hi"), WAIT)
+            .expect("reply");
+        assert_eq!(&reply.payload[..], b"hi");
+    });
+    let none = api.request("svc.nobody", Bytes::new(), WAIT);
+    assert_eq!(code(none), Some(ErrorCode::NoResponders));
+}
+
+fn streams(api: &dyn BrokerApi) {
+    let config = StreamConfig {
+        partitions: 3,
+        ..StreamConfig::new("orders", &["orders.>"])
+    };
+    api.create_stream(&config).expect("create");
+    let other = StreamConfig {
+        partitions: 4,
+        ..config.clone()
+    };
+    assert_eq!(
+        code(api.create_stream(&other)),
+        Some(ErrorCode::AlreadyExists)
+    );
+    assert_eq!(code(api.stream_info("nope")), Some(ErrorCode::NotFound));
+    let records: Vec<Publish> = (0..30u32)
+        .map(|i| Publish::new("orders.eu", i.to_le_bytes().to_vec()).key(&b"k"[..]))
+        .collect();
+    let acks: Vec<_> = api
+        .publish_records(&records)
+        .expect("publish")
+        .into_iter()
+        .map(|a| a.expect("stored"))
+        .collect();
+    assert_eq!(
+        acks.iter()
+            .map(|a| a.partition)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        1
+    );
+    let dup = Publish::new("orders.eu", &b"x"[..]).msg_id(&b"m1"[..]);
+    let first = api
+        .publish_records(std::slice::from_ref(&dup))
+        .expect("publish")[0]
+        .clone();
+    let again = api.publish_records(&[dup]).expect("publish")[0].clone();
+    assert!(again.expect("dup").duplicate && !first.expect("first").duplicate);
+    let nowhere = api.publish_records(&[Publish::new("invoices.1", &b"x"[..])]);
+    assert_eq!(
+        code(nowhere.expect("answered").remove(0)),
+        Some(ErrorCode::NotFound)
+    );
+
+    durable_consumer(api, acks[3].offset);
+}
+
+/// A durable consumer of `orders`: everything once, a nak'ed record (at `nak_offset`)
+/// again, nothing pending at the end; then the consumer and the stream are deleted.
+fn durable_consumer(api: &dyn BrokerApi, nak_offset: u64) {
+    api.create_consumer("orders", &ConsumerConfig::durable("billing"))
+        .expect("consumer");
+    assert_eq!(
+        api.consumers("orders").expect("list"),
+        vec!["billing".to_owned()]
+    );
+    let consumer = api.join("orders", "billing").expect("join");
+    assert_eq!(consumer.name(), "billing");
+    let mut seen = BTreeSet::new();
+    let mut naked = false;
+    while seen.len() < 31 {
+        let record = consumer.next(WAIT).expect("record");
+        if !naked && record.delivery_count == 1 && record.offset == nak_offset {
+            consumer.nak(&record, Duration::ZERO).expect("nak");
+            naked = true;
+            continue;
+        }
+        consumer.ack(std::slice::from_ref(&record)).expect("ack");
+        seen.insert((record.partition, record.offset));
+    }
+    assert!(naked);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let info = api.consumer_info("orders", "billing").expect("info");
+        if info.partitions.iter().all(|p| p.pending == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(consumer);
+    api.delete_consumer("orders", "billing")
+        .expect("delete consumer");
+    api.delete_stream("orders").expect("delete");
+    assert!(api.streams().expect("list").is_empty());
+}
+
+fn queues(api: &dyn BrokerApi) {
+    api.declare_exchange(&ExchangeConfig::new("events", ExchangeKind::Topic))
+        .expect("exchange");
+    let clash = api.declare_exchange(&ExchangeConfig::new("events", ExchangeKind::Direct));
+    assert_eq!(code(clash), Some(ErrorCode::AlreadyExists));
+    api.declare_queue(&QueueConfig::new("eu")).expect("queue");
+    api.bind_queue("eu", "events", "orders.eu.#", vec![])
+        .expect("bind");
+    let routed = |key: &str, payload: &[u8]| {
+        (
+            "events".to_owned(),
+            key.to_owned(),
+            ringbroker::queue::Message::persistent(Bytes::copy_from_slice(payload)),
+        )
+    };
+    let confirms = api
+        .publish_messages(
+            &[routed("orders.eu.new", b"1"), routed("orders.us.new", b"2")],
+            false,
+        )
+        .expect("publish");
+    assert_eq!(confirms[0].clone().expect("routed"), 1);
+    assert_eq!(confirms[1].clone().expect("confirmed"), 0);
+    let lost = api
+        .publish_messages(&[routed("orders.us.new", b"3")], true)
+        .expect("publish");
+    assert_eq!(code(lost[0].clone()), Some(ErrorCode::Unroutable));
+    api.publish_messages(&[routed("orders.eu.x", b"4")], true)
+        .expect("publish");
+    let consumer = api
+        .consume(
+            "eu",
+            ConsumeOptions {
+                prefetch: 1,
+                no_ack: false,
+            },
+        )
+        .expect("consume");
+    let first = consumer.next(WAIT).expect("first");
+    assert_eq!(&first.payload[..], b"1");
+    assert_eq!(first.exchange, "events");
+    assert!(
+        consumer.next(Duration::from_millis(100)).is_err(),
+        "prefetch 1"
+    );
+    consumer
+        .nack(first.delivery_tag, false, true)
+        .expect("requeue");
+    let again = consumer.next(WAIT).expect("redelivered");
+    assert!(again.redelivered);
+    consumer.ack(again.delivery_tag, false).expect("ack");
+    let second = consumer.next(WAIT).expect("second");
+    assert_eq!(&second.payload[..], b"4");
+    consumer.ack(second.delivery_tag, false).expect("ack");
+    assert_eq!(code(api.queue_info("nope")), Some(ErrorCode::NotFound));
+}
+
+macro_rules! both_ways {
+    ($($scenario:ident),*) => {
+        mod embedded {
+            use super::*;
+            $(
+                #[test]
+                fn $scenario() {
+                    let fx = Fixture::start(ServerConfig::default());
+                    super::$scenario(fx.broker.as_ref().expect("broker"));
+                }
+            )*
+        }
+        mod remote {
+            use super::*;
+            $(
+                #[test]
+                fn $scenario() {
+                    let fx = Fixture::start(ServerConfig::default());
+                    let client = fx.client();
+                    super::$scenario(&client);
+                }
+            )*
+        }
+    };
+}
+
+both_ways!(subjects, streams, queues);

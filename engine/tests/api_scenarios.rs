@@ -160,8 +160,13 @@ fn queues(api: &dyn BrokerApi) {
     let clash = api.declare_exchange(&ExchangeConfig::new("events", ExchangeKind::Direct));
     assert_eq!(code(clash), Some(ErrorCode::AlreadyExists));
     api.declare_queue(&QueueConfig::new("eu")).expect("queue");
-    api.bind_queue("eu", "events", "orders.eu.#", vec![])
-        .expect("bind");
+    let bind = ringbroker::api::Bind {
+        destination: "eu".into(),
+        source: "events".into(),
+        routing_key: "orders.eu.#".into(),
+        arguments: vec![],
+    };
+    api.bind_queue(&bind).expect("bind");
     let routed = |key: &str, payload: &[u8]| {
         (
             "events".to_owned(),

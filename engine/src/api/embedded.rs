@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed, StreamConsumerApi,
-    SubscriptionApi,
+    Bind, BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed,
+    StreamConsumerApi, SubscriptionApi,
 };
 use crate::broker::Broker;
 use crate::pubsub::{Message, SubscribeOptions, Subscription};
@@ -210,38 +210,23 @@ impl BrokerApi for Broker {
     fn queue_info(&self, name: &str) -> Result<QueueInfo> {
         Ok(self.queues().queue_info(name)?)
     }
-    fn bind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()> {
+    fn bind_queue(&self, b: &Bind) -> Result<()> {
+        let args = b.arguments.clone();
         Ok(self
             .connection()
-            .bind_queue(queue, exchange, routing_key, arguments)?)
+            .bind_queue(&b.destination, &b.source, &b.routing_key, args)?)
     }
-    fn unbind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()> {
+    fn unbind_queue(&self, b: &Bind) -> Result<()> {
+        let args = b.arguments.clone();
         Ok(self
             .queues()
-            .unbind_queue(queue, exchange, routing_key, arguments)?)
+            .unbind_queue(&b.destination, &b.source, &b.routing_key, args)?)
     }
-    fn bind_exchange(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()> {
+    fn bind_exchange(&self, b: &Bind) -> Result<()> {
+        let args = b.arguments.clone();
         Ok(self
             .queues()
-            .bind_exchange(destination, source, routing_key, arguments)?)
+            .bind_exchange(&b.destination, &b.source, &b.routing_key, args)?)
     }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
         let results = self.queues().publish_batch(messages.to_vec(), mandatory)?;

@@ -27,7 +27,7 @@ use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamCon
 /// A result with the API's error.
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub use crate::protocol::queue::{QueueMessage, Routed};
+pub use crate::protocol::queue::{Bind, QueueMessage, Routed};
 pub use crate::protocol::stream::Record;
 
 /// A subscription to subjects. Dropping it unsubscribes.
@@ -117,30 +117,12 @@ pub trait BrokerApi: Send + Sync {
     fn purge_queue(&self, name: &str) -> Result<u64>;
     /// A queue's counters.
     fn queue_info(&self, name: &str) -> Result<QueueInfo>;
-    /// Binds a queue to an exchange.
-    fn bind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()>;
-    /// Removes a queue's binding.
-    fn unbind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()>;
-    /// Binds an exchange to an exchange.
-    fn bind_exchange(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()>;
+    /// Binds queue `bind.destination` to exchange `bind.source`.
+    fn bind_queue(&self, bind: &Bind) -> Result<()>;
+    /// Removes that binding.
+    fn unbind_queue(&self, bind: &Bind) -> Result<()>;
+    /// Binds exchange `bind.destination` to exchange `bind.source`.
+    fn bind_exchange(&self, bind: &Bind) -> Result<()>;
     /// Publishes messages to exchanges and waits for each confirm (queues reached).
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>>;
     /// Starts consuming a queue.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed, StreamConsumerApi,
-    SubscriptionApi,
+    Bind, BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed,
+    StreamConsumerApi, SubscriptionApi,
 };
 use crate::client::{Client, ClientConsumer, ClientQueueConsumer, ClientSubscription};
 use crate::pubsub::Message;
@@ -141,50 +141,14 @@ impl BrokerApi for Client {
     fn queue_info(&self, name: &str) -> Result<QueueInfo> {
         Ok(Client::queue_info(self, name)?)
     }
-    fn bind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()> {
-        Ok(Client::bind_queue(
-            self,
-            queue,
-            exchange,
-            routing_key,
-            arguments,
-        )?)
+    fn bind_queue(&self, b: &Bind) -> Result<()> {
+        Ok(self.bind_op(crate::protocol::Op::QueueBind, b)?)
     }
-    fn unbind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()> {
-        Ok(Client::unbind_queue(
-            self,
-            queue,
-            exchange,
-            routing_key,
-            arguments,
-        )?)
+    fn unbind_queue(&self, b: &Bind) -> Result<()> {
+        Ok(self.bind_op(crate::protocol::Op::QueueUnbind, b)?)
     }
-    fn bind_exchange(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<()> {
-        Ok(Client::bind_exchange(
-            self,
-            destination,
-            source,
-            routing_key,
-            arguments,
-        )?)
+    fn bind_exchange(&self, b: &Bind) -> Result<()> {
+        Ok(self.bind_op(crate::protocol::Op::ExchangeBind, b)?)
     }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
         let results = Client::publish_messages(self, messages, mandatory)?;

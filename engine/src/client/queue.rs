@@ -137,7 +137,8 @@ impl Client {
         Ok(decode_queue_info(body)?)
     }
 
-    fn bind_op(&self, op: Op, bind: &Bind) -> Result<(), ClientError> {
+    /// Sends a binding op (`QUEUE_BIND`, `QUEUE_UNBIND`, `EXCHANGE_BIND`).
+    pub(crate) fn bind_op(&self, op: Op, bind: &Bind) -> Result<(), ClientError> {
         self.call(op, |out| bind.encode(out), None).map(drop)
     }
 

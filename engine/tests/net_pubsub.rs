@@ -351,3 +351,79 @@ fn the_client_reconnects_and_resubscribes_after_the_server_restarts() {
         );
     }
 }
+
+#[test]
+fn zero_copy_sends_deliver_every_byte_intact() {
+    // Every send goes through SEND_ZC (threshold 0): payloads from 1 B to 1 MiB arrive
+    // whole and in order, so the buffer is held until the kernel's notification.
+    let fx = Fixture::start(ServerConfig {
+        send_zc_min_bytes: 0,
+        ..ServerConfig::default()
+    });
+    let (publisher, subscriber) = (fx.client(), fx.client());
+    let sub = subscriber.subscribe("zc", None).expect("subscribe");
+    let sizes = [1usize, 100, 4096, 65_536, 300_000, 1 << 20];
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|b| (b as u8) ^ (i as u8)).collect();
+        publisher.publish("zc", payload).expect("publish");
+    }
+    for (i, &size) in sizes.iter().enumerate() {
+        let m = sub.next_timeout(WAIT).expect("message");
+        assert_eq!(m.payload.len(), size);
+        assert!(
+            m.payload
+                .iter()
+                .enumerate()
+                .all(|(b, &v)| v == (b as u8) ^ (i as u8)),
+            "payload {i} corrupted"
+        );
+    }
+}
+
+#[test]
+fn a_refused_subscribe_is_answered_once_and_the_connection_lives_on() {
+    let fx = Fixture::start(ServerConfig::default());
+    let client = fx.client();
+    let refused = client.subscribe("orders..eu", None);
+    assert!(
+        matches!(&refused, Err(e) if e.code() == Some(ErrorCode::Invalid)),
+        "{refused:?}"
+    );
+    client.ping().expect("the connection is still open");
+    let ok = client
+        .subscribe("orders.eu", None)
+        .expect("a valid subscribe works");
+    client.publish("orders.eu", &b"x"[..]).expect("publish");
+    ok.next_timeout(WAIT).expect("delivered");
+}
+
+#[test]
+fn a_client_that_only_receives_is_not_closed_as_idle() {
+    // The idle timeout counts frames received from the client; the server PINGs a
+    // connection it has not heard from, and the client's PONG keeps it alive even while
+    // the server's own output never goes quiet.
+    let fx = Fixture::start(ServerConfig {
+        idle_timeout: Duration::from_millis(400),
+        heartbeat: Duration::from_millis(100),
+        ..ServerConfig::default()
+    });
+    let publisher = fx.client();
+    // No reconnecting: a close would show as a dead connection, not be papered over.
+    let mut config = ClientConfig::new(fx.url());
+    config.reconnect = None;
+    let subscriber = Client::connect(config).expect("connect");
+    let sub = subscriber.subscribe("flow", None).expect("subscribe");
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut received = 0;
+    while Instant::now() < until {
+        publisher.publish("flow", &b"tick"[..]).expect("publish");
+        if sub.next_timeout(Duration::from_millis(50)).is_ok() {
+            received += 1;
+        }
+    }
+    assert!(received > 10, "{received}");
+    assert!(subscriber.is_connected());
+    subscriber
+        .ping()
+        .expect("the receiving connection was never closed");
+}

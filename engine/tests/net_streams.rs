@@ -199,3 +199,78 @@ fn acknowledged_publishes_survive_a_graceful_restart() {
     }
     assert_eq!(values, (0..500).collect::<BTreeSet<_>>());
 }
+
+#[test]
+fn a_refused_publish_frame_gets_exactly_one_error() {
+    use bytes::BytesMut;
+    use ringbroker::protocol::session::{ErrorBody, Hello};
+    use ringbroker::protocol::{encode_frame, split_frame, Op, HEADER_BYTES, VERSION};
+    use std::io::{Read, Write};
+
+    let fx = Fixture::start(ServerConfig::default());
+    let mut raw = fx.raw();
+    let mut out = BytesMut::new();
+    let hello = Hello {
+        version_min: VERSION,
+        version_max: VERSION,
+        token: String::new(),
+        client_name: "raw".into(),
+    };
+    encode_frame(&mut out, Op::Hello, 0, 1, |b| hello.encode(b));
+    // An invalid subject refuses the whole frame (before anything is routed).
+    let bad = [Publish::new("orders..x", &b"x"[..])];
+    encode_frame(&mut out, Op::StreamPublish, 0, 2, |b| {
+        ringbroker::protocol::stream::encode_publish(b, &bad);
+    });
+    encode_frame(&mut out, Op::Ping, 0, 3, |_| {});
+    raw.write_all(&out).expect("write");
+    let mut buf = BytesMut::new();
+    let mut errors = Vec::new();
+    // Read to the PONG, wait, then ping again: a second answer to the refused frame
+    // (one sent later, from elsewhere) would arrive before the second PONG.
+    for ping in [3u64, 4] {
+        if ping == 4 {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut again = BytesMut::new();
+            encode_frame(&mut again, Op::Ping, 0, 4, |_| {});
+            raw.write_all(&again).expect("write");
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        'read: loop {
+            while let Ok(Some((header, total))) = split_frame(&buf, u32::MAX) {
+                let frame = buf.split_to(total).freeze();
+                match header.op {
+                    Op::Error => errors
+                        .push(ErrorBody::decode(frame.slice(HEADER_BYTES..)).expect("error body")),
+                    Op::Pong if header.correlation == ping => break 'read,
+                    _ => {}
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no PONG");
+            let mut chunk = [0u8; 4096];
+            let n = raw.read(&mut chunk).expect("read");
+            assert!(n > 0, "closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, ErrorCode::Invalid);
+}
+
+#[test]
+fn a_failed_fire_and_forget_frame_does_not_cost_the_connection() {
+    let fx = Fixture::start(ServerConfig::default());
+    let client = fx.client();
+    client.create_stream(&orders(1)).expect("create");
+    let consumer = client
+        .subscribe_stream("orders", ConsumerConfig::default())
+        .expect("consumer");
+    // A NAK of a record never delivered: the server answers NotFound (non-fatal).
+    consumer
+        .nak_position(0, 12345, Duration::ZERO)
+        .expect("sent");
+    client
+        .ping()
+        .expect("still connected after the refused NAK");
+    assert!(client.is_connected());
+}

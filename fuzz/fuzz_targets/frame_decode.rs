@@ -78,6 +78,7 @@ fn streams_and_queues(op: Op, reply: bool, body: Bytes) {
         (Op::StreamMessage, _) => drop(st::decode_message(body)),
         (Op::StreamAck, _) => drop(st::decode_ack(body)),
         (Op::StreamNak, _) => drop(st::decode_nak(body)),
+        (Op::ConsumerClosed, _) => drop(st::decode_consumer_closed(body)),
         (Op::QueueBind | Op::QueueUnbind | Op::ExchangeBind, false) => {
             drop(q::Bind::decode(body, "fuzz"))
         }

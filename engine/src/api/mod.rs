@@ -98,7 +98,7 @@ pub trait BrokerApi: Send + Sync {
     fn consumers(&self, stream: &str) -> Result<Vec<String>>;
     /// Joins a durable consumer's group.
     fn join(&self, stream: &str, name: &str) -> Result<Box<dyn StreamConsumerApi>>;
-    /// Starts a consumer from a definition (ephemeral, or durable created if missing).
+    /// Starts an ephemeral consumer from a definition (`durable` must be `None`).
     fn subscribe_stream(
         &self,
         stream: &str,

@@ -269,16 +269,15 @@ impl Client {
     /// later (backpressure) is not seen by this call.
     pub fn publish(&self, subject: &str, payload: impl Into<Bytes>) -> Result<(), ClientError> {
         let message = Message::new(subject_of(subject)?, payload);
-        self.send(Op::Publish, FLAG_NO_REPLY, 0, |out| {
+        self.inner.fire(Op::Publish, |out| {
             encode_publish(out, std::slice::from_ref(&message));
         })
     }
 
     /// Publishes a batch in one frame without waiting (as `publish`).
     pub fn publish_batch_nowait(&self, messages: &[Message]) -> Result<(), ClientError> {
-        self.send(Op::Publish, FLAG_NO_REPLY, 0, |out| {
-            encode_publish(out, messages)
-        })
+        self.inner
+            .fire(Op::Publish, |out| encode_publish(out, messages))
     }
 
     /// Publishes a batch in one frame and waits until the server has routed it.
@@ -409,6 +408,14 @@ impl Drop for Client {
 }
 
 impl Inner {
+    /// Sends a request that wants no reply (`FLAG_NO_REPLY`). It still gets its own
+    /// correlation id, so an `ERROR` the server answers it with is told apart from a
+    /// connection-level one (correlation 0) and only logged.
+    fn fire(&self, op: Op, body: impl FnOnce(&mut BytesMut)) -> Result<(), ClientError> {
+        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        self.send(op, FLAG_NO_REPLY, correlation, body)
+    }
+
     /// A fresh id for a subscription or consumer on this connection.
     fn next_id(&self) -> u64 {
         self.next_sub.fetch_add(1, Ordering::Relaxed)
@@ -671,7 +678,9 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
                 }
                 None => {}
             }
-            if error.code.is_fatal() || header.correlation == 0 {
+            // A connection-level ERROR (correlation 0) ends the connection only when it
+            // is fatal (the server closes it) or the server is stopping.
+            if error.code.is_fatal() || error.code == ErrorCode::ShuttingDown {
                 return Err(format!("{}: {}", error.code, error.message));
             }
             Ok(())
@@ -740,7 +749,7 @@ impl ClientSubscription {
         self.active = false;
         lock(&self.inner.subs).remove(&self.sub_id);
         let sub_id = self.sub_id;
-        self.inner.send(Op::Unsubscribe, FLAG_NO_REPLY, 0, |out| {
+        self.inner.fire(Op::Unsubscribe, |out| {
             bytes::BufMut::put_u64_le(out, sub_id);
         })
     }

@@ -13,7 +13,7 @@ use crate::protocol::queue::{
     decode_confirms, decode_delivery, decode_queue_info, encode_answer, encode_exchange,
     encode_publish, encode_queue, encode_target, Bind, Consume, QueueMessage, Routed,
 };
-use crate::protocol::{ErrorCode, Op, Reader, FLAG_NO_REPLY};
+use crate::protocol::{ErrorCode, Op, Reader};
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
 
 /// Deliveries one consumer buffers in the client beyond its prefetch (with prefetch 0,
@@ -277,7 +277,7 @@ struct QueueConsumerShared {
 impl QueueConsumerShared {
     fn answer(&self, op: Op, tag: u64, multiple: bool, requeue: bool) -> Result<(), ClientError> {
         let id = self.id;
-        self.inner.send(op, FLAG_NO_REPLY, 0, |out| {
+        self.inner.fire(op, |out| {
             encode_answer(out, id, tag, multiple, requeue);
         })
     }
@@ -288,7 +288,7 @@ impl QueueConsumerShared {
         }
         lock(&self.inner.queue_consumers).remove(&self.id);
         let id = self.id;
-        self.inner.send(Op::QueueCancel, FLAG_NO_REPLY, 0, |out| {
+        self.inner.fire(Op::QueueCancel, |out| {
             bytes::BufMut::put_u64_le(out, id);
         })
     }

@@ -10,11 +10,11 @@ use bytes::Bytes;
 
 use super::{lock, Client, ClientError, Inner};
 use crate::protocol::stream::{
-    decode_consumer_info, decode_message, decode_names, decode_publish_reply, decode_stream_info,
-    encode_ack, encode_consumer_create, encode_nak, encode_publish, encode_stream_config, Attach,
-    AttachTarget, PublishOutcome, Record,
+    decode_consumer_closed, decode_consumer_info, decode_message, decode_names,
+    decode_publish_reply, decode_stream_info, encode_ack, encode_consumer_create, encode_nak,
+    encode_publish, encode_stream_config, Attach, AttachTarget, PublishOutcome, Record,
 };
-use crate::protocol::{ErrorCode, Op, Reader, Writer, FLAG_NO_REPLY};
+use crate::protocol::{ErrorCode, Op, Reader, Writer};
 use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
 
 /// Records one consumer buffers in the client. The server pushes at most the
@@ -50,9 +50,7 @@ pub(super) fn resubscribe(inner: &Inner) {
 /// Routes a pushed `STREAM_MESSAGE` or `CONSUMER_CLOSED` to its consumer.
 pub(super) fn on_push(inner: &Inner, op: Op, body: Bytes) -> Result<(), String> {
     if op == Op::ConsumerClosed {
-        let mut r = Reader::new(body, "CONSUMER_CLOSED");
-        let id = r.u64().map_err(|e| e.to_string())?;
-        let why = r.string().map_err(|e| e.to_string())?;
+        let (id, why) = decode_consumer_closed(body).map_err(|e| e.to_string())?;
         let sink = lock(&inner.consumers).remove(&id);
         match sink {
             Some(sink) => *lock(&sink.closed) = Some(why),
@@ -207,7 +205,8 @@ impl Client {
         self.attach(stream, AttachTarget::Join(name.to_owned()))
     }
 
-    /// Starts a consumer from `config` (ephemeral, or durable and created if missing).
+    /// Starts an ephemeral consumer from `config` (`durable` must be `None`; create a
+    /// durable one with `create_consumer` and `join` it).
     pub fn subscribe_stream(
         &self,
         stream: &str,
@@ -304,11 +303,9 @@ impl ClientStreamMessage {
             self.consumer.id,
             (self.record.partition, self.record.offset),
         );
-        self.consumer
-            .inner
-            .send(Op::StreamAck, FLAG_NO_REPLY, 0, |out| {
-                encode_ack(out, id, &[position]);
-            })
+        self.consumer.inner.fire(Op::StreamAck, |out| {
+            encode_ack(out, id, &[position]);
+        })
     }
 
     /// Asks for the record again after `delay`.
@@ -316,11 +313,9 @@ impl ClientStreamMessage {
         let id = self.consumer.id;
         let (partition, offset) = (self.record.partition, self.record.offset);
         let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
-        self.consumer
-            .inner
-            .send(Op::StreamNak, FLAG_NO_REPLY, 0, |out| {
-                encode_nak(out, id, partition, offset, delay_ms);
-            })
+        self.consumer.inner.fire(Op::StreamNak, |out| {
+            encode_nak(out, id, partition, offset, delay_ms);
+        })
     }
 }
 
@@ -355,9 +350,7 @@ impl ClientConsumer {
         let id = self.shared.id;
         self.shared
             .inner
-            .send(Op::StreamAck, FLAG_NO_REPLY, 0, |out| {
-                encode_ack(out, id, &positions)
-            })
+            .fire(Op::StreamAck, |out| encode_ack(out, id, &positions))
     }
 
     /// Acknowledges records by position (partition, offset), in one frame.
@@ -365,9 +358,7 @@ impl ClientConsumer {
         let id = self.shared.id;
         self.shared
             .inner
-            .send(Op::StreamAck, FLAG_NO_REPLY, 0, |out| {
-                encode_ack(out, id, positions)
-            })
+            .fire(Op::StreamAck, |out| encode_ack(out, id, positions))
     }
 
     /// Asks for the record at (partition, offset) again after `delay`.
@@ -379,11 +370,9 @@ impl ClientConsumer {
     ) -> Result<(), ClientError> {
         let id = self.shared.id;
         let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
-        self.shared
-            .inner
-            .send(Op::StreamNak, FLAG_NO_REPLY, 0, |out| {
-                encode_nak(out, id, partition, offset, delay_ms);
-            })
+        self.shared.inner.fire(Op::StreamNak, |out| {
+            encode_nak(out, id, partition, offset, delay_ms);
+        })
     }
 
     fn wrap(&self, record: Record) -> ClientStreamMessage {
@@ -406,7 +395,7 @@ impl ConsumerShared {
         }
         lock(&self.inner.consumers).remove(&self.id);
         let id = self.id;
-        self.inner.send(Op::ConsumerLeave, FLAG_NO_REPLY, 0, |out| {
+        self.inner.fire(Op::ConsumerLeave, |out| {
             bytes::BufMut::put_u64_le(out, id);
         })
     }

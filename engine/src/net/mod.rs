@@ -35,6 +35,9 @@ pub(crate) use shard::{Conn, ConnState, ShardServer};
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The default `send_zc_min_bytes`.
+pub const SEND_ZC_MIN_BYTES_DEFAULT: usize = usize::MAX;
+
 /// How a server listens and what it allows.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -49,7 +52,9 @@ pub struct ServerConfig {
     /// disables. Default 60 s. A client that sends half a frame and stalls is closed
     /// by this too.
     pub idle_timeout: Duration,
-    /// A connection that has sent us nothing for this long gets a `PING`. Default 15 s.
+    /// A connection we have not heard from for this long gets a `PING` (at most one
+    /// per heartbeat); a client answers with `PONG`, which keeps a connection that only
+    /// receives from reaching the idle timeout. Default 15 s.
     pub heartbeat: Duration,
     /// A connection must complete its `HELLO` within this. Default 10 s.
     pub handshake_timeout: Duration,
@@ -62,6 +67,10 @@ pub struct ServerConfig {
     pub recv_buffers: u16,
     /// Bytes of each provided buffer. Default 16 KiB.
     pub recv_buffer_bytes: usize,
+    /// Sends of at least this many bytes use `SEND_ZC` (the kernel sends from our
+    /// buffer in place instead of copying it). `usize::MAX` turns it off. See
+    /// `docs/benchmarks.md` ("SEND_ZC threshold") for how the default was chosen.
+    pub send_zc_min_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +86,7 @@ impl Default for ServerConfig {
             outbound_bytes_max: 4 << 20,
             recv_buffers: 256,
             recv_buffer_bytes: 16 << 10,
+            send_zc_min_bytes: SEND_ZC_MIN_BYTES_DEFAULT,
         }
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Conn {
     pub(crate) accepted_at: Instant,
     pub(crate) last_frame_in: Instant,
     last_output: Instant,
+    /// When the sweep last sent this connection a PING.
+    last_ping: Instant,
     /// The protocol state of the connection.
     pub(crate) session: Session,
 }
@@ -287,6 +289,7 @@ impl ShardServer {
             accepted_at: now,
             last_frame_in: now,
             last_output: now,
+            last_ping: now,
             session: Session::default(),
         }));
         self.0.conns.borrow_mut().insert(id, conn.clone());
@@ -431,15 +434,20 @@ impl ShardServer {
     }
 
     fn submit_send(&self, ctx: &mut ShardCtx, conn: &ConnRef, fd: RawFd, id: u64, data: Bytes) {
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let entry = opcode::Send::new(types::Fd(fd), data.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
-        let server = self.clone();
-        let handler = move |ctx: &mut ShardCtx, res: i32| server.on_sent(ctx, id, res, data);
-        // SAFETY: the send reads `data`'s bytes, which the handler owns (a `Bytes` keeps
-        // its buffer alive and unmoved) until the completion.
-        if let Err(error) = unsafe { ctx.submit_op(entry, handler) } {
+        let submitted = if data.len() >= self.0.shared.config.send_zc_min_bytes {
+            self.submit_send_zc(ctx, fd, id, data)
+        } else {
+            let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let entry = opcode::Send::new(types::Fd(fd), data.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build();
+            let server = self.clone();
+            let handler = move |ctx: &mut ShardCtx, res: i32| server.on_sent(ctx, id, res, data);
+            // SAFETY: the send reads `data`'s bytes, which the handler owns (a `Bytes`
+            // keeps its buffer alive and unmoved) until the completion.
+            unsafe { ctx.submit_op(entry, handler) }
+        };
+        if let Err(error) = submitted {
             tracing::warn!(%error, conn = id, "cannot submit send; closing");
             {
                 let mut c = conn.borrow_mut();
@@ -448,6 +456,42 @@ impl ShardServer {
             }
             self.close(ctx, conn);
         }
+    }
+
+    /// A zero-copy send (`IORING_OP_SEND_ZC`): the kernel sends from `data` in place and
+    /// posts two completions, the result (with `F_MORE`) and, once it no longer needs
+    /// the pages, a notification. `data` is held, and the send counts as in flight,
+    /// until the notification; then it completes like a plain send.
+    fn submit_send_zc(
+        &self,
+        ctx: &mut ShardCtx,
+        fd: RawFd,
+        id: u64,
+        data: Bytes,
+    ) -> Result<(), crate::runtime::OpError> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let entry = opcode::SendZc::new(types::Fd(fd), data.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        let server = self.clone();
+        let mut held = Some(data);
+        let mut result: Option<i32> = None;
+        let handler = move |ctx: &mut ShardCtx, res: i32, flags: u32| {
+            if !cqueue::notif(flags) {
+                result = Some(res);
+            }
+            if cqueue::more(flags) {
+                return;
+            }
+            // The last completion: the notification, or the result when none follows.
+            if let (Some(res), Some(data)) = (result, held.take()) {
+                server.on_sent(ctx, id, res, data);
+            }
+        };
+        // SAFETY: the kernel reads `data`'s bytes until the notification; the handler
+        // owns `data` (in `held`) and runs for every completion, dropping it only at
+        // the last one.
+        unsafe { ctx.submit_multishot(entry, handler) }.map(drop)
     }
 
     fn on_sent(&self, ctx: &mut ShardCtx, id: u64, res: i32, data: Bytes) {
@@ -513,15 +557,15 @@ impl ShardServer {
                 return;
             }
             let counters = &self.0.shared.counters[ctx.shard_id()];
-            c.queue_frame(
-                counters,
-                Op::Error,
-                crate::protocol::FLAG_REPLY,
-                correlation,
-                |out| {
-                    crate::protocol::session::ErrorBody::encode(code, message, out);
-                },
-            );
+            // An ERROR answers a request only when it carries one's correlation id.
+            let flags = if correlation == 0 {
+                0
+            } else {
+                crate::protocol::FLAG_REPLY
+            };
+            c.queue_frame(counters, Op::Error, flags, correlation, |out| {
+                crate::protocol::session::ErrorBody::encode(code, message, out);
+            });
             ShardNetCounters::add(&counters.errors_sent, 1);
             if code.is_fatal() {
                 c.state = ConnState::Closing;
@@ -670,12 +714,12 @@ impl ShardServer {
         let now = Instant::now();
         let conns: Vec<ConnRef> = self.0.conns.borrow().values().cloned().collect();
         for conn in conns {
-            let (state, since_frame, since_output, since_accept) = {
+            let (state, since_frame, since_ping, since_accept) = {
                 let c = conn.borrow();
                 (
                     c.state,
                     now.saturating_duration_since(c.last_frame_in),
-                    now.saturating_duration_since(c.last_output),
+                    now.saturating_duration_since(c.last_ping),
                     now.saturating_duration_since(c.accepted_at),
                 )
             };
@@ -688,10 +732,17 @@ impl ShardServer {
                 {
                     self.fail(ctx, &conn, 0, ErrorCode::IdleTimeout, "idle timeout");
                 }
-                ConnState::Open if since_output >= config.heartbeat => {
+                // Not heard from for a heartbeat: ask (its PONG counts as a frame), so
+                // a client that only receives is not taken for idle.
+                ConnState::Open
+                    if since_frame >= config.heartbeat && since_ping >= config.heartbeat =>
+                {
                     let counters = &self.0.shared.counters[ctx.shard_id()];
-                    conn.borrow_mut()
-                        .queue_frame(counters, Op::Ping, 0, 0, |_| {});
+                    {
+                        let mut c = conn.borrow_mut();
+                        c.last_ping = now;
+                        c.queue_frame(counters, Op::Ping, 0, 0, |_| {});
+                    }
                     self.flush(ctx, &conn);
                     crate::server::tick(ctx, self, &conn);
                 }

@@ -24,7 +24,7 @@ pub use frame::{
     FRAME_MAX_DEFAULT, FRAME_MAX_LIMIT, HEADER_BYTES,
 };
 pub use op::Op;
-pub use wire::{Reader, Writer};
+pub use wire::{Reader, Writer, HEADERS_MAX};
 
 /// The protocol version this build speaks (the only one so far).
 pub const VERSION: u16 = 1;

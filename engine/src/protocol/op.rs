@@ -74,7 +74,8 @@ ops! {
     ConsumerList = 0x0029,
     /// Join a durable consumer (its group) as a member; records are pushed.
     ConsumerJoin = 0x002A,
-    /// Start a consumer from a definition (ephemeral, or durable created if missing).
+    /// Start an ephemeral consumer from a definition (`durable` must be unset; durable
+    /// consumers are created with `CONSUMER_CREATE` and joined with `CONSUMER_JOIN`).
     ConsumerSubscribe = 0x002B,
     /// Leave: the member's unacknowledged records go to the group's other members.
     ConsumerLeave = 0x002C,
@@ -84,8 +85,9 @@ ops! {
     StreamAck = 0x002E,
     /// Ask for a record to be delivered again after a delay.
     StreamNak = 0x002F,
-    /// Server → client: a consumer ended on the server's side (deleted, its stream
-    /// deleted, evicted); no more records come for it (correlation id 0).
+    /// Server → client: a stream or queue consumer ended on the server's side (deleted,
+    /// its stream or queue deleted, evicted, cancelled); nothing more comes for it
+    /// (correlation id 0).
     ConsumerClosed = 0x0030,
     /// Declare an exchange (idempotent for the same definition).
     ExchangeDeclare = 0x0040,

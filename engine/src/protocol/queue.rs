@@ -165,7 +165,9 @@ pub fn decode_properties(r: &mut Reader) -> Result<Properties, ProtocolError> {
     let persistent = r.bool()?;
     let headers = r.headers()?.map(|h| h.to_vec()).unwrap_or_default();
     let n = usize::from(r.u16()?);
-    if n > DEATHS_MAX || n * 31 > r.remaining() {
+    // The smallest death: queue (4), reason (1), count (8), time (8), exchange (4),
+    // key count (2).
+    if n > DEATHS_MAX || n * 27 > r.remaining() {
         return Err(r.malformed("death count over its bound"));
     }
     let mut deaths = Vec::with_capacity(n);
@@ -452,6 +454,34 @@ mod tests {
             let _ = Bind::decode(body.clone(), "test");
             let _ = Consume::decode(body);
         }
+    }
+
+    #[test]
+    fn the_smallest_deaths_decode() {
+        // Three deaths with empty strings and no routing keys (27 bytes each), then an
+        // empty payload: the bound on the death count must not refuse them.
+        let mut p = props(0, None, false, 0, 0);
+        p.deaths = (0..3)
+            .map(|_| Death {
+                queue: String::new(),
+                reason: DeathReason::Rejected,
+                count: 1,
+                time_ms: 2,
+                exchange: String::new(),
+                routing_keys: vec![],
+            })
+            .collect();
+        let messages = vec![(
+            String::new(),
+            String::new(),
+            Message {
+                properties: p,
+                payload: Bytes::new(),
+            },
+        )];
+        let mut out = BytesMut::new();
+        encode_publish(&mut out, false, &messages);
+        assert_eq!(decode_publish(out.freeze()), Ok((false, messages)));
     }
 
     #[test]

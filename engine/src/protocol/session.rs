@@ -40,12 +40,16 @@ impl Hello {
         let mut r = Reader::new(body, "HELLO");
         let version_min = r.u16()?;
         let version_max = r.u16()?;
-        let token = r.string()?;
-        let client_name = r.string()?;
+        let (token, client_name) = (r.str_bytes()?, r.str_bytes()?);
         r.end()?;
+        // Checked before anything is copied out of the frame.
         if token.len() > HELLO_FIELD_BYTES_MAX || client_name.len() > HELLO_FIELD_BYTES_MAX {
             return Err(r.malformed("token or client name over 4096 bytes"));
         }
+        let (token, client_name) = (
+            String::from_utf8_lossy(&token).into_owned(),
+            String::from_utf8_lossy(&client_name).into_owned(),
+        );
         if version_min > version_max {
             return Err(r.malformed("version_min above version_max"));
         }

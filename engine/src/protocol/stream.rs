@@ -175,7 +175,7 @@ pub struct Attach {
 pub enum AttachTarget {
     /// `CONSUMER_JOIN`: a durable consumer's name.
     Join(String),
-    /// `CONSUMER_SUBSCRIBE`: a definition (durable: created if missing).
+    /// `CONSUMER_SUBSCRIBE`: an ephemeral consumer's definition.
     Subscribe(ConsumerConfig),
 }
 
@@ -405,6 +405,21 @@ pub fn decode_message(body: Bytes) -> Result<(u64, Record), ProtocolError> {
     };
     r.end()?;
     Ok((consumer_id, record))
+}
+
+/// `CONSUMER_CLOSED` body (stream and queue consumers alike): the client's consumer
+/// id, then why it ended.
+pub fn encode_consumer_closed(out: &mut BytesMut, consumer_id: u64, why: &str) {
+    out.put_u64_le(consumer_id);
+    Writer::str(out, why);
+}
+
+/// Reads a `CONSUMER_CLOSED` body: (consumer id, why).
+pub fn decode_consumer_closed(body: Bytes) -> Result<(u64, String), ProtocolError> {
+    let mut r = Reader::new(body, "CONSUMER_CLOSED");
+    let out = (r.u64()?, r.string()?);
+    r.end()?;
+    Ok(out)
 }
 
 /// `STREAM_ACK` body: consumer id, `u32` count, then (partition `u32`, offset `u64`).

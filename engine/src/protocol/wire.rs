@@ -11,8 +11,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::error::ProtocolError;
 use crate::pubsub::Headers;
 
-/// The most headers one message carries on the wire.
-pub const HEADERS_MAX: usize = 1024;
+/// The most headers one message carries on the wire (its count is a `u16`). The
+/// models refuse more (streams and queues at publish); a subject message with more is
+/// not delivered to remote subscribers (dropped and counted).
+pub const HEADERS_MAX: usize = u16::MAX as usize;
 
 /// Reads the fields of one frame body, in order.
 #[derive(Debug)]
@@ -124,7 +126,7 @@ impl Reader {
         if n == 0 {
             return Ok(None);
         }
-        if n > HEADERS_MAX || n * 8 > self.remaining() {
+        if n * 8 > self.remaining() {
             return Err(self.malformed("header count over its bound"));
         }
         let mut out = Vec::with_capacity(n);
@@ -166,7 +168,7 @@ impl Writer {
         out.put_u8(u8::from(v));
     }
     /// Headers (`None` and empty are both a count of 0). At most `HEADERS_MAX` are
-    /// written; callers check the bound first (`check_headers`).
+    /// written; callers check the bound first (the models refuse more at publish).
     pub fn headers(out: &mut BytesMut, headers: Option<&[(Bytes, Bytes)]>) {
         let headers = headers.unwrap_or(&[]);
         let n = headers.len().min(HEADERS_MAX);

@@ -179,7 +179,7 @@ pub(crate) fn encode_props(exchange: &str, routing_key: &str, props: &Properties
 }
 
 /// Bounds on stored lists, checked before anything is allocated for them.
-pub(crate) const HEADERS_MAX: usize = 65_536;
+pub(crate) const HEADERS_MAX: usize = crate::protocol::HEADERS_MAX;
 pub(crate) const DEATHS_MAX: usize = 1024;
 
 impl Properties {

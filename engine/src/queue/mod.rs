@@ -695,13 +695,10 @@ impl Queues {
     }
 }
 
-/// Checks messages (properties, size) and turns them into routing items, sharing the
-/// exchange and key strings of consecutive messages that repeat them.
-fn items_of(
-    messages: Vec<(String, String, Message)>,
-    mandatory: bool,
-) -> Result<Vec<Item>, QueueError> {
-    for (_, _, message) in &messages {
+/// The checks every publish passes before it is routed: properties a durable queue can
+/// read back, payloads within `MESSAGE_BYTES_MAX`.
+pub(crate) fn check_messages(messages: &[(String, String, Message)]) -> Result<(), QueueError> {
+    for (_, _, message) in messages {
         message.properties.check()?;
         if message.payload.len() > MESSAGE_BYTES_MAX {
             let why = format!(
@@ -711,6 +708,16 @@ fn items_of(
             return Err(QueueError::invalid("message size", why));
         }
     }
+    Ok(())
+}
+
+/// Checks messages and turns them into routing items, sharing the exchange and key
+/// strings of consecutive messages that repeat them.
+fn items_of(
+    messages: Vec<(String, String, Message)>,
+    mandatory: bool,
+) -> Result<Vec<Item>, QueueError> {
+    check_messages(&messages)?;
     let mut last: Option<(Arc<str>, Arc<str>)> = None;
     Ok(messages
         .into_iter()

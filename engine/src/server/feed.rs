@@ -188,8 +188,7 @@ pub(super) fn pump<F: Feed>(ctx: &mut ShardCtx, server: &ShardServer, conn: &Con
             Err(why) => {
                 F::slots(&mut c.session).remove(&id);
                 c.queue_frame(counters, Op::ConsumerClosed, 0, 0, |out| {
-                    bytes::BufMut::put_u64_le(out, id);
-                    crate::protocol::Writer::str(out, &why);
+                    crate::protocol::stream::encode_consumer_closed(out, id, &why);
                 });
                 break Step::Stop;
             }

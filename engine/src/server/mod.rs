@@ -42,6 +42,9 @@ pub(crate) struct Session {
     pending: u32,
     /// `ERROR ShuttingDown` was queued.
     told_stop: bool,
+    /// Consumer ids claimed by requests still on the control lane (so two pipelined
+    /// requests cannot both take one id).
+    reserved: std::collections::HashSet<u64>,
 }
 
 impl Session {
@@ -50,6 +53,7 @@ impl Session {
         self.subscriptions.contains_key(&id)
             || self.consumers.contains_key(&id)
             || self.queue_consumers.contains_key(&id)
+            || self.reserved.contains(&id)
     }
 }
 
@@ -233,6 +237,7 @@ fn defer(ctx: &ShardCtx, conn: &ConnRef, server: &ShardServer, header: &FrameHea
         op: header.op,
         correlation: header.correlation,
         quiet: header.has(FLAG_NO_REPLY),
+        reserved: None,
     }
 }
 
@@ -248,6 +253,8 @@ pub(crate) struct Deferred {
     op: Op,
     correlation: u64,
     quiet: bool,
+    /// A consumer id this request claimed; released when it is answered.
+    reserved: Option<u64>,
 }
 
 impl Deferred {
@@ -262,7 +269,13 @@ impl Deferred {
         let Some(conn) = server.conn(self.conn) else {
             return;
         };
-        conn.borrow_mut().session.pending -= 1;
+        {
+            let mut c = conn.borrow_mut();
+            c.session.pending -= 1;
+            if let Some(id) = self.reserved {
+                c.session.reserved.remove(&id);
+            }
+        }
         match result {
             Ok(body) if !self.quiet => {
                 let counters = &server.shared().counters[ctx.shard_id()];
@@ -335,9 +348,30 @@ fn control_request<F>(
 where
     F: FnOnce(&std::sync::Arc<crate::net::ServerShared>) -> Result<Bytes, Failure> + Send + 'static,
 {
+    control_request_claiming(ctx, server, conn, header, None, job)
+}
+
+/// `control_request` for a request that takes consumer id `claim` (if any): the id is
+/// in use from now until the request is answered (then its consumer holds it, if it
+/// succeeded).
+fn control_request_claiming<F>(
+    ctx: &mut ShardCtx,
+    server: &ShardServer,
+    conn: &ConnRef,
+    header: &FrameHeader,
+    claim: Option<u64>,
+    job: F,
+) -> Result<(), Failure>
+where
+    F: FnOnce(&std::sync::Arc<crate::net::ServerShared>) -> Result<Bytes, Failure> + Send + 'static,
+{
     let shared = server.shared().clone();
     let permit = shared.control.permit()?;
-    let answer = defer(ctx, conn, server, header);
+    let mut answer = defer(ctx, conn, server, header);
+    if let Some(id) = claim {
+        conn.borrow_mut().session.reserved.insert(id);
+        answer.reserved = Some(id);
+    }
     let runtime = ctx.runtime();
     let job_shared = shared.clone();
     permit.submit(move || {

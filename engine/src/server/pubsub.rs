@@ -1,6 +1,8 @@
 //! Subjects over the wire: publish batches, subscriptions whose messages are pushed to
 //! the connection, and request-reply with the engine's inboxes.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,19 +48,8 @@ pub(super) fn subscribe(
     body: Bytes,
 ) -> Result<(), Failure> {
     let request = Subscribe::decode(body)?;
-    if conn
-        .borrow()
-        .session
-        .subscriptions
-        .contains_key(&request.sub_id)
-    {
-        return Err(Failure::new(
-            ErrorCode::IdInUse,
-            format!(
-                "subscription id {} is in use on this connection",
-                request.sub_id
-            ),
-        ));
+    if conn.borrow().session.id_in_use(request.sub_id) {
+        return Err(super::id_in_use(request.sub_id));
     }
     let conn_id = conn.borrow().id;
     let sub_id = request.sub_id;
@@ -66,8 +57,15 @@ pub(super) fn subscribe(
     let handler = move |ctx: &mut ShardCtx, message: crate::pubsub::Message| {
         deliver(ctx, &deliver_to, conn_id, sub_id, &message);
     };
-    let answer = defer(ctx, conn, server, header);
-    let ready = move |ctx: &mut ShardCtx| answer.answer(ctx, Ok(|_: &mut bytes::BytesMut| {}));
+    // Shared by `ready` and the failure path below: whichever runs answers (a refused
+    // subscribe drops `ready` unrun, and must answer with the real reason).
+    let answer = Rc::new(Cell::new(Some(defer(ctx, conn, server, header))));
+    let ready_answer = answer.clone();
+    let ready = move |ctx: &mut ShardCtx| {
+        if let Some(answer) = ready_answer.take() {
+            answer.answer(ctx, Ok(|_: &mut bytes::BytesMut| {}));
+        }
+    };
     let max = (request.max_messages > 0).then_some(request.max_messages);
     let pubsub = ShardPubSub::get(ctx);
     match pubsub.subscribe(
@@ -83,9 +81,13 @@ pub(super) fn subscribe(
             Ok(())
         }
         Err(error) => {
-            // `ready` was dropped unrun: the request is no longer pending.
-            conn.borrow_mut().session.pending -= 1;
-            Err(Failure::from(error))
+            if let Some(answer) = answer.take() {
+                answer.answer(
+                    ctx,
+                    Err::<fn(&mut bytes::BytesMut), _>(Failure::from(error)),
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -104,9 +106,12 @@ fn deliver(
         return;
     };
     let counters = &server.shared().counters[ctx.shard_id()];
+    let headers = message.headers.as_ref().map_or(0, |h| h.len());
     {
         let mut c = conn.borrow_mut();
-        if c.output_len() > server.shared().config.outbound_bytes_max {
+        if c.output_len() > server.shared().config.outbound_bytes_max
+            || headers > crate::protocol::HEADERS_MAX
+        {
             ShardNetCounters::add(&counters.deliveries_dropped, 1);
             return;
         }

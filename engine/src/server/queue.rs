@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::feed::{self, Feed, Home, Slot};
-use super::{control_request, defer, reply, ConnRef, Failure, Session};
+use super::{control_request, control_request_claiming, defer, reply, ConnRef, Failure, Session};
 use crate::net::{Conn, ServerShared, ShardNetCounters, ShardServer};
 use crate::protocol::queue::{
     decode_answer, decode_definition, decode_publish, decode_target, encode_confirms,
@@ -133,6 +133,8 @@ pub(super) fn publish(
     body: Bytes,
 ) -> Result<(), Failure> {
     let (mandatory, messages) = decode_publish(body)?;
+    // Refusals of the whole frame answer here, before the answer is deferred.
+    crate::queue::check_messages(&messages)?;
     let answer = defer(ctx, conn, server, header);
     let runtime = ctx.runtime();
     let done = move |results: Vec<Result<crate::queue::Confirm, QueueError>>| {
@@ -213,7 +215,7 @@ pub(super) fn consume(
     }
     let connection = connection(server, conn);
     let home = Home::of(ctx, server, conn);
-    control_request(ctx, server, conn, header, move |shared| {
+    control_request_claiming(ctx, server, conn, header, Some(id), move |shared| {
         let options = ConsumeOptions {
             prefetch: request.prefetch,
             no_ack: request.no_ack,

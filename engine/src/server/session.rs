@@ -2,10 +2,10 @@
 
 use bytes::Bytes;
 
-use super::{reply, ConnRef, Failure};
+use super::{ConnRef, Failure};
 use crate::net::{ConnState, ShardServer};
 use crate::protocol::session::{Hello, Welcome};
-use crate::protocol::{ErrorCode, FrameHeader, VERSION};
+use crate::protocol::{ErrorCode, FrameHeader, Op, FLAG_REPLY, VERSION};
 use crate::runtime::ShardCtx;
 
 /// The server's name in `HELLO` replies.
@@ -51,7 +51,12 @@ pub(super) fn hello(
         client = %hello.client_name,
         "session open"
     );
-    reply(ctx, server, conn, header, |out| welcome.encode(out));
+    // Always answered (a HELLO with FLAG_NO_REPLY still gets its reply).
+    let counters = &server.shared().counters[ctx.shard_id()];
+    conn.borrow_mut()
+        .queue_frame(counters, Op::Hello, FLAG_REPLY, header.correlation, |out| {
+            welcome.encode(out)
+        });
     Ok(())
 }
 

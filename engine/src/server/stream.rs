@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::feed::{self, Feed, Home, Slot};
-use super::{control_request, defer, reply, ConnRef, Failure, Session};
+use super::{control_request, control_request_claiming, defer, reply, ConnRef, Failure, Session};
 use crate::net::{Conn, ShardNetCounters, ShardServer};
 use crate::protocol::stream::{
     decode_ack, decode_consumer_create, decode_id, decode_nak, decode_name, decode_publish,
@@ -100,7 +100,10 @@ pub(super) fn manage(
                     .map(|info| encoded(|out| encode_stream_info(out, &info)))
             })
         }
-        Op::StreamList => Box::new(|s| Ok(encoded(|out| encode_names(out, &s.list())))),
+        Op::StreamList => {
+            crate::protocol::Reader::new(body, "STREAM_LIST").end()?;
+            Box::new(|s| Ok(encoded(|out| encode_names(out, &s.list()))))
+        }
         Op::ConsumerCreate => {
             let (stream, config) = decode_consumer_create(body, "CONSUMER_CREATE")?;
             Box::new(move |s| s.create_consumer(&stream, config).map(|()| Bytes::new()))
@@ -135,6 +138,8 @@ pub(super) fn publish(
     body: Bytes,
 ) -> Result<(), Failure> {
     let records = decode_publish(body)?;
+    // Refusals of the whole frame answer here, before the answer is deferred.
+    crate::stream::check_records(&records)?;
     let answer = defer(ctx, conn, server, header);
     let runtime = ctx.runtime();
     let done = move |results: Vec<Result<crate::stream::PublishAck, StreamError>>| {
@@ -177,7 +182,7 @@ pub(super) fn attach(
         return Err(super::id_in_use(id));
     }
     let home = Home::of(ctx, server, conn);
-    control_request(ctx, server, conn, header, move |shared| {
+    control_request_claiming(ctx, server, conn, header, Some(id), move |shared| {
         let consumer = match &request.target {
             AttachTarget::Join(name) => shared.streams.join(&request.stream, name),
             AttachTarget::Subscribe(config) => {

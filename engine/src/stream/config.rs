@@ -2,7 +2,7 @@
 //! are checked, and how they are written to the metadata store.
 //!
 //! Owns: validation (every field bounded, with an error naming it) and the definition
-//! encoding (`docs/storage.md`, "Stream definitions"). Never: trusts a length read from
+//! encoding (`docs/storage.md`, "Catalog entries"). Never: trusts a length read from
 //! the metadata store before checking it against the bytes left.
 
 use std::time::Duration;

@@ -94,6 +94,16 @@ impl Publish {
 
     /// Refuses headers the engine reserves.
     pub(crate) fn check_headers(&self) -> Result<(), StreamError> {
+        if self.headers.len() > crate::protocol::HEADERS_MAX {
+            return Err(StreamError::invalid(
+                "headers",
+                format!(
+                    "{}; at most {}",
+                    self.headers.len(),
+                    crate::protocol::HEADERS_MAX
+                ),
+            ));
+        }
         match self
             .headers
             .iter()

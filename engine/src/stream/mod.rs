@@ -45,6 +45,7 @@ pub use config::{
 };
 pub use error::StreamError;
 pub(crate) use member::ack_all;
+
 pub use member::{Consumer, MemberId};
 pub use message::{
     Publish, PublishAck, StreamMessage, DEAD_CONSUMER_HEADER, DEAD_DELIVERIES_HEADER,
@@ -603,7 +604,7 @@ impl Streams {
 
 /// The checks every publish passes before it is routed: valid subjects, no reserved
 /// headers.
-fn check_records(records: &[Publish]) -> Result<(), StreamError> {
+pub(crate) fn check_records(records: &[Publish]) -> Result<(), StreamError> {
     let mut checked: Option<&str> = None;
     for record in records {
         if checked != Some(record.subject.as_str()) {

@@ -36,6 +36,28 @@ impl Kind {
 type ShardField = fn(&ShardStats) -> u64;
 type PubSubField = fn(&PubSubStats) -> u64;
 
+/// The runtime's per-shard gauges and the sync count.
+const SHARD_GAUGES: [(&str, Kind, &str, ShardField); 3] = [
+    (
+        "ringbroker_shard_ring_occupancy",
+        Kind::Gauge,
+        "Tasks the shard pushed into other shards' rings not yet taken (as last seen).",
+        |s| s.ring_occupancy,
+    ),
+    (
+        "ringbroker_shard_outbound_backlog",
+        Kind::Gauge,
+        "Tasks waiting in the shard for room in full rings.",
+        |s| s.outbound_backlog,
+    ),
+    (
+        "ringbroker_shard_fsyncs_total",
+        Kind::Counter,
+        "fdatasync calls the shard completed.",
+        |s| s.fsyncs,
+    ),
+];
+
 /// The runtime's per-shard counters (`RuntimeHandle::stats`), one family each.
 const SHARD_COUNTERS: [(&str, &str, ShardField); 10] = [
     (
@@ -206,6 +228,14 @@ pub fn render(snapshot: &Snapshot) -> String {
             .map(|s| (labels(&[("shard", &s.shard.to_string())]), field(s)));
         family(&mut out, (name, Kind::Counter, help), samples);
     }
+    for (name, kind, help, field) in SHARD_GAUGES {
+        let samples = snapshot
+            .shards
+            .iter()
+            .map(|s| (labels(&[("shard", &s.shard.to_string())]), field(s)));
+        family(&mut out, (name, kind, help), samples);
+    }
+    render_fsync_histogram(&mut out, &snapshot.shards);
     for (name, help, field) in PUBSUB_COUNTERS {
         // `PubSub::stats` is in shard order: the index is the shard.
         let samples = snapshot
@@ -227,6 +257,38 @@ pub fn render(snapshot: &Snapshot) -> String {
     render_partitions(&mut out, &snapshot.streams);
     render_consumers(&mut out, &snapshot.streams);
     out
+}
+
+/// Each shard's fsync latency as a Prometheus histogram: cumulative `le` buckets at
+/// powers of two microseconds (in seconds), `+Inf`, `_sum` and `_count`.
+fn render_fsync_histogram(out: &mut String, shards: &[ShardStats]) {
+    let name = "ringbroker_shard_fsync_latency_seconds";
+    out.push_str(&format!(
+        "# HELP {name} fdatasync latency on the shard, submit to completion.\n"
+    ));
+    out.push_str(&format!("# TYPE {name} histogram\n"));
+    for s in shards {
+        let shard = s.shard.to_string();
+        let mut cumulative = 0u64;
+        let last = s.fsync_latency_us.len() - 1;
+        for (i, &n) in s.fsync_latency_us.iter().enumerate() {
+            cumulative += n;
+            let le = if i == last {
+                "+Inf".to_owned()
+            } else {
+                // Bucket i holds syncs under 2^i µs.
+                format!("{}", (1u64 << i) as f64 / 1e6)
+            };
+            let l = labels(&[("shard", &shard), ("le", &le)]);
+            out.push_str(&format!("{name}_bucket{l} {cumulative}\n"));
+        }
+        let l = labels(&[("shard", &shard)]);
+        out.push_str(&format!(
+            "{name}_sum{l} {}\n",
+            s.fsync_us_total as f64 / 1e6
+        ));
+        out.push_str(&format!("{name}_count{l} {}\n", s.fsyncs));
+    }
 }
 
 fn render_partitions(out: &mut String, streams: &StreamsSnapshot) {
@@ -365,6 +427,7 @@ mod tests {
             wakeups_sent: base + 7,
             external_wakeups: base + 8,
             timers_fired: base + 9,
+            ..ShardStats::default()
         };
         let pubsub = |base: u64| PubSubStats {
             published: base + 1,
@@ -427,6 +490,37 @@ mod tests {
                 "ringbroker_shards 2",
             ]
         );
+    }
+
+    #[test]
+    fn fsync_latency_renders_as_a_cumulative_histogram() {
+        let mut shard = ShardStats {
+            fsyncs: 3,
+            fsync_us_total: 3000,
+            ..ShardStats::default()
+        };
+        shard.fsync_latency_us[10] = 2; // under 1024 µs
+        shard.fsync_latency_us[12] = 1; // under 4096 µs
+        let text = render(&Snapshot {
+            shards: vec![shard],
+            ..Snapshot::default()
+        });
+        let name = "ringbroker_shard_fsync_latency_seconds";
+        for line in [
+            format!("# TYPE {name} histogram"),
+            format!("{name}_bucket{{shard=\"0\",le=\"0.000512\"}} 0"),
+            format!("{name}_bucket{{shard=\"0\",le=\"0.001024\"}} 2"),
+            format!("{name}_bucket{{shard=\"0\",le=\"0.002048\"}} 2"),
+            format!("{name}_bucket{{shard=\"0\",le=\"0.004096\"}} 3"),
+            format!("{name}_bucket{{shard=\"0\",le=\"+Inf\"}} 3"),
+            format!("{name}_sum{{shard=\"0\"}} 0.003"),
+            format!("{name}_count{{shard=\"0\"}} 3"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 
     #[test]
@@ -495,8 +589,14 @@ mod tests {
     #[test]
     fn every_family_has_help_and_type_even_without_samples() {
         let text = render(&Snapshot::default());
-        let families =
-            1 + SHARD_COUNTERS.len() + PUBSUB_COUNTERS.len() + NET_FAMILIES.len() + 4 + 3;
+        let families = 1
+            + SHARD_COUNTERS.len()
+            + SHARD_GAUGES.len()
+            + 1
+            + PUBSUB_COUNTERS.len()
+            + NET_FAMILIES.len()
+            + 4
+            + 3;
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# HELP ")).count(),
             families

@@ -758,3 +758,38 @@ fn nested_with_local_of_the_same_type_is_refused() {
     assert!(refused, "{err:?}");
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn syncs_are_counted_with_their_latency() {
+    let rt = Runtime::start(config(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("f")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            let tx2 = tx.clone();
+            ctx.fdatasync(fd, move |_, r| tx.send(r.is_ok()).unwrap())
+                .unwrap();
+            ctx.write_then_fdatasync(fd, vec![1; 4096], 0, move |_, w, s, _| {
+                tx2.send(w.is_ok() && s.is_ok()).unwrap();
+            })
+            .unwrap();
+        })
+        .unwrap();
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    // Published at the end of the shard's turn.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = rt.handle().stats()[0];
+        if stats.fsyncs == 2 || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(stats.fsyncs, 2);
+    assert_eq!(stats.fsync_latency_us.iter().sum::<u64>(), 2);
+    drop(file);
+    rt.shutdown().unwrap();
+}

@@ -302,8 +302,13 @@ impl ShardCtx {
         H: FnOnce(&mut ShardCtx, io::Result<()>) + 'static,
     {
         let entry = fdatasync_entry(fd);
+        let started = Instant::now();
+        let on_sync = move |ctx: &mut ShardCtx, res: i32| {
+            ctx.stats.record_fsync(started.elapsed());
+            handler(ctx, result_unit(res));
+        };
         // SAFETY: an fsync carries no pointers.
-        unsafe { self.submit_op(entry, move |ctx, res| handler(ctx, result_unit(res))) }
+        unsafe { self.submit_op(entry, on_sync) }
     }
 
     /// How many more I/O ops may be in flight now (each `write_then_fdatasync` takes
@@ -357,7 +362,11 @@ impl ShardCtx {
             w_link.borrow_mut().write = Some(res);
             finish(ctx, &w_link);
         });
+        let started = Instant::now();
         let on_sync: super::uring::OpHandler = Box::new(move |ctx, res| {
+            if res >= 0 {
+                ctx.stats.record_fsync(started.elapsed());
+            }
             s_link.borrow_mut().sync = Some(res);
             finish(ctx, &s_link);
         });
@@ -521,6 +530,19 @@ impl ShardCtx {
                 self.mark_dirty(target);
             }
         }
+    }
+
+    /// Counts what waits in this shard's outbound rings (the producer's cached view:
+    /// no shared memory is read) and backlogs, for the published statistics.
+    pub(crate) fn refresh_ring_stats(&mut self) {
+        let occupancy: usize = self
+            .outbound
+            .iter_mut()
+            .flatten()
+            .map(|ring| ring.capacity() - ring.free_space())
+            .sum();
+        self.stats.ring_occupancy = occupancy as u64;
+        self.stats.outbound_backlog = self.backlog.iter().map(VecDeque::len).sum::<usize>() as u64;
     }
 
     pub(crate) fn backlog_pending(&self) -> bool {

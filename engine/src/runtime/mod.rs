@@ -42,7 +42,7 @@ pub(crate) use error::model_error_from_runtime;
 pub use error::{CallError, OpError, RuntimeError, SendError, SubmitError, TaskError, TimerError};
 pub use external::{Completion, RuntimeHandle, Submitter, Ticket};
 pub use placement::{shard_for, shard_for_key};
-pub use stats::ShardStats;
+pub use stats::{fsync_latency_bucket, ShardStats, FSYNC_LATENCY_BUCKETS};
 pub use timer::unix_ms;
 
 use crate::doorbell::{Doorbell, EventFd};

@@ -157,10 +157,11 @@ impl Shard {
         n
     }
 
-    fn publish(&self) {
-        let me = &self.shared().shards[self.ctx.id];
+    fn publish(&mut self) {
+        self.ctx.refresh_ring_stats();
+        let me = &self.ctx.shared.shards[self.ctx.id];
         me.drain.publish(self.ctx.created, self.ctx.finished);
-        me.stats.publish(&self.ctx.stats, self.ctx.uring.enters);
+        me.stats.publish(&mut self.ctx.stats, self.ctx.uring.enters);
     }
 
     /// Shard 0 coordinates shutdown: returns true when this shard should leave the loop.

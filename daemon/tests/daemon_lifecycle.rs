@@ -1,7 +1,8 @@
 //! The `ringbrokerd` binary as a process: it announces its listen and admin addresses,
 //! serves `/healthz` and `/metrics`, stops cleanly on SIGTERM (every publish it
-//! acknowledged before the stop is there after a restart), refuses a bad config file,
-//! and refuses a data directory another daemon holds.
+//! acknowledged before the stop is there after a restart), closes connections that send
+//! bad input with an error while another client publishes undisturbed, refuses a bad
+//! config file, and refuses a data directory another daemon holds.
 //!
 //! Every wait has a deadline, and every child is killed (by pid) when its guard drops,
 //! so a failing assertion never leaves a daemon running.
@@ -308,5 +309,127 @@ fn sigterm_under_load_keeps_every_acknowledged_publish() {
     drop(client);
     again.signal(libc::SIGTERM);
     let (status, stderr) = again.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+/// Reads from `stream` until the peer closes it; returns the error code of the last
+/// `ERROR` frame seen.
+fn error_before_close(stream: &mut TcpStream) -> Option<ringbroker::protocol::ErrorCode> {
+    use ringbroker::protocol::session::ErrorBody;
+    use ringbroker::protocol::{split_frame, Op, HEADER_BYTES};
+    stream
+        .set_read_timeout(Some(STEP_DEADLINE))
+        .expect("read timeout");
+    let mut buf = bytes::BytesMut::new();
+    let mut code = None;
+    loop {
+        while let Ok(Some((header, total))) = split_frame(&buf, u32::MAX) {
+            let frame = buf.split_to(total).freeze();
+            if header.op == Op::Error {
+                code = ErrorBody::decode(frame.slice(HEADER_BYTES..))
+                    .ok()
+                    .map(|e| e.code);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return code,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn hello_bytes() -> bytes::BytesMut {
+    use ringbroker::protocol::session::Hello;
+    use ringbroker::protocol::{encode_frame, Op, VERSION};
+    let mut out = bytes::BytesMut::new();
+    let hello = Hello {
+        version_min: VERSION,
+        version_max: VERSION,
+        token: String::new(),
+        client_name: "bad-input".into(),
+    };
+    encode_frame(&mut out, Op::Hello, 0, 0, |b| hello.encode(b));
+    out
+}
+
+#[test]
+fn bad_input_against_a_live_daemon_costs_other_clients_nothing() {
+    use ringbroker::client::{Client, ClientConfig};
+    use ringbroker::protocol::ErrorCode;
+    use ringbroker::stream::StreamConfig;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut daemon, listen, _) = Daemon::start_listening(dir.path());
+    let url = format!("ringbroker://{listen}");
+    let admin = Client::connect(ClientConfig::new(&url)).expect("connect");
+    admin
+        .create_stream(&StreamConfig::new("orders", &["orders.>"]))
+        .expect("create stream");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use ringbroker::stream::Publish;
+            let client = Client::connect(ClientConfig::new(url)).expect("connect");
+            let mut acked = 0u64;
+            for round in 0..1_000_000u32 {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let batch: Vec<Publish> = (0..8u32)
+                    .map(|i| Publish::new("orders.eu", (round * 8 + i).to_le_bytes().to_vec()))
+                    .collect();
+                for ack in client
+                    .publish_records(&batch)
+                    .expect("publishing is unaffected")
+                {
+                    ack.expect("stored");
+                    acked += 1;
+                }
+            }
+            acked
+        })
+    };
+    // Random bytes after a HELLO: an unknown op.
+    let mut raw = TcpStream::connect(listen).expect("connect");
+    raw.write_all(&hello_bytes()).expect("hello");
+    raw.write_all(&[0x0c, 0, 0, 0, 0xee, 0xee, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9])
+        .expect("garbage");
+    assert_eq!(error_before_close(&mut raw), Some(ErrorCode::UnknownOp));
+    // A 4 GiB length prefix.
+    let mut raw = TcpStream::connect(listen).expect("connect");
+    raw.write_all(&hello_bytes()).expect("hello");
+    raw.write_all(&u32::MAX.to_le_bytes()).expect("prefix");
+    assert_eq!(error_before_close(&mut raw), Some(ErrorCode::FrameTooLarge));
+    // No HELLO at all: a frame before the handshake.
+    let mut raw = TcpStream::connect(listen).expect("connect");
+    raw.write_all(&[0x0c, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+        .expect("ping before hello");
+    assert_eq!(error_before_close(&mut raw), Some(ErrorCode::OutOfState));
+    // Half a frame, then close; and a slowloris left trickling.
+    let mut half = TcpStream::connect(listen).expect("connect");
+    half.write_all(&hello_bytes()[..7]).expect("half");
+    drop(half);
+    let mut slow = TcpStream::connect(listen).expect("connect");
+    slow.write_all(&hello_bytes()).expect("hello");
+    slow.write_all(&[0x40]).expect("one byte of a frame");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let acked = publisher.join().expect("publisher");
+    assert!(acked > 0);
+    let stored: u64 = admin
+        .stream_info("orders")
+        .expect("info")
+        .partitions
+        .iter()
+        .map(|p| p.records)
+        .sum();
+    assert_eq!(
+        stored, acked,
+        "every acknowledged record is stored, no more"
+    );
+    drop((admin, slow));
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
 }

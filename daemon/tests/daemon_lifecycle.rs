@@ -353,6 +353,31 @@ fn hello_bytes() -> bytes::BytesMut {
     out
 }
 
+/// Publishes batches of acknowledged records to `orders` until `stop`; every publish
+/// must succeed. Returns how many records were acknowledged.
+fn publish_until_stopped(url: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use ringbroker::client::{Client, ClientConfig};
+    use ringbroker::stream::Publish;
+    let client = Client::connect(ClientConfig::new(url)).expect("connect");
+    let mut acked = 0u64;
+    for round in 0..1_000_000u32 {
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            break;
+        }
+        let batch: Vec<Publish> = (0..8u32)
+            .map(|i| Publish::new("orders.eu", (round * 8 + i).to_le_bytes().to_vec()))
+            .collect();
+        for ack in client
+            .publish_records(&batch)
+            .expect("publishing is unaffected")
+        {
+            ack.expect("stored");
+            acked += 1;
+        }
+    }
+    acked
+}
+
 #[test]
 fn bad_input_against_a_live_daemon_costs_other_clients_nothing() {
     use ringbroker::client::{Client, ClientConfig};
@@ -368,27 +393,7 @@ fn bad_input_against_a_live_daemon_costs_other_clients_nothing() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
         let (url, stop) = (url.clone(), stop.clone());
-        std::thread::spawn(move || {
-            use ringbroker::stream::Publish;
-            let client = Client::connect(ClientConfig::new(url)).expect("connect");
-            let mut acked = 0u64;
-            for round in 0..1_000_000u32 {
-                if stop.load(std::sync::atomic::Ordering::Acquire) {
-                    break;
-                }
-                let batch: Vec<Publish> = (0..8u32)
-                    .map(|i| Publish::new("orders.eu", (round * 8 + i).to_le_bytes().to_vec()))
-                    .collect();
-                for ack in client
-                    .publish_records(&batch)
-                    .expect("publishing is unaffected")
-                {
-                    ack.expect("stored");
-                    acked += 1;
-                }
-            }
-            acked
-        })
+        std::thread::spawn(move || publish_until_stopped(&url, &stop))
     };
     // Random bytes after a HELLO: an unknown op.
     let mut raw = TcpStream::connect(listen).expect("connect");

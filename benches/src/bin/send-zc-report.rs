@@ -64,7 +64,12 @@ fn main() {
         for zc_min in [usize::MAX, 0] {
             let mut runs = Vec::new();
             for run in 0..repeat {
-                match measure(&root.join(format!("{size}-{zc_min}-{run}")), size, zc_min, seconds) {
+                match measure(
+                    &root.join(format!("{size}-{zc_min}-{run}")),
+                    size,
+                    zc_min,
+                    seconds,
+                ) {
                     Ok(mbps) => runs.push(mbps),
                     Err(error) => failures.push(format!("{size} B, zc_min {zc_min}: {error}")),
                 }
@@ -72,7 +77,11 @@ fn main() {
             runs.sort_by(f64::total_cmp);
             cells.push(runs.get(runs.len() / 2).copied().unwrap_or(0.0));
         }
-        let ratio = if cells[0] > 0.0 { cells[1] / cells[0] } else { 0.0 };
+        let ratio = if cells[0] > 0.0 {
+            cells[1] / cells[0]
+        } else {
+            0.0
+        };
         println!(
             "| {} KiB | {:.0} | {:.0} | {ratio:.2} |",
             size >> 10,
@@ -101,7 +110,9 @@ fn measure(dir: &std::path::Path, size: usize, zc_min: usize, seconds: f64) -> R
     let url = format!("ringbroker://{}", server.local_addr());
     let connect = || Client::connect(ClientConfig::new(url.clone())).map_err(|e| e.to_string());
     let (publisher, subscriber) = (connect()?, connect()?);
-    let sub = subscriber.subscribe("zc.bench", None).map_err(|e| e.to_string())?;
+    let sub = subscriber
+        .subscribe("zc.bench", None)
+        .map_err(|e| e.to_string())?;
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -124,7 +135,9 @@ fn measure(dir: &std::path::Path, size: usize, zc_min: usize, seconds: f64) -> R
     let t = Instant::now();
     let mut batches = 0u64;
     while t.elapsed() < length && batches < 10_000_000 {
-        publisher.publish_batch_nowait(&batch).map_err(|e| e.to_string())?;
+        publisher
+            .publish_batch_nowait(&batch)
+            .map_err(|e| e.to_string())?;
         publisher.ping().map_err(|e| e.to_string())?;
         batches += 1;
     }

@@ -1,5 +1,6 @@
-//! The admin HTTP endpoint: `/healthz`, `/metrics`, `/v1/streams`, `/v1/consumers` and
-//! `/v1/queues/{name}`, served by one plain thread over a blocking `TcpListener`.
+//! The admin HTTP endpoint: `/healthz`, `/metrics`, `/v1/streams`, `/v1/consumers`,
+//! `/v1/queues`, `/v1/queues/{name}` and `/v1/exchanges`, served by one plain thread
+//! over a blocking `TcpListener`.
 //!
 //! Owns: the listener, its thread, and a minimal HTTP/1.1 server: `GET` only (another
 //! method on a known path is 405, an unknown path 404), one request per connection
@@ -228,6 +229,8 @@ enum Route<'a> {
     Metrics,
     Streams,
     Consumers,
+    Queues,
+    Exchanges,
     /// `/v1/queues/{name}`, the name still percent-encoded.
     Queue(&'a str),
 }
@@ -238,6 +241,8 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/metrics" => Some(Route::Metrics),
         "/v1/streams" => Some(Route::Streams),
         "/v1/consumers" => Some(Route::Consumers),
+        "/v1/queues" => Some(Route::Queues),
+        "/v1/exchanges" => Some(Route::Exchanges),
         _ => match path.strip_prefix("/v1/queues/") {
             Some(name) if !name.is_empty() => Some(Route::Queue(name)),
             _ => None,
@@ -269,6 +274,11 @@ fn respond(request: &Request<'_>, sources: &Sources) -> Response {
             Ok(snapshot) => json(api::consumers(&snapshot)),
             Err(error) => json_error(503, &error),
         },
+        Route::Queues => match sources.queues() {
+            Ok(all) => json(api::queues(&all)),
+            Err(error) => json_error(503, &error),
+        },
+        Route::Exchanges => json(api::exchanges(&sources.exchanges())),
         Route::Queue(encoded) => match percent_decode(encoded) {
             Some(name) => match sources.queue(&name) {
                 Ok(info) => json(api::queue(&info)),
@@ -419,7 +429,9 @@ mod tests {
         assert_eq!(route("/v1/consumers"), Some(Route::Consumers));
         assert_eq!(route("/v1/queues/a%20b"), Some(Route::Queue("a%20b")));
         assert_eq!(route("/v1/queues/"), None);
-        assert_eq!(route("/v1/queues"), None);
+        assert_eq!(route("/v1/queues"), Some(Route::Queues));
+        assert_eq!(route("/v1/exchanges"), Some(Route::Exchanges));
+        assert_eq!(route("/v1/exchanges/"), None);
         assert_eq!(route("/healthz/"), None);
         assert_eq!(route("/"), None);
     }

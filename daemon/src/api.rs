@@ -1,13 +1,12 @@
-//! The `/v1` JSON documents: streams, durable consumers, and one queue by name.
+//! The `/v1` JSON documents: streams, durable consumers, queues (all, or one by name)
+//! and exchanges.
 //!
 //! Owns: the JSON shape of each listing (field names, units in the name: `_ms`,
-//! `_bytes`). Never: reads the engine (it is handed snapshots), or lists what the
-//! engine cannot list: the engine has no API that enumerates queues or exchanges, so
-//! there is no queue listing, only `/v1/queues/{name}`.
+//! `_bytes`). Never: reads the engine (it is handed snapshots).
 
 use std::time::Duration;
 
-use ringbroker::queue::QueueInfo;
+use ringbroker::queue::{ExchangeConfig, QueueConfig, QueueInfo};
 use ringbroker::storage::Durability;
 use ringbroker::stream::{AckPolicy, ConsumerConfig, DeliverPolicy, StreamInfo};
 use serde::Serialize;
@@ -113,6 +112,54 @@ pub fn consumers(snapshot: &StreamsSnapshot) -> serde_json::Result<Vec<u8>> {
         .map(|c| consumer_view(snapshot, c))
         .collect();
     serde_json::to_vec_pretty(&serde_json::json!({ "consumers": views }))
+}
+
+#[derive(Debug, Serialize)]
+struct QueueListed<'a> {
+    name: &'a str,
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    messages: u64,
+    unacked: usize,
+    consumers: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct ExchangeView<'a> {
+    name: &'a str,
+    kind: &'static str,
+    durable: bool,
+}
+
+/// `GET /v1/queues`: every declared queue, its flags and figures.
+pub fn queues(all: &[(QueueConfig, QueueInfo)]) -> serde_json::Result<Vec<u8>> {
+    let views: Vec<QueueListed<'_>> = all
+        .iter()
+        .map(|(config, info)| QueueListed {
+            name: &config.name,
+            durable: config.durable,
+            exclusive: config.exclusive,
+            auto_delete: config.auto_delete,
+            messages: info.messages,
+            unacked: info.unacked,
+            consumers: info.consumers,
+        })
+        .collect();
+    serde_json::to_vec_pretty(&serde_json::json!({ "queues": views }))
+}
+
+/// `GET /v1/exchanges`: every declared exchange (the default one is built in).
+pub fn exchanges(all: &[ExchangeConfig]) -> serde_json::Result<Vec<u8>> {
+    let views: Vec<ExchangeView<'_>> = all
+        .iter()
+        .map(|e| ExchangeView {
+            name: &e.name,
+            kind: e.kind.name(),
+            durable: e.durable,
+        })
+        .collect();
+    serde_json::to_vec_pretty(&serde_json::json!({ "exchanges": views }))
 }
 
 /// `GET /v1/queues/{name}`: one queue's figures.

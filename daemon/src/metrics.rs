@@ -256,7 +256,36 @@ pub fn render(snapshot: &Snapshot) -> String {
     }
     render_partitions(&mut out, &snapshot.streams);
     render_consumers(&mut out, &snapshot.streams);
+    render_queues(&mut out, &snapshot.queues);
     out
+}
+
+/// Each queue's ready messages, unacknowledged deliveries and consumers.
+fn render_queues(out: &mut String, queues: &[ringbroker::queue::QueueInfo]) {
+    type Field = fn(&ringbroker::queue::QueueInfo) -> u64;
+    let families: [(&str, &str, Field); 3] = [
+        (
+            "ringbroker_queue_messages",
+            "Ready messages in the queue.",
+            |q| q.messages,
+        ),
+        (
+            "ringbroker_queue_unacked",
+            "Deliveries of the queue not yet acknowledged.",
+            |q| q.unacked as u64,
+        ),
+        (
+            "ringbroker_queue_consumers",
+            "Consumers of the queue.",
+            |q| q.consumers as u64,
+        ),
+    ];
+    for (name, help, field) in families {
+        let samples = queues
+            .iter()
+            .map(|q| (labels(&[("queue", &q.name)]), field(q)));
+        family(out, (name, Kind::Gauge, help), samples);
+    }
 }
 
 /// Each shard's fsync latency as a Prometheus histogram: cumulative `le` buckets at
@@ -445,6 +474,7 @@ mod tests {
                 bytes_in: 4096,
                 ..NetStats::default()
             }],
+            queues: Vec::new(),
         }
     }
 
@@ -524,6 +554,26 @@ mod tests {
     }
 
     #[test]
+    fn queue_figures_render_by_queue() {
+        let text = render(&Snapshot {
+            queues: vec![ringbroker::queue::QueueInfo {
+                name: "jobs".into(),
+                messages: 7,
+                unacked: 2,
+                consumers: 1,
+            }],
+            ..Snapshot::default()
+        });
+        for line in [
+            "ringbroker_queue_messages{queue=\"jobs\"} 7",
+            "ringbroker_queue_unacked{queue=\"jobs\"} 2",
+            "ringbroker_queue_consumers{queue=\"jobs\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
+
+    #[test]
     fn network_counters_render_by_shard() {
         let text = render(&known_snapshot());
         assert_eq!(
@@ -596,6 +646,7 @@ mod tests {
             + PUBSUB_COUNTERS.len()
             + NET_FAMILIES.len()
             + 4
+            + 3
             + 3;
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# HELP ")).count(),

@@ -9,7 +9,7 @@
 use ringbroker::broker::Broker;
 use ringbroker::net::{NetStats, NetStatsReader};
 use ringbroker::pubsub::{PubSub, PubSubError, PubSubStats};
-use ringbroker::queue::{QueueError, QueueInfo, Queues};
+use ringbroker::queue::{ExchangeConfig, QueueConfig, QueueError, QueueInfo, Queues};
 use ringbroker::runtime::{RuntimeHandle, ShardStats};
 use ringbroker::stream::{ConsumerInfo, StreamError, StreamInfo, Streams};
 
@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub streams: StreamsSnapshot,
     /// Each shard's network counters, in shard order (empty without a server).
     pub net: Vec<NetStats>,
+    /// Every queue's figures.
+    pub queues: Vec<QueueInfo>,
 }
 
 impl Sources {
@@ -101,6 +103,7 @@ impl Sources {
                 .as_ref()
                 .map(NetStatsReader::stats)
                 .unwrap_or_default(),
+            queues: self.queues()?.into_iter().map(|(_, info)| info).collect(),
         })
     }
 
@@ -129,9 +132,28 @@ impl Sources {
         Ok(snapshot)
     }
 
-    /// One queue's figures (the engine offers no way to list queues, so only by name).
+    /// One queue's figures.
     pub fn queue(&self, name: &str) -> Result<QueueInfo, QueueError> {
         self.queues.queue_info(name)
+    }
+
+    /// Every declared queue with its figures. One deleted between listing and reading
+    /// is left out.
+    pub fn queues(&self) -> Result<Vec<(QueueConfig, QueueInfo)>, SnapshotError> {
+        let mut out = Vec::new();
+        for config in self.queues.queues() {
+            match self.queues.queue_info(&config.name) {
+                Ok(info) => out.push((config, info)),
+                Err(QueueError::NotFound { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every declared exchange.
+    pub fn exchanges(&self) -> Vec<ExchangeConfig> {
+        self.queues.exchanges()
     }
 }
 

@@ -203,6 +203,10 @@ fn admin_endpoint_serves_health_and_metrics_then_sigterm_exits_zero() {
 
     let streams = http(admin, "GET", "/v1/streams");
     assert!(streams.starts_with("HTTP/1.1 200 OK\r\n"), "{streams}");
+    for listing in ["/v1/queues", "/v1/exchanges"] {
+        let response = http(admin, "GET", listing);
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    }
     let post = http(admin, "POST", "/metrics");
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     let missing = http(admin, "GET", "/nowhere");

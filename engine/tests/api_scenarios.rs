@@ -214,6 +214,25 @@ fn queues(api: &dyn BrokerApi) {
     assert_eq!(&second.payload[..], b"4");
     consumer.ack(second.delivery_tag, false).expect("ack");
     assert_eq!(code(api.queue_info("nope")), Some(ErrorCode::NotFound));
+    listings(api);
+}
+
+/// What `queues` declared, listed back.
+fn listings(api: &dyn BrokerApi) {
+    let exchanges: Vec<String> = api
+        .exchanges()
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(exchanges, vec!["events".to_owned()]);
+    let queues: Vec<String> = api
+        .queues()
+        .expect("list")
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(queues, vec!["eu".to_owned()]);
 }
 
 macro_rules! both_ways {

@@ -95,6 +95,12 @@ fn streams_and_queues(op: Op, reply: bool, body: Bytes) {
         (Op::QueueConsume, false) => drop(q::Consume::decode(body)),
         (Op::QueueMessage, _) => drop(q::decode_delivery(body)),
         (Op::QueueAck | Op::QueueNack, _) => drop(q::decode_answer(body, "fuzz")),
+        (Op::ExchangeList, true) => {
+            drop(q::decode_definitions(body, "fuzz", ringbroker::queue::ExchangeConfig::decode))
+        }
+        (Op::QueueList, true) => {
+            drop(q::decode_definitions(body, "fuzz", ringbroker::queue::QueueConfig::decode))
+        }
         (_, _) => drop(st::decode_name(body, "fuzz")),
     }
 }

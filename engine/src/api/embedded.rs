@@ -198,6 +198,12 @@ impl BrokerApi for Broker {
     fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
         Ok(self.queues().delete_exchange(name, if_unused)?)
     }
+    fn exchanges(&self) -> Result<Vec<ExchangeConfig>> {
+        Ok(self.queues().exchanges())
+    }
+    fn queues(&self) -> Result<Vec<QueueConfig>> {
+        Ok(Broker::queues(self).queues())
+    }
     fn declare_queue(&self, config: &QueueConfig) -> Result<QueueInfo> {
         Ok(self.connection().declare_queue(config.clone())?)
     }

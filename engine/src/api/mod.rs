@@ -109,6 +109,10 @@ pub trait BrokerApi: Send + Sync {
     fn declare_exchange(&self, config: &ExchangeConfig) -> Result<()>;
     /// Deletes an exchange.
     fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()>;
+    /// Every declared exchange's definition (the default exchange is built in).
+    fn exchanges(&self) -> Result<Vec<ExchangeConfig>>;
+    /// Every declared queue's definition.
+    fn queues(&self) -> Result<Vec<QueueConfig>>;
     /// Declares a queue.
     fn declare_queue(&self, config: &QueueConfig) -> Result<QueueInfo>;
     /// Deletes a queue; returns how many messages were ready.

@@ -129,6 +129,12 @@ impl BrokerApi for Client {
     fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
         Ok(Client::delete_exchange(self, name, if_unused)?)
     }
+    fn exchanges(&self) -> Result<Vec<ExchangeConfig>> {
+        Ok(Client::exchanges(self)?)
+    }
+    fn queues(&self) -> Result<Vec<QueueConfig>> {
+        Ok(Client::queues(self)?)
+    }
     fn declare_queue(&self, config: &QueueConfig) -> Result<QueueInfo> {
         Ok(Client::declare_queue(self, config)?)
     }

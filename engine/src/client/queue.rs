@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use super::{lock, Client, ClientError, Inner};
 use crate::protocol::queue::{
-    decode_confirms, decode_delivery, decode_queue_info, encode_answer, encode_exchange,
-    encode_publish, encode_queue, encode_target, Bind, Consume, QueueMessage, Routed,
+    decode_confirms, decode_definitions, decode_delivery, decode_queue_info, encode_answer,
+    encode_exchange, encode_publish, encode_queue, encode_target, Bind, Consume, QueueMessage,
+    Routed,
 };
 use crate::protocol::{ErrorCode, Op, Reader};
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
@@ -125,6 +126,26 @@ impl Client {
             None,
         )?;
         count(body, "QUEUE_PURGE reply")
+    }
+
+    /// Every declared exchange's definition.
+    pub fn exchanges(&self) -> Result<Vec<ExchangeConfig>, ClientError> {
+        let (_, body) = self.call(Op::ExchangeList, |_| {}, None)?;
+        Ok(decode_definitions(
+            body,
+            "EXCHANGE_LIST reply",
+            ExchangeConfig::decode,
+        )?)
+    }
+
+    /// Every declared queue's definition.
+    pub fn queues(&self) -> Result<Vec<QueueConfig>, ClientError> {
+        let (_, body) = self.call(Op::QueueList, |_| {}, None)?;
+        Ok(decode_definitions(
+            body,
+            "QUEUE_LIST reply",
+            QueueConfig::decode,
+        )?)
     }
 
     /// A queue's counters.

@@ -119,4 +119,8 @@ ops! {
     QueueAck = 0x004D,
     /// Reject a delivery (or every one up to it): requeue or dead-letter.
     QueueNack = 0x004E,
+    /// Every declared exchange's definition.
+    ExchangeList = 0x004F,
+    /// Every declared queue's definition.
+    QueueList = 0x0050,
 }

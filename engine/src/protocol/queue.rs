@@ -70,6 +70,36 @@ pub fn decode_queue_info(body: Bytes) -> Result<QueueInfo, ProtocolError> {
     })
 }
 
+/// The most definitions one list reply carries (more are cut; lists are for people).
+pub const LIST_DEFINITIONS_MAX: usize = 100_000;
+
+/// `EXCHANGE_LIST` / `QUEUE_LIST` reply: `u32` count, then each definition as a `bytes`
+/// (`ExchangeConfig::encode` / `QueueConfig::encode`).
+pub fn encode_definitions(out: &mut BytesMut, definitions: impl ExactSizeIterator<Item = Vec<u8>>) {
+    let n = definitions.len().min(LIST_DEFINITIONS_MAX);
+    out.put_u32_le(n as u32);
+    for definition in definitions.take(n) {
+        Writer::bytes(out, &definition);
+    }
+}
+
+/// Reads an `EXCHANGE_LIST` / `QUEUE_LIST` reply, each definition with `decode`.
+pub fn decode_definitions<T>(
+    body: Bytes,
+    op: &'static str,
+    decode: impl Fn(&[u8]) -> Result<T, crate::storage::meta_value::DecodeError>,
+) -> Result<Vec<T>, ProtocolError> {
+    let mut r = Reader::new(body, op);
+    let n = r.count(4, LIST_DEFINITIONS_MAX)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let raw = r.bytes()?;
+        out.push(decode(&raw).map_err(|_| r.malformed("bad definition"))?);
+    }
+    r.end()?;
+    Ok(out)
+}
+
 /// `EXCHANGE_DELETE` / `QUEUE_DELETE` / `QUEUE_PURGE` / `QUEUE_INFO` body: a name and
 /// two flags (`if_unused`, `if_empty`; ignored by the ops without them).
 pub fn encode_target(out: &mut BytesMut, name: &str, if_unused: bool, if_empty: bool) {

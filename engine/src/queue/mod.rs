@@ -440,6 +440,17 @@ impl Queues {
             })?
     }
 
+    /// Every declared exchange (durable or not), by name. The default exchange (`""`)
+    /// is built in and not listed.
+    pub fn exchanges(&self) -> Vec<ExchangeConfig> {
+        self.catalog().exchanges.values().cloned().collect()
+    }
+
+    /// Every declared queue (durable or not, exclusive ones included), by name.
+    pub fn queues(&self) -> Vec<QueueConfig> {
+        self.catalog().queues.values().cloned().collect()
+    }
+
     /// A queue's figures.
     pub fn queue_info(&self, name: &str) -> Result<QueueInfo, QueueError> {
         let queue = name.to_owned();

@@ -192,7 +192,9 @@ fn handler(op: Op) -> Option<Handler> {
         | Op::QueueInfo
         | Op::QueueBind
         | Op::QueueUnbind
-        | Op::ExchangeBind => queue::manage,
+        | Op::ExchangeBind
+        | Op::ExchangeList
+        | Op::QueueList => queue::manage,
         Op::QueuePublish => queue::publish,
         Op::QueueConsume => queue::consume,
         Op::QueueCancel => queue::cancel,

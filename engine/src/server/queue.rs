@@ -13,7 +13,7 @@ use super::{control_request, control_request_claiming, defer, reply, ConnRef, Fa
 use crate::net::{Conn, ServerShared, ShardNetCounters, ShardServer};
 use crate::protocol::queue::{
     decode_answer, decode_definition, decode_publish, decode_target, encode_confirms,
-    encode_delivery, encode_queue_info, Bind, Confirmed, Consume,
+    encode_definitions, encode_delivery, encode_queue_info, Bind, Confirmed, Consume,
 };
 use crate::protocol::stream::decode_id;
 use crate::protocol::{ErrorCode, FrameHeader, Op};
@@ -44,7 +44,16 @@ fn counted(n: u64) -> Bytes {
     out.freeze()
 }
 
-/// Declarations, deletions, bindings: each runs on the control lane.
+/// A management request's work, run on the control lane as the connection.
+type Job = Box<dyn FnOnce(&ServerShared, &Connection) -> Result<Bytes, QueueError> + Send>;
+
+fn info_body(info: &crate::queue::QueueInfo) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_queue_info(&mut out, info);
+    out.freeze()
+}
+
+/// Declarations, deletions, listings, bindings: each runs on the control lane.
 pub(super) fn manage(
     ctx: &mut ShardCtx,
     server: &ShardServer,
@@ -52,8 +61,6 @@ pub(super) fn manage(
     header: &FrameHeader,
     body: Bytes,
 ) -> Result<(), Failure> {
-    type Job = Box<dyn FnOnce(&ServerShared, &Connection) -> Result<Bytes, QueueError> + Send>;
-
     let name = header.op.name();
     let job: Job = match header.op {
         Op::ExchangeDeclare => {
@@ -70,12 +77,7 @@ pub(super) fn manage(
         }
         Op::QueueDeclare => {
             let config = decode_definition(body, name, QueueConfig::decode)?;
-            Box::new(move |_, c| {
-                let info = c.declare_queue(config)?;
-                let mut out = BytesMut::new();
-                encode_queue_info(&mut out, &info);
-                Ok(out.freeze())
-            })
+            Box::new(move |_, c| c.declare_queue(config).map(|info| info_body(&info)))
         }
         Op::QueueDelete => {
             let (queue, if_unused, if_empty) = decode_target(body, name)?;
@@ -87,42 +89,56 @@ pub(super) fn manage(
         }
         Op::QueueInfo => {
             let (queue, _, _) = decode_target(body, name)?;
-            Box::new(move |s, _| {
-                let info = s.queues.queue_info(&queue)?;
-                let mut out = BytesMut::new();
-                encode_queue_info(&mut out, &info);
-                Ok(out.freeze())
-            })
+            Box::new(move |s, _| s.queues.queue_info(&queue).map(|info| info_body(&info)))
         }
-        Op::QueueBind | Op::QueueUnbind | Op::ExchangeBind => {
-            let bind = Bind::decode(body, name)?;
-            let op = header.op;
-            Box::new(move |s, c| {
-                let Bind {
-                    destination,
-                    source,
-                    routing_key,
-                    arguments,
-                } = bind;
-                match op {
-                    Op::QueueBind => c.bind_queue(&destination, &source, &routing_key, arguments),
-                    Op::QueueUnbind => {
-                        s.queues
-                            .unbind_queue(&destination, &source, &routing_key, arguments)
-                    }
-                    _ => s
-                        .queues
-                        .bind_exchange(&destination, &source, &routing_key, arguments),
-                }
-                .map(|()| Bytes::new())
-            })
-        }
+        Op::ExchangeList | Op::QueueList => listing(header.op, body)?,
+        Op::QueueBind | Op::QueueUnbind | Op::ExchangeBind => binding(header.op, body)?,
         op => unreachable!("{} is not a queues management op", op.name()),
     };
     let connection = connection(server, conn);
     control_request(ctx, server, conn, header, move |shared| {
         job(shared, &connection).map_err(Failure::from)
     })
+}
+
+/// `EXCHANGE_LIST` / `QUEUE_LIST`: every definition.
+fn listing(op: Op, body: Bytes) -> Result<Job, Failure> {
+    crate::protocol::Reader::new(body, op.name()).end()?;
+    Ok(Box::new(move |s, _| {
+        let mut out = BytesMut::new();
+        if op == Op::ExchangeList {
+            let all = s.queues.exchanges();
+            encode_definitions(&mut out, all.iter().map(ExchangeConfig::encode));
+        } else {
+            let all = s.queues.queues();
+            encode_definitions(&mut out, all.iter().map(QueueConfig::encode));
+        }
+        Ok(out.freeze())
+    }))
+}
+
+/// `QUEUE_BIND` (as the connection), `QUEUE_UNBIND`, `EXCHANGE_BIND`.
+fn binding(op: Op, body: Bytes) -> Result<Job, Failure> {
+    let bind = Bind::decode(body, op.name())?;
+    Ok(Box::new(move |s, c| {
+        let Bind {
+            destination,
+            source,
+            routing_key,
+            arguments,
+        } = bind;
+        match op {
+            Op::QueueBind => c.bind_queue(&destination, &source, &routing_key, arguments),
+            Op::QueueUnbind => {
+                s.queues
+                    .unbind_queue(&destination, &source, &routing_key, arguments)
+            }
+            _ => s
+                .queues
+                .bind_exchange(&destination, &source, &routing_key, arguments),
+        }
+        .map(|()| Bytes::new())
+    }))
 }
 
 pub(super) fn publish(

@@ -427,3 +427,47 @@ fn a_client_that_only_receives_is_not_closed_as_idle() {
         .ping()
         .expect("the receiving connection was never closed");
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let fx = Fixture::start(ServerConfig {
+        write_timeout: Duration::from_millis(300),
+        outbound_bytes_max: 1 << 20,
+        ..ServerConfig::default()
+    });
+    let open = || -> u64 {
+        let stats = fx.server.as_ref().expect("server").stats();
+        stats.iter().map(|s| s.connections_open).sum()
+    };
+    // A raw subscriber that never reads another byte.
+    let mut stuck = fx.raw();
+    let mut out = hello_frame("");
+    let sub = ringbroker::protocol::pubsub::Subscribe {
+        sub_id: 1,
+        pattern: "flood".into(),
+        queue_group: None,
+        max_messages: 0,
+    };
+    encode_frame(&mut out, Op::Subscribe, 0, 2, |b| sub.encode(b));
+    stuck.write_all(&out).expect("subscribe");
+    let publisher = fx.client();
+    publisher.ping().expect("ping");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(open(), 2);
+    let chunk = vec![7u8; 64 << 10];
+    let deadline = Instant::now() + WAIT;
+    while open() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck subscriber was never closed"
+        );
+        for _ in 0..16 {
+            publisher
+                .publish("flood", chunk.clone())
+                .expect("publishing goes on");
+        }
+        publisher.ping().expect("the publisher is unaffected");
+    }
+    publisher.ping().expect("still fine");
+    drop(stuck);
+}

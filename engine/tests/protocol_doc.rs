@@ -204,7 +204,8 @@ fn server_defaults_are_server_config_s() {
         bytes_of(get("outbound_bytes_max")),
         defaults.outbound_bytes_max
     );
-    assert_eq!(documented.len(), 8, "{:?}", documented.keys());
+    assert_eq!(duration_of(get("write_timeout")), defaults.write_timeout);
+    assert_eq!(documented.len(), 9, "{:?}", documented.keys());
 }
 
 /// The bytes of the worked example marked `<!-- protocol_doc: name -->`: hex pairs,

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// A connection must complete its `HELLO` within this. Default 10 s.
     pub handshake_timeout: Duration,
+    /// A send that makes no progress for this long (the client does not read) closes
+    /// the connection with `SlowConsumer`; zero disables. Default 10 s.
+    pub write_timeout: Duration,
     /// The most connections one shard holds; more are accepted and closed at once.
     /// Default 65536.
     pub connections_per_shard_max: usize,
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             connections_per_shard_max: 65536,
             outbound_bytes_max: 4 << 20,
             recv_buffers: 256,

@@ -69,6 +69,8 @@ pub(crate) struct Conn {
     last_output: Instant,
     /// When the sweep last sent this connection a PING.
     last_ping: Instant,
+    /// When the send in flight (or its latest part) was submitted.
+    send_started: Instant,
     /// The protocol state of the connection.
     pub(crate) session: Session,
 }
@@ -290,6 +292,7 @@ impl ShardServer {
             last_frame_in: now,
             last_output: now,
             last_ping: now,
+            send_started: now,
             session: Session::default(),
         }));
         self.0.conns.borrow_mut().insert(id, conn.clone());
@@ -434,6 +437,7 @@ impl ShardServer {
     }
 
     fn submit_send(&self, ctx: &mut ShardCtx, conn: &ConnRef, fd: RawFd, id: u64, data: Bytes) {
+        conn.borrow_mut().send_started = Instant::now();
         let submitted = if data.len() >= self.0.shared.config.send_zc_min_bytes {
             self.submit_send_zc(ctx, fd, id, data)
         } else {
@@ -684,6 +688,17 @@ impl ShardServer {
         }
     }
 
+    /// Whether `conn`'s send has made no progress for `write_timeout` while its output
+    /// is over the bound: the client stopped reading.
+    fn stuck(&self, conn: &Conn, now: Instant) -> bool {
+        let timeout = self.0.shared.config.write_timeout;
+        conn.sending
+            && conn.state != ConnState::Closed
+            && !timeout.is_zero()
+            && now.saturating_duration_since(conn.send_started) > timeout
+            && conn.output.len() > self.0.shared.config.outbound_bytes_max
+    }
+
     fn sweep_interval(&self) -> Duration {
         let config = &self.0.shared.config;
         let mut every = (config.heartbeat / 2).min(SWEEP_INTERVAL_MAX);
@@ -723,6 +738,19 @@ impl ShardServer {
                     now.saturating_duration_since(c.accepted_at),
                 )
             };
+            if self.stuck(&conn.borrow(), now) {
+                // The ERROR is queued behind the stuck send and may never arrive; the
+                // connection is closed either way.
+                self.fail(
+                    ctx,
+                    &conn,
+                    0,
+                    ErrorCode::SlowConsumer,
+                    "the client does not read",
+                );
+                self.close(ctx, &conn);
+                continue;
+            }
             match state {
                 ConnState::Handshake if since_accept > config.handshake_timeout => {
                     self.fail(ctx, &conn, 0, ErrorCode::IdleTimeout, "no HELLO in time");

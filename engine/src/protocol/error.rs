@@ -114,8 +114,9 @@ error_codes! {
     Locked = 15,
     /// A mandatory publish reached no queue.
     Unroutable = 16,
-    /// The connection's outbound queue stayed over its bound: the client does not
-    /// read. Fatal.
+    /// A send made no progress for the write timeout while the connection's output was
+    /// over its bound: the client does not read. Fatal (the server closes the
+    /// connection; this ERROR, queued behind the stuck send, may never arrive).
     SlowConsumer = 17,
     /// The connection was idle past the idle timeout. Fatal.
     IdleTimeout = 18,

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use ringbroker::protocol::session::HELLO_FIELD_BYTES_MAX;
 use ringbroker::protocol::{FRAME_MAX_DEFAULT, FRAME_MAX_LIMIT};
 use ringbroker::runtime::SHARDS_MAX;
@@ -78,11 +78,6 @@ pub struct Cli {
     /// 268435456 (default 16777216, i.e. 16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_frame: Option<u64>,
-    /// Durability for streams and queues created without one: `always` syncs before
-    /// acknowledging, `batch` groups syncs, `none` leaves flushing to the OS (default
-    /// always).
-    #[arg(long, value_enum, value_name = "POLICY")]
-    pub durability: Option<DurabilityDefault>,
     /// Token every client must present when it connects; unset means no
     /// authentication.
     #[arg(
@@ -93,7 +88,7 @@ pub struct Cli {
     )]
     pub auth_token: Option<String>,
     /// TOML file with the same settings as the flags (keys data_dir, shards, listen,
-    /// admin, max_frame, durability, auth_token, log_level); flags override it.
+    /// admin, max_frame, auth_token, log_level); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such
@@ -133,29 +128,6 @@ impl TryFrom<String> for AdminAddr {
     }
 }
 
-/// The durability policy given to streams and queues created without one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurabilityDefault {
-    /// Acknowledged after the `fdatasync` covering it.
-    #[default]
-    Always,
-    /// Acknowledged after a grouped `fdatasync` (fewer, larger syncs).
-    Batch,
-    /// Acknowledged after the write; the OS flushes when it likes.
-    None,
-}
-
-impl fmt::Display for DurabilityDefault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Always => "always",
-            Self::Batch => "batch",
-            Self::None => "none",
-        })
-    }
-}
-
 /// The config file: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,8 +142,6 @@ pub struct FileConfig {
     pub admin: Option<AdminAddr>,
     /// As `--max-frame`.
     pub max_frame: Option<u64>,
-    /// As `--durability`.
-    pub durability: Option<DurabilityDefault>,
     /// As `--auth-token`.
     pub auth_token: Option<String>,
     /// As `--log-level`.
@@ -227,8 +197,6 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The largest native-protocol frame, in bytes.
     pub max_frame: u32,
-    /// Durability for streams and queues created without one.
-    pub durability: DurabilityDefault,
     /// The token clients must present, if any.
     pub auth_token: Option<AuthToken>,
     /// The tracing filter (checked to parse).
@@ -353,7 +321,6 @@ impl Config {
                 AdminAddr::At(addr) => Some(addr),
             },
             max_frame: check_max_frame(cli.max_frame.or(file.max_frame))?,
-            durability: cli.durability.or(file.durability).unwrap_or_default(),
             auth_token: check_auth_token(cli.auth_token.or(file.auth_token))?,
             log_filter: check_log_filter(cli.log_level, file.log_level, &env.rust_log)?,
         };
@@ -476,7 +443,6 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:7070".parse().expect("addr"));
         assert_eq!(config.admin, Some("127.0.0.1:7071".parse().expect("addr")));
         assert_eq!(config.max_frame, 16 << 20);
-        assert_eq!(config.durability, DurabilityDefault::Always);
         assert_eq!(config.shards, None);
         assert_eq!(config.auth_token, None);
         assert_eq!(config.log_filter, "info");
@@ -485,8 +451,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file = parse_file("shards = 4\nlisten = \"127.0.0.1:9000\"\ndurability = \"none\"")
-            .expect("file");
+        let file =
+            parse_file("shards = 4\nlisten = \"127.0.0.1:9000\"\nmax_frame = 4096").expect("file");
         let cli = Cli {
             shards: Some(2),
             ..Cli::default()
@@ -494,7 +460,7 @@ mod tests {
         let config = resolve(cli, file).expect("config");
         assert_eq!(config.shards, Some(2));
         assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
-        assert_eq!(config.durability, DurabilityDefault::None);
+        assert_eq!(config.max_frame, 4096);
     }
 
     #[test]

@@ -178,7 +178,6 @@ fn log_startup(config: &Config) {
         shards = ?config.shards,
         listen = %config.listen,
         max_frame = config.max_frame,
-        durability = %config.durability,
         auth = config.auth_token.is_some(),
         "starting ringbrokerd {}",
         env!("CARGO_PKG_VERSION")

@@ -9,6 +9,7 @@ mod server;
 
 use std::time::{Duration, Instant};
 
+use ringbroker::api::Bind;
 use ringbroker::net::ServerConfig;
 use ringbroker::protocol::ErrorCode;
 use ringbroker::queue::{ConsumeOptions, ExchangeConfig, ExchangeKind, Message, QueueConfig};
@@ -32,10 +33,20 @@ fn topic_routing_confirms_and_mandatory_over_tcp() {
         .declare_queue(&QueueConfig::new("all"))
         .expect("queue all");
     client
-        .bind_queue("eu", "events", "orders.eu.*", vec![])
+        .bind_queue(&Bind {
+            destination: "eu".into(),
+            source: "events".into(),
+            routing_key: "orders.eu.*".into(),
+            arguments: vec![],
+        })
         .expect("bind eu");
     client
-        .bind_queue("all", "events", "orders.#", vec![])
+        .bind_queue(&Bind {
+            destination: "all".into(),
+            source: "events".into(),
+            routing_key: "orders.#".into(),
+            arguments: vec![],
+        })
         .expect("bind all");
     let confirms = client
         .publish_messages(

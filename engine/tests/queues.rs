@@ -44,6 +44,27 @@ fn send(q: &Queues, exchange: &str, key: &str, payload: &str) {
     .unwrap();
 }
 
+/// `n` persistent copies of `payload` for `queue`, through the default exchange.
+fn copies(queue: &str, payload: &Bytes, n: usize) -> Vec<(String, String, Message)> {
+    (0..n)
+        .map(|_| {
+            (
+                String::new(),
+                queue.to_owned(),
+                Message::persistent(payload.clone()),
+            )
+        })
+        .collect()
+}
+
+/// Consumer options with acknowledgements and `prefetch`.
+fn acked(prefetch: u32) -> ConsumeOptions {
+    ConsumeOptions {
+        prefetch,
+        no_ack: false,
+    }
+}
+
 fn text(d: &Delivery) -> String {
     String::from_utf8(d.payload.to_vec()).unwrap()
 }
@@ -83,15 +104,7 @@ fn simple_task_queue_each_task_processed_once_by_three_workers() {
         .map(|_| {
             let (q, seen) = (q.clone(), seen.clone());
             std::thread::spawn(move || {
-                let c = q
-                    .consume(
-                        "tasks",
-                        ConsumeOptions {
-                            prefetch: 10,
-                            no_ack: false,
-                        },
-                    )
-                    .unwrap();
+                let c = q.consume("tasks", acked(10)).unwrap();
                 let got = drain(&c);
                 seen.lock().unwrap().extend(got.iter().map(text));
                 got.len()
@@ -120,24 +133,8 @@ fn fair_dispatch_with_prefetch_one_favours_the_fast_worker() {
     let rt = runtime(2);
     let q = open(&rt, dir.path());
     queue(&q, "work");
-    let slow = q
-        .consume(
-            "work",
-            ConsumeOptions {
-                prefetch: 1,
-                no_ack: false,
-            },
-        )
-        .unwrap();
-    let fast = q
-        .consume(
-            "work",
-            ConsumeOptions {
-                prefetch: 1,
-                no_ack: false,
-            },
-        )
-        .unwrap();
+    let slow = q.consume("work", acked(1)).unwrap();
+    let fast = q.consume("work", acked(1)).unwrap();
     send(&q, "", "work", "0"); // the first consumer's turn
     let first_slow = slow.next(Duration::from_secs(5)).unwrap(); // held: the slow one is busy
     for i in 1..40 {
@@ -438,15 +435,7 @@ fn requeue_and_cancel_return_messages_in_order_flagged_redelivered() {
     for i in 0..5 {
         send(&q, "", "r", &format!("{i}"));
     }
-    let c = q
-        .consume(
-            "r",
-            ConsumeOptions {
-                prefetch: 3,
-                no_ack: false,
-            },
-        )
-        .unwrap();
+    let c = q.consume("r", acked(3)).unwrap();
     let got: Vec<Delivery> = (0..3)
         .map(|_| c.next(Duration::from_secs(5)).unwrap())
         .collect();
@@ -536,15 +525,7 @@ fn after_a_restart_exactly_the_unacked_persistent_messages_come_back_redelivered
             false,
         )
         .unwrap();
-        let c = q
-            .consume(
-                "durable",
-                ConsumeOptions {
-                    prefetch: 100,
-                    no_ack: false,
-                },
-            )
-            .unwrap();
+        let c = q.consume("durable", acked(100)).unwrap();
         let got: Vec<Delivery> = (0..11)
             .map(|_| c.next(Duration::from_secs(5)).unwrap())
             .collect();
@@ -677,30 +658,14 @@ fn fully_acknowledged_segments_are_removed() {
     queue(&q, "big");
     let payload = Bytes::from(vec![1u8; 1 << 20]);
     for _ in 0..3 {
-        let batch = (0..40)
-            .map(|_| {
-                (
-                    String::new(),
-                    "big".to_owned(),
-                    Message::persistent(payload.clone()),
-                )
-            })
-            .collect();
+        let batch = copies("big", &payload, 40);
         for r in q.publish_batch(batch, true).unwrap() {
             r.unwrap();
         }
     }
     let logs = dir.path().join("amqp/queues");
     assert!(dir_bytes(&logs) > 100 << 20);
-    let c = q
-        .consume(
-            "big",
-            ConsumeOptions {
-                prefetch: 10,
-                no_ack: false,
-            },
-        )
-        .unwrap();
+    let c = q.consume("big", acked(10)).unwrap();
     assert_eq!(drain(&c).len(), 120);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while dir_bytes(&logs) > 70 << 20 && std::time::Instant::now() < deadline {
@@ -908,15 +873,7 @@ fn big_persistent_batches_are_stored_and_a_deleted_queue_answers_its_waiting_pub
     let q = open(&rt, dir.path());
     queue(&q, "big");
     let payload = Bytes::from(vec![3u8; 24 << 20]);
-    let batch = (0..3)
-        .map(|_| {
-            (
-                String::new(),
-                "big".to_owned(),
-                Message::persistent(payload.clone()),
-            )
-        })
-        .collect();
+    let batch = copies("big", &payload, 3);
     for r in q.publish_batch(batch, true).unwrap() {
         assert_eq!(r.unwrap().queues, 1, "each 24 MiB message stored");
     }
@@ -926,15 +883,7 @@ fn big_persistent_batches_are_stored_and_a_deleted_queue_answers_its_waiting_pub
         Err(QueueError::Invalid { .. })
     ));
     let (tx, rx) = std::sync::mpsc::channel();
-    let batch = (0..2)
-        .map(|_| {
-            (
-                String::new(),
-                "big".to_owned(),
-                Message::persistent(payload.clone()),
-            )
-        })
-        .collect();
+    let batch = copies("big", &payload, 2);
     q.publish_with(batch, false, move |results| {
         let _ = tx.send(results);
     })
@@ -990,28 +939,12 @@ fn dead_letters_wait_out_a_full_log_instead_of_being_lost() {
     q.declare_queue(work).unwrap();
     let payload = Bytes::from(vec![9u8; 1 << 20]);
     for _ in 0..4 {
-        let batch = (0..40)
-            .map(|_| {
-                (
-                    String::new(),
-                    "work".to_owned(),
-                    Message::persistent(payload.clone()),
-                )
-            })
-            .collect();
+        let batch = copies("work", &payload, 40);
         for r in q.publish_batch(batch, true).unwrap() {
             r.unwrap();
         }
     }
-    let c = q
-        .consume(
-            "work",
-            ConsumeOptions {
-                prefetch: 200,
-                no_ack: false,
-            },
-        )
-        .unwrap();
+    let c = q.consume("work", acked(200)).unwrap();
     let mut last = 0;
     for _ in 0..160 {
         last = c.next(Duration::from_secs(5)).unwrap().delivery_tag;
@@ -1033,28 +966,12 @@ fn a_segment_holding_an_unacked_message_is_kept() {
         let q = open(&rt, dir.path());
         queue(&q, "held");
         for _ in 0..2 {
-            let batch = (0..40)
-                .map(|_| {
-                    (
-                        String::new(),
-                        "held".to_owned(),
-                        Message::persistent(payload.clone()),
-                    )
-                })
-                .collect();
+            let batch = copies("held", &payload, 40);
             for r in q.publish_batch(batch, true).unwrap() {
                 r.unwrap();
             }
         }
-        let c = q
-            .consume(
-                "held",
-                ConsumeOptions {
-                    prefetch: 100,
-                    no_ack: false,
-                },
-            )
-            .unwrap();
+        let c = q.consume("held", acked(100)).unwrap();
         let first = c.next(Duration::from_secs(5)).unwrap(); // held, never acked
         for _ in 1..80 {
             let d = c.next(Duration::from_secs(5)).unwrap();

@@ -148,13 +148,13 @@ impl BrokerApi for Client {
         Ok(Client::queue_info(self, name)?)
     }
     fn bind_queue(&self, b: &Bind) -> Result<()> {
-        Ok(self.bind_op(crate::protocol::Op::QueueBind, b)?)
+        Ok(Client::bind_queue(self, b)?)
     }
     fn unbind_queue(&self, b: &Bind) -> Result<()> {
-        Ok(self.bind_op(crate::protocol::Op::QueueUnbind, b)?)
+        Ok(Client::unbind_queue(self, b)?)
     }
     fn bind_exchange(&self, b: &Bind) -> Result<()> {
-        Ok(self.bind_op(crate::protocol::Op::ExchangeBind, b)?)
+        Ok(Client::bind_exchange(self, b)?)
     }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
         let results = Client::publish_messages(self, messages, mandatory)?;

@@ -33,6 +33,7 @@ use crate::protocol::{
 };
 use crate::pubsub::{Message, Subject};
 
+mod push;
 mod queue;
 mod stream;
 
@@ -185,8 +186,9 @@ struct Inner {
     stream: Mutex<TcpStream>,
     pending: Mutex<HashMap<u64, SyncSender<Reply>>>,
     subs: Mutex<HashMap<u64, SubSink>>,
-    consumers: Mutex<HashMap<u64, stream::ConsumerSink>>,
-    queue_consumers: Mutex<HashMap<u64, queue::QueueSink>>,
+    consumers: push::Sinks<crate::protocol::stream::Attach, crate::protocol::stream::Record>,
+    queue_consumers:
+        push::Sinks<crate::protocol::queue::Consume, crate::protocol::queue::QueueMessage>,
     next_correlation: AtomicU64,
     next_sub: AtomicU64,
     /// The connection is up (calls go through).

@@ -2,13 +2,12 @@
 //! and consumers whose deliveries the server pushes within their prefetch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{lock, Client, ClientError, Inner};
+use super::{lock, push, Client, ClientError, Inner};
 use crate::protocol::queue::{
     decode_confirms, decode_definitions, decode_delivery, decode_queue_info, encode_answer,
     encode_exchange, encode_publish, encode_queue, encode_target, Bind, Consume, QueueMessage,
@@ -17,27 +16,11 @@ use crate::protocol::queue::{
 use crate::protocol::{ErrorCode, Op, Reader};
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
 
-/// Deliveries one consumer buffers in the client beyond its prefetch (with prefetch 0,
-/// the bound on what the server may push ahead of the application). Allocated whole
-/// when the consumer is made, so it stays modest.
-const CONSUMER_BUFFER_MAX: usize = 1024;
-
-pub(super) struct QueueSink {
-    /// What to send again after a reconnect.
-    request: Consume,
-    tx: SyncSender<QueueMessage>,
-    closed: Arc<Mutex<Option<String>>>,
-}
-
 /// After a reconnect: consumes every queue again (the queue redelivered what was
 /// unacknowledged when the old connection closed). Exclusive queues went with the old
 /// connection; consuming one again gets `NotFound` (logged).
 pub(super) fn resubscribe(inner: &Inner) {
-    let requests: Vec<Consume> = lock(&inner.queue_consumers)
-        .values()
-        .map(|s| s.request.clone())
-        .collect();
-    for request in requests {
+    for request in push::requests(&inner.queue_consumers) {
         let correlation = inner.next_correlation.fetch_add(1, Ordering::Relaxed);
         let _ = inner.send(Op::QueueConsume, 0, correlation, |out| request.encode(out));
     }
@@ -46,26 +29,8 @@ pub(super) fn resubscribe(inner: &Inner) {
 /// Routes a pushed `QUEUE_MESSAGE` to its consumer.
 pub(super) fn on_push(inner: &Inner, body: Bytes) -> Result<(), String> {
     let (consumer_id, pushed) = decode_delivery(body).map_err(|e| e.to_string())?;
-    let tx = lock(&inner.queue_consumers)
-        .get(&consumer_id)
-        .map(|s| s.tx.clone());
-    if let Some(tx) = tx {
-        // Blocks while the application does not take deliveries (see the stream
-        // consumer's buffer).
-        let _ = tx.send(pushed);
-    }
+    push::route(&inner.queue_consumers, consumer_id, pushed);
     Ok(())
-}
-
-/// A `CONSUMER_CLOSED` for a queue consumer.
-pub(super) fn on_closed(inner: &Inner, id: u64, why: String) -> bool {
-    match lock(&inner.queue_consumers).remove(&id) {
-        Some(sink) => {
-            *lock(&sink.closed) = Some(why);
-            true
-        }
-        None => false,
-    }
 }
 
 fn count(body: Bytes, op: &'static str) -> Result<u64, ClientError> {
@@ -158,52 +123,24 @@ impl Client {
         Ok(decode_queue_info(body)?)
     }
 
-    /// Sends a binding op (`QUEUE_BIND`, `QUEUE_UNBIND`, `EXCHANGE_BIND`).
-    pub(crate) fn bind_op(&self, op: Op, bind: &Bind) -> Result<(), ClientError> {
+    fn bind_op(&self, op: Op, bind: &Bind) -> Result<(), ClientError> {
         self.call(op, |out| bind.encode(out), None).map(drop)
     }
 
-    /// Binds `queue` to `exchange` with `routing_key` (and `arguments`, for headers
-    /// exchanges).
-    pub fn bind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<(), ClientError> {
-        self.bind_op(
-            Op::QueueBind,
-            &bind(queue, exchange, routing_key, arguments),
-        )
+    /// Binds queue `bind.destination` to exchange `bind.source` with
+    /// `bind.routing_key` (and `bind.arguments`, for headers exchanges).
+    pub fn bind_queue(&self, bind: &Bind) -> Result<(), ClientError> {
+        self.bind_op(Op::QueueBind, bind)
     }
 
-    /// Removes a queue's binding.
-    pub fn unbind_queue(
-        &self,
-        queue: &str,
-        exchange: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<(), ClientError> {
-        self.bind_op(
-            Op::QueueUnbind,
-            &bind(queue, exchange, routing_key, arguments),
-        )
+    /// Removes that binding.
+    pub fn unbind_queue(&self, bind: &Bind) -> Result<(), ClientError> {
+        self.bind_op(Op::QueueUnbind, bind)
     }
 
-    /// Binds exchange `destination` to exchange `source`.
-    pub fn bind_exchange(
-        &self,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-        arguments: Vec<(Bytes, Bytes)>,
-    ) -> Result<(), ClientError> {
-        self.bind_op(
-            Op::ExchangeBind,
-            &bind(destination, source, routing_key, arguments),
-        )
+    /// Binds exchange `bind.destination` to exchange `bind.source`.
+    pub fn bind_exchange(&self, bind: &Bind) -> Result<(), ClientError> {
+        self.bind_op(Op::ExchangeBind, bind)
     }
 
     /// Publishes (exchange, routing key, message) triples in one frame and waits for
@@ -243,22 +180,13 @@ impl Client {
         options: ConsumeOptions,
     ) -> Result<ClientQueueConsumer, ClientError> {
         let id = self.inner.next_id();
-        let (tx, rx) = mpsc::sync_channel(CONSUMER_BUFFER_MAX);
-        let closed = Arc::new(Mutex::new(None));
         let request = Consume {
             consumer_id: id,
             queue: queue.to_owned(),
             prefetch: options.prefetch,
             no_ack: options.no_ack,
         };
-        lock(&self.inner.queue_consumers).insert(
-            id,
-            QueueSink {
-                request: request.clone(),
-                tx,
-                closed: closed.clone(),
-            },
-        );
+        let source = push::open(&self.inner.queue_consumers, id, request.clone());
         if let Err(error) = self.call(Op::QueueConsume, |out| request.encode(out), None) {
             lock(&self.inner.queue_consumers).remove(&id);
             return Err(error);
@@ -269,23 +197,8 @@ impl Client {
                 inner: self.inner.clone(),
                 cancelled: AtomicBool::new(false),
             }),
-            rx,
-            closed,
+            source,
         })
-    }
-}
-
-fn bind(
-    destination: &str,
-    source: &str,
-    routing_key: &str,
-    arguments: Vec<(Bytes, Bytes)>,
-) -> Bind {
-    Bind {
-        destination: destination.to_owned(),
-        source: source.to_owned(),
-        routing_key: routing_key.to_owned(),
-        arguments,
     }
 }
 
@@ -319,8 +232,7 @@ impl QueueConsumerShared {
 /// deliveries go back to the queue).
 pub struct ClientQueueConsumer {
     shared: Arc<QueueConsumerShared>,
-    rx: Receiver<QueueMessage>,
-    closed: Arc<Mutex<Option<String>>>,
+    source: push::Source<QueueMessage>,
 }
 
 impl std::fmt::Debug for ClientQueueConsumer {
@@ -361,20 +273,11 @@ impl ClientDelivery {
 impl ClientQueueConsumer {
     /// The next delivery, waiting up to `timeout`.
     pub fn next_timeout(&self, timeout: Duration) -> Result<ClientDelivery, ClientError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(delivery) => Ok(ClientDelivery {
-                delivery,
-                consumer: self.shared.clone(),
-            }),
-            Err(RecvTimeoutError::Timeout) => match lock(&self.closed).clone() {
-                Some(why) => Err(ClientError::Server {
-                    code: ErrorCode::NotFound,
-                    message: why,
-                }),
-                None => Err(ClientError::Timeout(timeout)),
-            },
-            Err(RecvTimeoutError::Disconnected) => Err(self.shared.inner.lost_error()),
-        }
+        let delivery = self.source.next(timeout, &self.shared.inner)?;
+        Ok(ClientDelivery {
+            delivery,
+            consumer: self.shared.clone(),
+        })
     }
 
     /// Acknowledges `delivery_tag` (and every earlier one, if `multiple`).

@@ -2,13 +2,12 @@
 //! records the server pushes (within the consumer's credit).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{lock, Client, ClientError, Inner};
+use super::{lock, push, Client, ClientError, Inner};
 use crate::protocol::stream::{
     decode_consumer_closed, decode_consumer_info, decode_message, decode_names,
     decode_publish_reply, decode_stream_info, encode_ack, encode_consumer_create, encode_nak,
@@ -17,27 +16,10 @@ use crate::protocol::stream::{
 use crate::protocol::{ErrorCode, Op, Reader, Writer};
 use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
 
-/// Records one consumer buffers in the client. The server pushes at most the
-/// consumer's `max_ack_pending` unacknowledged records; past this bound the client's
-/// reader waits (and the server stops pushing, as TCP pushes back). The buffer is
-/// allocated whole when the consumer is made, so it stays modest.
-const CONSUMER_BUFFER_MAX: usize = 1024;
-
-pub(super) struct ConsumerSink {
-    /// What to send again after a reconnect.
-    request: Attach,
-    tx: SyncSender<Record>,
-    closed: Arc<Mutex<Option<String>>>,
-}
-
 /// After a reconnect: attaches every consumer again (the group redelivers what was
 /// unacknowledged).
 pub(super) fn resubscribe(inner: &Inner) {
-    let requests: Vec<Attach> = lock(&inner.consumers)
-        .values()
-        .map(|s| s.request.clone())
-        .collect();
-    for request in requests {
+    for request in push::requests(&inner.consumers) {
         let op = match request.target {
             AttachTarget::Join(_) => Op::ConsumerJoin,
             AttachTarget::Subscribe(_) => Op::ConsumerSubscribe,
@@ -51,24 +33,13 @@ pub(super) fn resubscribe(inner: &Inner) {
 pub(super) fn on_push(inner: &Inner, op: Op, body: Bytes) -> Result<(), String> {
     if op == Op::ConsumerClosed {
         let (id, why) = decode_consumer_closed(body).map_err(|e| e.to_string())?;
-        let sink = lock(&inner.consumers).remove(&id);
-        match sink {
-            Some(sink) => *lock(&sink.closed) = Some(why),
-            None => {
-                super::queue::on_closed(inner, id, why);
-            }
+        if !push::close(&inner.consumers, id, why.clone()) {
+            push::close(&inner.queue_consumers, id, why);
         }
         return Ok(());
     }
     let (consumer_id, record) = decode_message(body).map_err(|e| e.to_string())?;
-    let tx = lock(&inner.consumers)
-        .get(&consumer_id)
-        .map(|s| s.tx.clone());
-    if let Some(tx) = tx {
-        // Blocks while the application does not take records: the server then stops
-        // pushing (the consumer's credit and TCP bound what is in flight).
-        let _ = tx.send(record);
-    }
+    push::route(&inner.consumers, consumer_id, record);
     Ok(())
 }
 
@@ -137,7 +108,7 @@ impl Client {
                     offset,
                     duplicate,
                 } => Ok(PublishAck {
-                    stream: Arc::from(stream),
+                    stream,
                     partition,
                     offset,
                     duplicate,
@@ -217,21 +188,12 @@ impl Client {
 
     fn attach(&self, stream: &str, target: AttachTarget) -> Result<ClientConsumer, ClientError> {
         let id = self.inner.next_id();
-        let (tx, rx) = mpsc::sync_channel(CONSUMER_BUFFER_MAX);
-        let closed = Arc::new(Mutex::new(None));
         let request = Attach {
             consumer_id: id,
             stream: stream.to_owned(),
             target,
         };
-        lock(&self.inner.consumers).insert(
-            id,
-            ConsumerSink {
-                request: request.clone(),
-                tx,
-                closed: closed.clone(),
-            },
-        );
+        let source = push::open(&self.inner.consumers, id, request.clone());
         let op = match request.target {
             AttachTarget::Join(_) => Op::ConsumerJoin,
             AttachTarget::Subscribe(_) => Op::ConsumerSubscribe,
@@ -253,8 +215,7 @@ impl Client {
                 left: AtomicBool::new(false),
             }),
             name,
-            rx,
-            closed,
+            source,
         })
     }
 }
@@ -269,8 +230,7 @@ struct ConsumerShared {
 pub struct ClientConsumer {
     shared: Arc<ConsumerShared>,
     name: String,
-    rx: Receiver<Record>,
-    closed: Arc<Mutex<Option<String>>>,
+    source: push::Source<Record>,
 }
 
 impl std::fmt::Debug for ClientConsumer {
@@ -328,17 +288,8 @@ impl ClientConsumer {
     /// The next record, waiting up to `timeout`. `Closed` when the server ended the
     /// consumer (the message says why).
     pub fn next_timeout(&self, timeout: Duration) -> Result<ClientStreamMessage, ClientError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(record) => Ok(self.wrap(record)),
-            Err(RecvTimeoutError::Timeout) => match lock(&self.closed).clone() {
-                Some(why) => Err(ClientError::Server {
-                    code: ErrorCode::NotFound,
-                    message: why,
-                }),
-                None => Err(ClientError::Timeout(timeout)),
-            },
-            Err(RecvTimeoutError::Disconnected) => Err(self.shared.inner.lost_error()),
-        }
+        let record = self.source.next(timeout, &self.shared.inner)?;
+        Ok(self.wrap(record))
     }
 
     /// Acknowledges many records in one frame.

@@ -6,6 +6,8 @@
 //! `StreamConfig::encode` / `ConsumerConfig::encode` write (the same encoding the
 //! metadata store keeps, specified in `docs/storage.md`): one codec for disk and wire.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::{ErrorCode, ProtocolError};
@@ -274,8 +276,9 @@ pub fn decode_publish(body: Bytes) -> Result<Vec<Publish>, ProtocolError> {
 pub enum PublishOutcome {
     /// Stored (or a duplicate of a record stored within the dedup window).
     Stored {
-        /// The stream that captured it.
-        stream: String,
+        /// The stream that captured it (shared with the engine's answer: no copy per
+        /// record on the server).
+        stream: Arc<str>,
         /// Its partition.
         partition: u32,
         /// Its offset there.
@@ -327,7 +330,7 @@ pub fn decode_publish_reply(body: Bytes) -> Result<Vec<PublishOutcome>, Protocol
     for _ in 0..n {
         out.push(match r.u16()? {
             0 => PublishOutcome::Stored {
-                stream: r.string()?,
+                stream: Arc::from(r.string()?),
                 partition: r.u32()?,
                 offset: r.u64()?,
                 duplicate: r.bool()?,

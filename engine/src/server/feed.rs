@@ -29,6 +29,8 @@ const PUMP_BATCH_MAX: usize = 256;
 pub(super) trait Feed: Send + Sync + 'static {
     /// What it hands out.
     type Item;
+    /// `stream` or `queue`, for messages.
+    const KIND: &'static str;
     /// The next buffered item; `Err(reason)` once the engine ended the consumer.
     fn next_item(&self) -> Result<Option<Self::Item>, String>;
     /// About to wait on `fd`: true if items (or the end) are already there.
@@ -118,6 +120,14 @@ impl Home {
     }
 }
 
+/// The answer to a request naming consumer `id` this connection does not have.
+pub(super) fn no_consumer<F: Feed>(id: u64) -> super::Failure {
+    super::Failure::new(
+        crate::protocol::ErrorCode::NotFound,
+        format!("no {} consumer {id} on this connection", F::KIND),
+    )
+}
+
 /// Detaches consumer `id` (`CONSUMER_LEAVE`, `QUEUE_CANCEL`) and answers the request.
 pub(super) fn detach<F: Feed>(
     ctx: &mut ShardCtx,
@@ -127,13 +137,7 @@ pub(super) fn detach<F: Feed>(
     id: u64,
 ) -> Result<(), super::Failure> {
     let slot = F::slots(&mut conn.borrow_mut().session).remove(&id);
-    let Some(slot) = slot else {
-        return Err(super::Failure::new(
-            crate::protocol::ErrorCode::NotFound,
-            format!("no such consumer {id} on this connection"),
-        ));
-    };
-    release(ctx, slot);
+    release(ctx, slot.ok_or_else(|| no_consumer::<F>(id))?);
     super::reply(ctx, server, conn, header, |_| {});
     Ok(())
 }

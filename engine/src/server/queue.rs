@@ -196,6 +196,7 @@ impl QueueFeed {
 }
 
 impl Feed for QueueFeed {
+    const KIND: &'static str = "queue";
     type Item = Delivery;
 
     fn next_item(&self) -> Result<Option<Delivery>, String> {
@@ -259,13 +260,6 @@ pub(super) fn cancel(
     feed::detach::<QueueFeed>(ctx, server, conn, header, id)
 }
 
-fn no_consumer(id: u64) -> Failure {
-    Failure::new(
-        ErrorCode::NotFound,
-        format!("no queue consumer {id} on this connection"),
-    )
-}
-
 pub(super) fn answer(
     ctx: &mut ShardCtx,
     server: &ShardServer,
@@ -280,7 +274,7 @@ pub(super) fn answer(
         .queue_consumers
         .get(&id)
         .map(|slot| slot.feed.clone())
-        .ok_or_else(|| no_consumer(id))?;
+        .ok_or_else(|| feed::no_consumer::<QueueFeed>(id))?;
     let consumer = feed
         .consumer()
         .map_err(|why| Failure::new(ErrorCode::NotFound, why))?;

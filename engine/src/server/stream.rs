@@ -35,6 +35,7 @@ fn outstanding(feed: &StreamFeed) -> std::sync::MutexGuard<'_, HashMap<(u32, u64
 }
 
 impl Feed for StreamFeed {
+    const KIND: &'static str = "stream";
     type Item = StreamMessage;
 
     fn next_item(&self) -> Result<Option<StreamMessage>, String> {
@@ -147,7 +148,7 @@ pub(super) fn publish(
             .into_iter()
             .map(|r| match r {
                 Ok(ack) => PublishOutcome::Stored {
-                    stream: ack.stream.to_string(),
+                    stream: ack.stream,
                     partition: ack.partition,
                     offset: ack.offset,
                     duplicate: ack.duplicate,
@@ -211,13 +212,6 @@ pub(super) fn leave(
     feed::detach::<StreamFeed>(ctx, server, conn, header, id)
 }
 
-fn no_consumer(id: u64) -> Failure {
-    Failure::new(
-        ErrorCode::NotFound,
-        format!("no stream consumer {id} on this connection"),
-    )
-}
-
 pub(super) fn ack(
     ctx: &mut ShardCtx,
     server: &ShardServer,
@@ -232,7 +226,7 @@ pub(super) fn ack(
             .session
             .consumers
             .get_mut(&id)
-            .ok_or_else(|| no_consumer(id))?;
+            .ok_or_else(|| feed::no_consumer::<StreamFeed>(id))?;
         let mut held = outstanding(&slot.feed);
         positions.iter().filter_map(|p| held.remove(p)).collect()
     };
@@ -260,7 +254,7 @@ pub(super) fn nak(
             .session
             .consumers
             .get_mut(&id)
-            .ok_or_else(|| no_consumer(id))?;
+            .ok_or_else(|| feed::no_consumer::<StreamFeed>(id))?;
         let removed = outstanding(&slot.feed).remove(&(partition, offset));
         removed
     };

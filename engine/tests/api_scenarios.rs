@@ -130,11 +130,15 @@ fn durable_consumer(api: &dyn BrokerApi, nak_offset: u64) {
     while seen.len() < 31 {
         let record = consumer.next(WAIT).expect("record");
         if !naked && record.delivery_count == 1 && record.offset == nak_offset {
-            consumer.nak(&record, Duration::ZERO).expect("nak");
+            consumer
+                .nak(record.partition, record.offset, Duration::ZERO)
+                .expect("nak");
             naked = true;
             continue;
         }
-        consumer.ack(std::slice::from_ref(&record)).expect("ack");
+        consumer
+            .ack(&[(record.partition, record.offset)])
+            .expect("ack");
         seen.insert((record.partition, record.offset));
     }
     assert!(naked);
@@ -235,6 +239,136 @@ fn listings(api: &dyn BrokerApi) {
     assert_eq!(queues, vec!["eu".to_owned()]);
 }
 
+/// Whether `fd` becomes readable within `WAIT`.
+fn readable(fd: std::os::fd::RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(WAIT.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd on the stack, for the length given.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n == 1 && pfd.revents & libc::POLLIN != 0
+}
+
+/// The event-loop protocol every consumer follows: nothing buffered, `arm` says wait,
+/// the fd turns readable when `publish` delivers, and `take` then finds the message.
+fn waits_on_fd<T>(
+    what: &str,
+    fd: std::os::fd::RawFd,
+    arm: impl Fn() -> bool,
+    clear: impl Fn(),
+    take: impl Fn() -> Option<T>,
+    publish: impl FnOnce(),
+) -> T {
+    assert!(take().is_none(), "{what}: nothing buffered yet");
+    assert!(!arm(), "{what}: arm with nothing buffered says wait");
+    publish();
+    assert!(readable(fd), "{what}: fd readable after a delivery");
+    clear();
+    let mut tries = 0;
+    loop {
+        if let Some(got) = take() {
+            return got;
+        }
+        tries += 1;
+        assert!(tries < 1000, "{what}: readable, yet nothing to take");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn event_loop_waiting(api: &dyn BrokerApi) {
+    let sub = api.subscribe("ticks.*", None).expect("subscribe");
+    let got = waits_on_fd(
+        "subscription",
+        sub.fd(),
+        || sub.arm(),
+        || sub.clear_notification().expect("clear"),
+        || sub.try_next().expect("open"),
+        || api.publish(message("ticks.a", b"t")).expect("publish"),
+    );
+    assert_eq!(&got.payload[..], b"t");
+
+    api.create_stream(&StreamConfig::new("ticks", &["stored.>"]))
+        .expect("stream");
+    let consumer = api
+        .subscribe_stream("ticks", &ConsumerConfig::default())
+        .expect("consumer");
+    let record = waits_on_fd(
+        "stream consumer",
+        consumer.fd(),
+        || consumer.arm(),
+        || consumer.clear_notification().expect("clear"),
+        || consumer.try_next().expect("open"),
+        || {
+            let publish = Publish::new("stored.a", Bytes::from_static(b"r"));
+            api.publish_records(&[publish]).expect("publish");
+        },
+    );
+    assert_eq!(&record.payload[..], b"r");
+    consumer
+        .ack(&[(record.partition, record.offset)])
+        .expect("ack");
+
+    api.declare_queue(&QueueConfig::new("jobs")).expect("queue");
+    let jobs = api
+        .consume("jobs", ConsumeOptions::default())
+        .expect("consume");
+    let job = waits_on_fd(
+        "queue consumer",
+        jobs.fd(),
+        || jobs.arm(),
+        || jobs.clear_notification().expect("clear"),
+        || jobs.try_next().expect("open"),
+        || {
+            let m = ringbroker::queue::Message::new(Bytes::from_static(b"j"));
+            let routed = (String::new(), "jobs".to_owned(), m);
+            api.publish_messages(&[routed], true).expect("publish");
+        },
+    );
+    assert_eq!(&job.payload[..], b"j");
+    jobs.ack(job.delivery_tag, false).expect("ack");
+}
+
+fn asynchronous_publishes(api: &dyn BrokerApi) {
+    api.create_stream(&StreamConfig::new("audit", &["audit.>"]))
+        .expect("stream");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let records: Vec<Publish> = (0..5u8)
+        .map(|i| Publish::new("audit.x", Bytes::from(vec![i])))
+        .chain([Publish::new("elsewhere", Bytes::new())])
+        .collect();
+    let stream_done = tx.clone();
+    api.publish_records_with(
+        records,
+        Box::new(move |r| drop(stream_done.send(format!("{r:?}")))),
+    )
+    .expect("queued");
+    let outcome = rx.recv_timeout(WAIT).expect("stream publish answered");
+    assert_eq!(outcome.matches("offset").count(), 5, "{outcome}");
+    assert!(
+        outcome.contains("NotFound"),
+        "the unstored subject: {outcome}"
+    );
+
+    api.declare_exchange(&ExchangeConfig::new("fan", ExchangeKind::Fanout))
+        .expect("exchange");
+    let m = || ringbroker::queue::Message::new(Bytes::from_static(b"m"));
+    let routed = vec![
+        ("fan".to_owned(), String::new(), m()),
+        ("fan".to_owned(), String::new(), m()),
+    ];
+    api.publish_messages_with(
+        routed,
+        true,
+        Box::new(move |r| drop(tx.send(format!("{r:?}")))),
+    )
+    .expect("queued");
+    let confirms = rx.recv_timeout(WAIT).expect("exchange publish answered");
+    assert_eq!(confirms.matches("Unroutable").count(), 2, "{confirms}");
+}
+
 macro_rules! both_ways {
     ($($scenario:ident),*) => {
         mod embedded {
@@ -261,4 +395,10 @@ macro_rules! both_ways {
     };
 }
 
-both_ways!(subjects, streams, queues);
+both_ways!(
+    subjects,
+    streams,
+    queues,
+    event_loop_waiting,
+    asynchronous_publishes
+);

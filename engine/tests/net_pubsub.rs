@@ -73,7 +73,10 @@ fn publish_reaches_subscribers_on_other_connections() {
         assert_eq!(&message.payload[..], &i.to_le_bytes());
     }
     publisher.ping().expect("ping");
-    assert!(sub.try_next().is_none(), "nothing else was published");
+    assert!(
+        sub.try_next().expect("open").is_none(),
+        "nothing else was published"
+    );
 }
 
 #[test]

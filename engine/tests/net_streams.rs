@@ -1,14 +1,18 @@
 //! Streams over TCP: definitions, keyed and deduplicated publishes, durable consumers
 //! whose records are pushed and acknowledged through the client, redelivery after a
-//! nak, consumer groups sharing partitions across connections, clear errors, and
-//! acknowledged records surviving a graceful restart.
+//! nak, consumer groups sharing partitions across connections, clear errors,
+//! acknowledged records surviving a graceful restart, and asynchronous publishes
+//! answered exactly once when the connection goes.
 
 #[path = "support/server.rs"]
 mod server;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use ringbroker::client::{Client, ClientConfig, ClientError};
 use ringbroker::net::ServerConfig;
 use ringbroker::protocol::ErrorCode;
 use ringbroker::stream::{ConsumerConfig, Publish, StreamConfig};
@@ -273,4 +277,71 @@ fn a_failed_fire_and_forget_frame_does_not_cost_the_connection() {
         .ping()
         .expect("still connected after the refused NAK");
     assert!(client.is_connected());
+}
+
+#[test]
+fn asynchronous_publishes_are_answered_once_even_when_the_connection_goes() {
+    let mut fx = Fixture::start(ServerConfig::default());
+    let client = Client::connect(ClientConfig {
+        reconnect: None,
+        ..ClientConfig::new(fx.url())
+    })
+    .expect("connect");
+    client.create_stream(&orders(2)).expect("create");
+    let consumer = client
+        .subscribe_stream("orders", ConsumerConfig::default())
+        .expect("consumer");
+    let answers = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let mut queued = 0;
+    for i in 0..200u32 {
+        let (answers, lost) = (answers.clone(), lost.clone());
+        let batch = [Publish::new("orders.eu", i.to_le_bytes().to_vec())];
+        let sent = client.publish_records_with(&batch, move |outcome| {
+            if matches!(outcome, Err(ClientError::Disconnected(_))) {
+                lost.fetch_add(1, Ordering::SeqCst);
+            }
+            answers.fetch_add(1, Ordering::SeqCst);
+        });
+        if sent.is_ok() {
+            queued += 1;
+        }
+        if i == 100 {
+            fx.server.take().expect("server").stop(Duration::ZERO);
+        }
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while answers.load(Ordering::SeqCst) < queued && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        answers.load(Ordering::SeqCst),
+        queued,
+        "each queued publish answered once"
+    );
+    assert!(queued >= 101, "publishes before the stop were sent");
+    assert!(
+        queued < 200,
+        "publishes after the disconnect are refused at once"
+    );
+    // The consumer's end: its fd turns readable and `try_next` reports the loss once
+    // the records it got are taken.
+    let mut ended = false;
+    for _ in 0..1000 {
+        match consumer.try_next() {
+            Ok(Some(_)) => continue,
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "the consumer reports the lost connection");
+    assert!(consumer.arm(), "an ended consumer is always ready");
+    assert!(
+        lost.load(Ordering::SeqCst) + 101 >= queued,
+        "publishes queued when the connection went are answered Disconnected"
+    );
 }

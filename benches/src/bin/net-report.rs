@@ -443,7 +443,10 @@ struct TcpInbox {
 impl Inbox for TcpInbox {
     fn next(&mut self, wait: Duration) -> Result<Option<Message>, String> {
         if wait.is_zero() {
-            return Ok(self.sub.try_next());
+            return self
+                .sub
+                .try_next()
+                .map_err(|e| format!("subscription: {e}"));
         }
         match self.sub.next_timeout(wait) {
             Ok(message) => Ok(Some(message)),

@@ -3,18 +3,23 @@
 //! exclusive queues live as long as the broker).
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{
-    Bind, BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed,
-    StreamConsumerApi, SubscriptionApi,
+    Bind, BrokerApi, ConfirmDone, Error, PublishDone, QueueConsumerApi, QueueMessage, Record,
+    Result, Routed, StreamConsumerApi, SubscriptionApi,
 };
 use crate::broker::Broker;
+use crate::protocol::ErrorCode;
 use crate::pubsub::{Message, SubscribeOptions, Subscription};
-use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueConsumer, QueueInfo};
+use crate::queue::{
+    Confirm, ConsumeOptions, Delivery, ExchangeConfig, QueueConfig, QueueConsumer, QueueError,
+    QueueInfo,
+};
 use crate::stream::{
     Consumer, ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo,
     StreamMessage,
@@ -24,33 +29,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-struct EmbeddedSubscription(Mutex<Subscription>);
+fn wait_error(error: std::io::Error) -> Error {
+    Error::new(ErrorCode::Internal, format!("eventfd: {error}"))
+}
+
+/// A subscription (its receiving end behind a lock: `Subscription` takes `&mut` to
+/// receive) and its eventfd, read once so asking for it never waits on a receiver.
+struct EmbeddedSubscription {
+    subscription: Mutex<Subscription>,
+    fd: RawFd,
+}
 
 impl SubscriptionApi for EmbeddedSubscription {
     fn next(&self, timeout: Duration) -> Result<Message> {
-        Ok(lock(&self.0).next_timeout(timeout)?)
+        Ok(lock(&self.subscription).next_timeout(timeout)?)
     }
     fn try_next(&self) -> Result<Option<Message>> {
-        Ok(lock(&self.0).try_next()?)
+        Ok(lock(&self.subscription).try_next()?)
     }
     fn dropped(&self) -> u64 {
-        lock(&self.0).dropped()
+        lock(&self.subscription).dropped()
+    }
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+    fn arm(&self) -> bool {
+        lock(&self.subscription).arm()
+    }
+    fn clear_notification(&self) -> Result<()> {
+        lock(&self.subscription)
+            .clear_notification()
+            .map_err(wait_error)
     }
 }
 
-/// A stream consumer and the records it handed out that still need their ack.
+/// A stream consumer, the lock its receivers take (a group member is read by one
+/// thread at a time), and the records it handed out that still need their ack.
 struct EmbeddedConsumer {
     consumer: Consumer,
+    receive: Mutex<()>,
     outstanding: Mutex<HashMap<(u32, u64), StreamMessage>>,
 }
 
-impl StreamConsumerApi for EmbeddedConsumer {
-    fn name(&self) -> &str {
-        self.consumer.name()
-    }
-
-    fn next(&self, timeout: Duration) -> Result<Record> {
-        let message = self.consumer.next(timeout)?;
+impl EmbeddedConsumer {
+    /// The record a message carries; the message is kept for its ack.
+    fn hand_out(&self, message: StreamMessage) -> Record {
         let record = Record {
             partition: message.partition,
             offset: message.offset,
@@ -65,49 +88,81 @@ impl StreamConsumerApi for EmbeddedConsumer {
         if message.route.is_some() {
             lock(&self.outstanding).insert((message.partition, message.offset), message);
         }
-        Ok(record)
+        record
+    }
+}
+
+impl StreamConsumerApi for EmbeddedConsumer {
+    fn name(&self) -> &str {
+        self.consumer.name()
     }
 
-    fn ack(&self, records: &[Record]) -> Result<()> {
+    fn next(&self, timeout: Duration) -> Result<Record> {
+        let message = {
+            let _receiving = lock(&self.receive);
+            self.consumer.next(timeout)?
+        };
+        Ok(self.hand_out(message))
+    }
+
+    fn try_next(&self) -> Result<Option<Record>> {
+        let message = {
+            let _receiving = lock(&self.receive);
+            self.consumer.try_next()?
+        };
+        Ok(message.map(|m| self.hand_out(m)))
+    }
+
+    fn ack(&self, positions: &[(u32, u64)]) -> Result<()> {
         let messages: Vec<StreamMessage> = {
             let mut held = lock(&self.outstanding);
-            records
-                .iter()
-                .filter_map(|r| held.remove(&(r.partition, r.offset)))
-                .collect()
+            positions.iter().filter_map(|p| held.remove(p)).collect()
         };
         Ok(self.consumer.ack_all(&messages)?)
     }
 
-    fn nak(&self, record: &Record, delay: Duration) -> Result<()> {
-        let message = lock(&self.outstanding).remove(&(record.partition, record.offset));
+    fn nak(&self, partition: u32, offset: u64, delay: Duration) -> Result<()> {
+        let message = lock(&self.outstanding).remove(&(partition, offset));
         match message {
             Some(message) => Ok(message.nak(delay)?),
             None => Err(Error::new(
-                crate::protocol::ErrorCode::NotFound,
-                format!(
-                    "record {}/{} is not outstanding on this consumer",
-                    record.partition, record.offset
-                ),
+                ErrorCode::NotFound,
+                format!("record {partition}/{offset} is not outstanding on this consumer"),
             )),
         }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.consumer.fd()
+    }
+    fn arm(&self) -> bool {
+        self.consumer.arm()
+    }
+    fn clear_notification(&self) -> Result<()> {
+        self.consumer.clear_notification().map_err(wait_error)
     }
 }
 
 struct EmbeddedQueueConsumer(QueueConsumer);
 
+fn queue_message(d: Delivery) -> QueueMessage {
+    QueueMessage {
+        delivery_tag: d.delivery_tag,
+        redelivered: d.redelivered,
+        queue: d.queue.to_string(),
+        exchange: d.exchange.to_string(),
+        routing_key: d.routing_key.to_string(),
+        properties: (*d.properties).clone(),
+        payload: d.payload,
+    }
+}
+
 impl QueueConsumerApi for EmbeddedQueueConsumer {
     fn next(&self, timeout: Duration) -> Result<QueueMessage> {
-        let d = self.0.next(timeout)?;
-        Ok(QueueMessage {
-            delivery_tag: d.delivery_tag,
-            redelivered: d.redelivered,
-            queue: d.queue.to_string(),
-            exchange: d.exchange.to_string(),
-            routing_key: d.routing_key.to_string(),
-            properties: (*d.properties).clone(),
-            payload: d.payload,
-        })
+        Ok(queue_message(self.0.next(timeout)?))
+    }
+    fn try_next(&self) -> Result<Option<QueueMessage>> {
+        Ok(self.0.try_next()?.map(queue_message))
     }
     fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
         Ok(self.0.ack(delivery_tag, multiple)?)
@@ -115,11 +170,28 @@ impl QueueConsumerApi for EmbeddedQueueConsumer {
     fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
         Ok(self.0.nack(delivery_tag, multiple, requeue)?)
     }
+    fn fd(&self) -> RawFd {
+        self.0.fd()
+    }
+    fn arm(&self) -> bool {
+        self.0.arm()
+    }
+    fn clear_notification(&self) -> Result<()> {
+        self.0.clear_notification().map_err(wait_error)
+    }
+}
+
+/// A confirm as the API reports it: the number of queues reached.
+fn confirm_outcome(result: std::result::Result<Confirm, QueueError>) -> Result<u32> {
+    result
+        .map(|c| u32::try_from(c.queues).unwrap_or(u32::MAX))
+        .map_err(Error::from)
 }
 
 fn boxed_consumer(consumer: Consumer) -> Box<dyn StreamConsumerApi> {
     Box::new(EmbeddedConsumer {
         consumer,
+        receive: Mutex::new(()),
         outstanding: Mutex::new(HashMap::new()),
     })
 }
@@ -139,7 +211,10 @@ impl BrokerApi for Broker {
             ..SubscribeOptions::default()
         };
         let subscription = self.pubsub().subscribe(pattern, options)?;
-        Ok(Box::new(EmbeddedSubscription(Mutex::new(subscription))))
+        Ok(Box::new(EmbeddedSubscription {
+            fd: subscription.fd(),
+            subscription: Mutex::new(subscription),
+        }))
     }
 
     fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message> {
@@ -167,6 +242,15 @@ impl BrokerApi for Broker {
             .into_iter()
             .map(|r| r.map_err(Error::from))
             .collect())
+    }
+    fn publish_records_with(&self, records: Vec<Publish>, done: PublishDone) -> Result<()> {
+        Broker::streams(self).publish_with(records, move |results| {
+            done(Ok(results
+                .into_iter()
+                .map(|r| r.map_err(Error::from))
+                .collect()));
+        })?;
+        Ok(())
     }
     fn create_consumer(&self, stream: &str, config: &ConsumerConfig) -> Result<()> {
         Ok(Broker::streams(self).create_consumer(stream, config.clone())?)
@@ -236,13 +320,19 @@ impl BrokerApi for Broker {
     }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
         let results = self.queues().publish_batch(messages.to_vec(), mandatory)?;
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.map(|c| u32::try_from(c.queues).unwrap_or(u32::MAX))
-                    .map_err(Error::from)
-            })
-            .collect())
+        Ok(results.into_iter().map(confirm_outcome).collect())
+    }
+    fn publish_messages_with(
+        &self,
+        messages: Vec<Routed>,
+        mandatory: bool,
+        done: ConfirmDone,
+    ) -> Result<()> {
+        self.queues()
+            .publish_with(messages, mandatory, move |results| {
+                done(Ok(results.into_iter().map(confirm_outcome).collect()));
+            })?;
+        Ok(())
     }
     fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn QueueConsumerApi>> {
         let consumer = self.connection().consume(queue, options)?;

@@ -111,6 +111,7 @@ impl From<ClientError> for Error {
             ClientError::Protocol(e) => e.code(),
             ClientError::Timeout(_) => ErrorCode::Timeout,
             ClientError::Closed => ErrorCode::ShuttingDown,
+            ClientError::Resource(_) => ErrorCode::Internal,
         };
         Self::new(code, error.to_string())
     }

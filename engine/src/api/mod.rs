@@ -14,6 +14,7 @@ mod embedded;
 mod error;
 mod remote;
 
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,36 +32,86 @@ pub use crate::protocol::queue::{Bind, QueueMessage, Routed};
 pub use crate::protocol::stream::Record;
 
 /// A subscription to subjects. Dropping it unsubscribes.
-pub trait SubscriptionApi: Send {
+///
+/// Receive from one thread at a time (a blocking `next` holds the receiving end); the
+/// other methods may be called from any thread.
+///
+/// Waiting from an event loop: take messages with `try_next` until `Ok(None)`, then
+/// `arm`; if it returns true take again, else wait for `fd` to be readable, call
+/// `clear_notification`, and take again.
+pub trait SubscriptionApi: Send + Sync {
     /// The next message, waiting up to `timeout` (`Timeout` if none came).
     fn next(&self, timeout: Duration) -> Result<Message>;
     /// The next message if one is buffered.
     fn try_next(&self) -> Result<Option<Message>>;
     /// Messages dropped because the subscriber fell behind (subjects are at most once).
     fn dropped(&self) -> u64;
+    /// The eventfd that becomes readable when messages arrive (after `arm`).
+    fn fd(&self) -> RawFd;
+    /// Announces the caller is about to wait on `fd`; true if messages (or the end)
+    /// are already there.
+    fn arm(&self) -> bool;
+    /// Clears the eventfd after it was readable.
+    fn clear_notification(&self) -> Result<()>;
 }
 
 /// A stream consumer (a member of its group). Dropping it leaves the group.
-pub trait StreamConsumerApi: Send {
+///
+/// Receive from one thread at a time; acknowledge from any. Event-loop waiting works as
+/// for `SubscriptionApi`.
+pub trait StreamConsumerApi: Send + Sync {
     /// The consumer's (group's) name.
     fn name(&self) -> &str;
     /// The next record, waiting up to `timeout` (`Timeout` if none came).
     fn next(&self, timeout: Duration) -> Result<Record>;
-    /// Acknowledges records this consumer received.
-    fn ack(&self, records: &[Record]) -> Result<()>;
-    /// Asks for a record again after `delay`.
-    fn nak(&self, record: &Record, delay: Duration) -> Result<()>;
+    /// The next record if one is buffered.
+    fn try_next(&self) -> Result<Option<Record>>;
+    /// Acknowledges records this consumer received, by (partition, offset).
+    fn ack(&self, positions: &[(u32, u64)]) -> Result<()>;
+    /// Asks for the record at (partition, offset) again after `delay`.
+    fn nak(&self, partition: u32, offset: u64, delay: Duration) -> Result<()>;
+    /// The eventfd that becomes readable when records arrive (after `arm`).
+    fn fd(&self) -> RawFd;
+    /// Announces the caller is about to wait on `fd`; true if records (or the end) are
+    /// already there.
+    fn arm(&self) -> bool;
+    /// Clears the eventfd after it was readable.
+    fn clear_notification(&self) -> Result<()>;
 }
 
 /// A queue consumer. Dropping it cancels it (unacknowledged deliveries go back).
-pub trait QueueConsumerApi: Send {
+///
+/// Receive from one thread at a time; acknowledge from any. Event-loop waiting works as
+/// for `SubscriptionApi`.
+pub trait QueueConsumerApi: Send + Sync {
     /// The next delivery, waiting up to `timeout` (`Timeout` if none came).
     fn next(&self, timeout: Duration) -> Result<QueueMessage>;
+    /// The next delivery if one is buffered.
+    fn try_next(&self) -> Result<Option<QueueMessage>>;
     /// Acknowledges `delivery_tag` (and every earlier one, if `multiple`).
     fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()>;
     /// Rejects: back to the queue (`requeue`) or dead-lettered / dropped.
     fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()>;
+    /// The eventfd that becomes readable when deliveries arrive (after `arm`).
+    fn fd(&self) -> RawFd;
+    /// Announces the caller is about to wait on `fd`; true if deliveries (or the end)
+    /// are already there.
+    fn arm(&self) -> bool;
+    /// Clears the eventfd after it was readable.
+    fn clear_notification(&self) -> Result<()>;
 }
+
+/// Each record's outcome, or why the whole publish failed.
+pub type PublishOutcomes = Result<Vec<Result<PublishAck>>>;
+/// Each message's confirm (the number of queues it reached), or why the whole publish
+/// failed.
+pub type ConfirmOutcomes = Result<Vec<Result<u32>>>;
+/// What an asynchronous stream publish calls with its outcomes, exactly once, on an
+/// engine or client thread (keep it short; never block in it).
+pub type PublishDone = Box<dyn FnOnce(PublishOutcomes) + Send>;
+/// What an asynchronous exchange publish calls with its confirms, exactly once, on an
+/// engine or client thread (keep it short; never block in it).
+pub type ConfirmDone = Box<dyn FnOnce(ConfirmOutcomes) + Send>;
 
 /// Every operation of the three models. See the models' own docs for the semantics;
 /// each method here behaves as the method of the same name there.
@@ -88,6 +139,9 @@ pub trait BrokerApi: Send + Sync {
     fn streams(&self) -> Result<Vec<String>>;
     /// Publishes records and waits until each is stored under its stream's policy.
     fn publish_records(&self, records: &[Publish]) -> Result<Vec<Result<PublishAck>>>;
+    /// Publishes records without waiting: `done` gets one outcome per record, in
+    /// order. When this returns `Err`, `done` is not called.
+    fn publish_records_with(&self, records: Vec<Publish>, done: PublishDone) -> Result<()>;
     /// Creates a durable consumer.
     fn create_consumer(&self, stream: &str, config: &ConsumerConfig) -> Result<()>;
     /// Deletes a durable consumer.
@@ -129,6 +183,14 @@ pub trait BrokerApi: Send + Sync {
     fn bind_exchange(&self, bind: &Bind) -> Result<()>;
     /// Publishes messages to exchanges and waits for each confirm (queues reached).
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>>;
+    /// Publishes to exchanges without waiting: `done` gets one confirm per message, in
+    /// order. When this returns `Err`, `done` is not called.
+    fn publish_messages_with(
+        &self,
+        messages: Vec<Routed>,
+        mandatory: bool,
+        done: ConfirmDone,
+    ) -> Result<()>;
     /// Starts consuming a queue.
     fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn QueueConsumerApi>>;
 }

@@ -1,15 +1,16 @@
 //! `BrokerApi` for a remote broker through `client::Client`: each method calls the
 //! client's method of the same name and maps its error.
 
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{
-    Bind, BrokerApi, Error, QueueConsumerApi, QueueMessage, Record, Result, Routed,
-    StreamConsumerApi, SubscriptionApi,
+    Bind, BrokerApi, ConfirmDone, Error, PublishDone, QueueConsumerApi, QueueMessage, Record,
+    Result, Routed, StreamConsumerApi, SubscriptionApi,
 };
-use crate::client::{Client, ClientConsumer, ClientQueueConsumer, ClientSubscription};
+use crate::client::{Client, ClientConsumer, ClientError, ClientQueueConsumer, ClientSubscription};
 use crate::pubsub::Message;
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
 use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
@@ -19,10 +20,19 @@ impl SubscriptionApi for ClientSubscription {
         Ok(self.next_timeout(timeout)?)
     }
     fn try_next(&self) -> Result<Option<Message>> {
-        Ok(ClientSubscription::try_next(self))
+        Ok(ClientSubscription::try_next(self)?)
     }
     fn dropped(&self) -> u64 {
         ClientSubscription::dropped(self)
+    }
+    fn fd(&self) -> RawFd {
+        ClientSubscription::fd(self)
+    }
+    fn arm(&self) -> bool {
+        ClientSubscription::arm(self)
+    }
+    fn clear_notification(&self) -> Result<()> {
+        Ok(ClientSubscription::clear_notification(self)?)
     }
 }
 
@@ -33,12 +43,23 @@ impl StreamConsumerApi for ClientConsumer {
     fn next(&self, timeout: Duration) -> Result<Record> {
         Ok(self.next_timeout(timeout)?.record)
     }
-    fn ack(&self, records: &[Record]) -> Result<()> {
-        let positions: Vec<(u32, u64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
-        Ok(self.ack_positions(&positions)?)
+    fn try_next(&self) -> Result<Option<Record>> {
+        Ok(ClientConsumer::try_next(self)?.map(|m| m.record))
     }
-    fn nak(&self, record: &Record, delay: Duration) -> Result<()> {
-        Ok(self.nak_position(record.partition, record.offset, delay)?)
+    fn ack(&self, positions: &[(u32, u64)]) -> Result<()> {
+        Ok(self.ack_positions(positions)?)
+    }
+    fn nak(&self, partition: u32, offset: u64, delay: Duration) -> Result<()> {
+        Ok(self.nak_position(partition, offset, delay)?)
+    }
+    fn fd(&self) -> RawFd {
+        ClientConsumer::fd(self)
+    }
+    fn arm(&self) -> bool {
+        ClientConsumer::arm(self)
+    }
+    fn clear_notification(&self) -> Result<()> {
+        Ok(ClientConsumer::clear_notification(self)?)
     }
 }
 
@@ -46,8 +67,20 @@ impl QueueConsumerApi for ClientQueueConsumer {
     fn next(&self, timeout: Duration) -> Result<QueueMessage> {
         Ok(self.next_timeout(timeout)?.delivery)
     }
+    fn try_next(&self) -> Result<Option<QueueMessage>> {
+        Ok(ClientQueueConsumer::try_next(self)?.map(|d| d.delivery))
+    }
     fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
         Ok(ClientQueueConsumer::ack(self, delivery_tag, multiple)?)
+    }
+    fn fd(&self) -> RawFd {
+        ClientQueueConsumer::fd(self)
+    }
+    fn arm(&self) -> bool {
+        ClientQueueConsumer::arm(self)
+    }
+    fn clear_notification(&self) -> Result<()> {
+        Ok(ClientQueueConsumer::clear_notification(self)?)
     }
     fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
         Ok(ClientQueueConsumer::nack(
@@ -57,6 +90,16 @@ impl QueueConsumerApi for ClientQueueConsumer {
             requeue,
         )?)
     }
+}
+
+/// Per-item client results as the API reports them.
+fn outcomes<T>(
+    results: std::result::Result<Vec<std::result::Result<T, ClientError>>, ClientError>,
+) -> Result<Vec<Result<T>>> {
+    Ok(results?
+        .into_iter()
+        .map(|r| r.map_err(Error::from))
+        .collect())
 }
 
 impl BrokerApi for Client {
@@ -90,11 +133,13 @@ impl BrokerApi for Client {
         Ok(Client::streams(self)?)
     }
     fn publish_records(&self, records: &[Publish]) -> Result<Vec<Result<PublishAck>>> {
-        let results = Client::publish_records(self, records)?;
-        Ok(results
-            .into_iter()
-            .map(|r| r.map_err(Error::from))
-            .collect())
+        outcomes(Client::publish_records(self, records))
+    }
+    fn publish_records_with(&self, records: Vec<Publish>, done: PublishDone) -> Result<()> {
+        Client::publish_records_with(self, &records, move |results| {
+            done(outcomes(results));
+        })?;
+        Ok(())
     }
     fn create_consumer(&self, stream: &str, config: &ConsumerConfig) -> Result<()> {
         Ok(Client::create_consumer(self, stream, config)?)
@@ -157,11 +202,18 @@ impl BrokerApi for Client {
         Ok(Client::bind_exchange(self, b)?)
     }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
-        let results = Client::publish_messages(self, messages, mandatory)?;
-        Ok(results
-            .into_iter()
-            .map(|r| r.map_err(Error::from))
-            .collect())
+        outcomes(Client::publish_messages(self, messages, mandatory))
+    }
+    fn publish_messages_with(
+        &self,
+        messages: Vec<Routed>,
+        mandatory: bool,
+        done: ConfirmDone,
+    ) -> Result<()> {
+        Client::publish_messages_with(self, &messages, mandatory, move |results| {
+            done(outcomes(results));
+        })?;
+        Ok(())
     }
     fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn QueueConsumerApi>> {
         Ok(Box::new(Client::consume(self, queue, options)?))

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,8 +37,8 @@ mod push;
 mod queue;
 mod stream;
 
-pub use queue::{ClientDelivery, ClientQueueConsumer};
-pub use stream::{ClientConsumer, ClientStreamMessage};
+pub use queue::{ClientDelivery, ClientQueueConsumer, ConfirmResults};
+pub use stream::{ClientConsumer, ClientStreamMessage, PublishResults};
 
 /// The URL scheme of the native protocol.
 pub const URL_SCHEME: &str = "ringbroker://";
@@ -136,6 +136,9 @@ pub enum ClientError {
     /// A subscription's messages were all taken and it has ended.
     #[error("subscription closed")]
     Closed,
+    /// The OS refused a resource the client needs (an eventfd for a consumer).
+    #[error("out of resources: {0}")]
+    Resource(String),
 }
 
 impl ClientError {
@@ -171,20 +174,67 @@ pub fn resolve_url(url: &str) -> Result<Vec<SocketAddr>, ClientError> {
 
 type Reply = Result<(FrameHeader, Bytes), ClientError>;
 
+/// What waits for a request's reply: a blocked caller, or a callback (an asynchronous
+/// publish). A callback dropped unanswered (the connection went, the client closed)
+/// runs with `Disconnected`, so every request is answered exactly once.
+enum Waiter {
+    Caller(SyncSender<Reply>),
+    Callback(Option<Box<dyn FnOnce(Reply) + Send>>),
+}
+
+impl Waiter {
+    fn answer(mut self, reply: Reply) {
+        match &mut self {
+            Self::Caller(tx) => drop(tx.try_send(reply)),
+            Self::Callback(done) => {
+                if let Some(done) = done.take() {
+                    done(reply);
+                }
+            }
+        }
+    }
+}
+
+impl Waiter {
+    /// Drops a callback without running it.
+    fn forget(&mut self) {
+        if let Self::Callback(done) = self {
+            done.take();
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Self::Callback(done) = self {
+            if let Some(done) = done.take() {
+                done(Err(ClientError::Disconnected("connection closed".into())));
+            }
+        }
+    }
+}
+
 /// Where a subscription's messages go. The channel is unbounded in type but bounded by
 /// `pending` (a `sync_channel` would allocate its whole capacity up front).
 struct SubSink {
     /// What to send again after a reconnect.
     request: Subscribe,
     tx: mpsc::Sender<Message>,
-    pending: Arc<AtomicUsize>,
+    ready: Arc<push::Readiness>,
     pending_max: usize,
     dropped: Arc<AtomicU64>,
 }
 
+impl Drop for SubSink {
+    /// No more messages will come: a waiting event loop wakes to see the end.
+    fn drop(&mut self) {
+        self.ready.end();
+    }
+}
+
 struct Inner {
     stream: Mutex<TcpStream>,
-    pending: Mutex<HashMap<u64, SyncSender<Reply>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     subs: Mutex<HashMap<u64, SubSink>>,
     consumers: push::Sinks<crate::protocol::stream::Attach, crate::protocol::stream::Record>,
     queue_consumers:
@@ -298,7 +348,7 @@ impl Client {
         let sub_id = self.inner.next_id();
         let (tx, rx) = mpsc::channel();
         let dropped = Arc::new(AtomicU64::new(0));
-        let pending = Arc::new(AtomicUsize::new(0));
+        let ready = push::Readiness::new()?;
         let request = Subscribe {
             sub_id,
             pattern: pattern.to_owned(),
@@ -310,7 +360,7 @@ impl Client {
             SubSink {
                 request: request.clone(),
                 tx,
-                pending: pending.clone(),
+                ready: ready.clone(),
                 pending_max: self.inner.config.subscription_pending_max,
                 dropped: dropped.clone(),
             },
@@ -321,8 +371,8 @@ impl Client {
         }
         Ok(ClientSubscription {
             sub_id,
-            rx,
-            pending,
+            rx: Mutex::new(rx),
+            ready,
             dropped,
             inner: self.inner.clone(),
             active: true,
@@ -363,7 +413,7 @@ impl Client {
     ) -> Result<(FrameHeader, Bytes), ClientError> {
         let correlation = self.inner.next_correlation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(1);
-        lock(&self.inner.pending).insert(correlation, tx);
+        lock(&self.inner.pending).insert(correlation, Waiter::Caller(tx));
         if let Err(error) = self.send(op, 0, correlation, body) {
             lock(&self.inner.pending).remove(&correlation);
             return Err(error);
@@ -377,6 +427,29 @@ impl Client {
             }
             Err(RecvTimeoutError::Disconnected) => Err(self.inner.lost_error()),
         }
+    }
+
+    /// Sends a request frame; `done` runs with its reply (or error) on the reader
+    /// thread, or with `Disconnected` if the connection goes first. When this returns
+    /// `Err`, `done` is not called. There is no client-side deadline: the server
+    /// answers every request, and a lost connection answers the rest.
+    pub(crate) fn call_with(
+        &self,
+        op: Op,
+        body: impl FnOnce(&mut BytesMut),
+        done: Box<dyn FnOnce(Reply) + Send>,
+    ) -> Result<(), ClientError> {
+        let correlation = self.inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.pending).insert(correlation, Waiter::Callback(Some(done)));
+        if let Err(error) = self.send(op, 0, correlation, body) {
+            let unsent = lock(&self.inner.pending).remove(&correlation);
+            if let Some(mut waiter) = unsent {
+                // Not sent: the caller gets the error instead of the callback.
+                waiter.forget();
+            }
+            return Err(error);
+        }
+        Ok(())
     }
 
     fn send(
@@ -455,6 +528,17 @@ impl Inner {
     }
 }
 
+/// A batch reply's answers, refused unless there is one per item sent.
+fn one_answer_each<T>(answers: Vec<T>, sent: usize, what: &str) -> Result<Vec<T>, ClientError> {
+    if answers.len() != sent {
+        return Err(ClientError::Server {
+            code: ErrorCode::Malformed,
+            message: format!("{} answers for {sent} {what}", answers.len()),
+        });
+    }
+    Ok(answers)
+}
+
 fn subject_of(subject: &str) -> Result<Subject, ClientError> {
     Subject::new(Bytes::copy_from_slice(subject.as_bytes())).map_err(|e| ClientError::Server {
         code: ErrorCode::Invalid,
@@ -525,8 +609,9 @@ fn run_reader(inner: &Inner, mut stream: TcpStream) {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         *lock(&inner.lost) = Some(why.clone());
         inner.connected.store(false, Ordering::Release);
-        for (_, tx) in lock(&inner.pending).drain() {
-            let _ = tx.try_send(Err(ClientError::Disconnected(why.clone())));
+        let unanswered: Vec<Waiter> = lock(&inner.pending).drain().map(|(_, w)| w).collect();
+        for waiter in unanswered {
+            waiter.answer(Err(ClientError::Disconnected(why.clone())));
         }
         let retriable = !(why.starts_with("AuthFailed") || why.starts_with("VersionUnsupported"));
         let again = match inner.config.reconnect {
@@ -654,10 +739,10 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
         Op::Message => {
             let (sub_id, message) = decode_delivery(body).map_err(|e| e.to_string())?;
             if let Some(sink) = lock(&inner.subs).get(&sub_id) {
-                if sink.pending.load(Ordering::Acquire) >= sink.pending_max {
+                if sink.ready.buffered() >= sink.pending_max {
                     sink.dropped.fetch_add(1, Ordering::Relaxed);
                 } else if sink.tx.send(message).is_ok() {
-                    sink.pending.fetch_add(1, Ordering::AcqRel);
+                    sink.ready.pushed();
                 }
             }
             Ok(())
@@ -673,8 +758,9 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
                 code: error.code,
                 message: error.message.clone(),
             });
-            match lock(&inner.pending).remove(&header.correlation) {
-                Some(tx) => drop(tx.try_send(reply)),
+            let waiter = lock(&inner.pending).remove(&header.correlation);
+            match waiter {
+                Some(waiter) => waiter.answer(reply),
                 None if header.correlation != 0 => {
                     tracing::debug!(code = %error.code, message = %error.message, "unawaited request failed");
                 }
@@ -688,19 +774,21 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
             Ok(())
         }
         _ => {
-            if let Some(tx) = lock(&inner.pending).remove(&header.correlation) {
-                let _ = tx.try_send(Ok((header, body)));
+            let waiter = lock(&inner.pending).remove(&header.correlation);
+            if let Some(waiter) = waiter {
+                waiter.answer(Ok((header, body)));
             }
             Ok(())
         }
     }
 }
 
-/// A subscription made through a `Client`. Dropping it unsubscribes.
+/// A subscription made through a `Client`. Dropping it unsubscribes. One thread
+/// receives at a time.
 pub struct ClientSubscription {
     sub_id: u64,
-    rx: Receiver<Message>,
-    pending: Arc<AtomicUsize>,
+    rx: Mutex<Receiver<Message>>,
+    ready: Arc<push::Readiness>,
     dropped: Arc<AtomicU64>,
     inner: Arc<Inner>,
     active: bool,
@@ -717,21 +805,44 @@ impl std::fmt::Debug for ClientSubscription {
 impl ClientSubscription {
     /// The next message, waiting up to `timeout`.
     pub fn next_timeout(&self, timeout: Duration) -> Result<Message, ClientError> {
-        match self.rx.recv_timeout(timeout) {
+        let received = lock(&self.rx).recv_timeout(timeout);
+        match received {
             Ok(message) => Ok(self.taken(message)),
             Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(self.inner.lost_error()),
         }
     }
 
-    /// The next message if one is buffered.
-    pub fn try_next(&self) -> Option<Message> {
-        self.rx.try_recv().ok().map(|m| self.taken(m))
+    /// The next message if one is buffered; `Err` once the subscription ended (the
+    /// client closed) and every message was taken.
+    pub fn try_next(&self) -> Result<Option<Message>, ClientError> {
+        let received = lock(&self.rx).try_recv();
+        match received {
+            Ok(message) => Ok(Some(self.taken(message))),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => Err(self.inner.lost_error()),
+        }
     }
 
     fn taken(&self, message: Message) -> Message {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.ready.taken();
         message
+    }
+
+    /// The eventfd that becomes readable when messages arrive (after `arm`).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.ready.fd()
+    }
+
+    /// Announces the caller is about to wait on `fd()`; true if messages (or the end
+    /// of the subscription) are already there.
+    pub fn arm(&self) -> bool {
+        self.ready.arm()
+    }
+
+    /// Clears the eventfd after it was readable.
+    pub fn clear_notification(&self) -> Result<(), ClientError> {
+        self.ready.clear_notification()
     }
 
     /// Messages dropped because this subscription's buffer was full.

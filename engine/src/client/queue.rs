@@ -13,7 +13,7 @@ use crate::protocol::queue::{
     encode_exchange, encode_publish, encode_queue, encode_target, Bind, Consume, QueueMessage,
     Routed,
 };
-use crate::protocol::{ErrorCode, Op, Reader};
+use crate::protocol::{Op, Reader};
 use crate::queue::{ConsumeOptions, ExchangeConfig, QueueConfig, QueueInfo};
 
 /// After a reconnect: consumes every queue again (the queue redelivered what was
@@ -31,6 +31,18 @@ pub(super) fn on_push(inner: &Inner, body: Bytes) -> Result<(), String> {
     let (consumer_id, pushed) = decode_delivery(body).map_err(|e| e.to_string())?;
     push::route(&inner.queue_consumers, consumer_id, pushed);
     Ok(())
+}
+
+/// Each message's confirm (queues reached), or why the whole publish failed.
+pub type ConfirmResults = Result<Vec<Result<u32, ClientError>>, ClientError>;
+
+/// A `QUEUE_PUBLISH` reply: one confirm per message.
+fn confirm_results(body: Bytes, messages: usize) -> ConfirmResults {
+    let confirms = super::one_answer_each(decode_confirms(body)?, messages, "messages")?;
+    Ok(confirms
+        .into_iter()
+        .map(|c| c.map_err(|(code, message)| ClientError::Server { code, message }))
+        .collect())
 }
 
 fn count(body: Bytes, op: &'static str) -> Result<u64, ClientError> {
@@ -156,21 +168,28 @@ impl Client {
             |out| encode_publish(out, mandatory, messages),
             None,
         )?;
-        let confirms = decode_confirms(body)?;
-        if confirms.len() != messages.len() {
-            return Err(ClientError::Server {
-                code: ErrorCode::Malformed,
-                message: format!(
-                    "{} confirms for {} messages",
-                    confirms.len(),
-                    messages.len()
-                ),
-            });
-        }
-        Ok(confirms
-            .into_iter()
-            .map(|c| c.map_err(|(code, message)| ClientError::Server { code, message }))
-            .collect())
+        confirm_results(body, messages.len())
+    }
+
+    /// Publishes in one frame without waiting: `done` runs on the client's reader
+    /// thread with each confirm, in order (or with the error that failed the whole
+    /// frame, `Disconnected` if the connection went first). Keep it short. When this
+    /// returns `Err`, `done` is not called.
+    pub fn publish_messages_with<F>(
+        &self,
+        messages: &[Routed],
+        mandatory: bool,
+        done: F,
+    ) -> Result<(), ClientError>
+    where
+        F: FnOnce(ConfirmResults) + Send + 'static,
+    {
+        let n = messages.len();
+        self.call_with(
+            Op::QueuePublish,
+            |out| encode_publish(out, mandatory, messages),
+            Box::new(move |reply| done(reply.and_then(|(_, body)| confirm_results(body, n)))),
+        )
     }
 
     /// Starts consuming `queue`.
@@ -186,7 +205,7 @@ impl Client {
             prefetch: options.prefetch,
             no_ack: options.no_ack,
         };
-        let source = push::open(&self.inner.queue_consumers, id, request.clone());
+        let source = push::open(&self.inner.queue_consumers, id, request.clone())?;
         if let Err(error) = self.call(Op::QueueConsume, |out| request.encode(out), None) {
             lock(&self.inner.queue_consumers).remove(&id);
             return Err(error);
@@ -278,6 +297,32 @@ impl ClientQueueConsumer {
             delivery,
             consumer: self.shared.clone(),
         })
+    }
+
+    /// The next delivery if one is buffered; `Err` once the consumer ended (the
+    /// server's reason) or the client closed, and every delivery was taken.
+    pub fn try_next(&self) -> Result<Option<ClientDelivery>, ClientError> {
+        let delivery = self.source.try_next(&self.shared.inner)?;
+        Ok(delivery.map(|delivery| ClientDelivery {
+            delivery,
+            consumer: self.shared.clone(),
+        }))
+    }
+
+    /// The eventfd that becomes readable when deliveries arrive (after `arm`).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.source.ready.fd()
+    }
+
+    /// Announces the caller is about to wait on `fd()`; true if deliveries (or the end
+    /// of the consumer) are already there.
+    pub fn arm(&self) -> bool {
+        self.source.ready.arm()
+    }
+
+    /// Clears the eventfd after it was readable.
+    pub fn clear_notification(&self) -> Result<(), ClientError> {
+        self.source.ready.clear_notification()
     }
 
     /// Acknowledges `delivery_tag` (and every earlier one, if `multiple`).

@@ -13,7 +13,7 @@ use crate::protocol::stream::{
     decode_publish_reply, decode_stream_info, encode_ack, encode_consumer_create, encode_nak,
     encode_publish, encode_stream_config, Attach, AttachTarget, PublishOutcome, Record,
 };
-use crate::protocol::{ErrorCode, Op, Reader, Writer};
+use crate::protocol::{Op, Reader, Writer};
 use crate::stream::{ConsumerConfig, ConsumerInfo, Publish, PublishAck, StreamConfig, StreamInfo};
 
 /// After a reconnect: attaches every consumer again (the group redelivers what was
@@ -41,6 +41,31 @@ pub(super) fn on_push(inner: &Inner, op: Op, body: Bytes) -> Result<(), String> 
     let (consumer_id, record) = decode_message(body).map_err(|e| e.to_string())?;
     push::route(&inner.consumers, consumer_id, record);
     Ok(())
+}
+
+/// Each record's outcome, or why the whole publish failed.
+pub type PublishResults = Result<Vec<Result<PublishAck, ClientError>>, ClientError>;
+
+/// A `STREAM_PUBLISH` reply: one result per record.
+fn publish_results(body: Bytes, records: usize) -> PublishResults {
+    let outcomes = super::one_answer_each(decode_publish_reply(body)?, records, "records")?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            PublishOutcome::Stored {
+                stream,
+                partition,
+                offset,
+                duplicate,
+            } => Ok(PublishAck {
+                stream,
+                partition,
+                offset,
+                duplicate,
+            }),
+            PublishOutcome::Failed { code, message } => Err(ClientError::Server { code, message }),
+        })
+        .collect())
 }
 
 fn empty(
@@ -92,32 +117,24 @@ impl Client {
         records: &[Publish],
     ) -> Result<Vec<Result<PublishAck, ClientError>>, ClientError> {
         let (_, body) = self.call(Op::StreamPublish, |out| encode_publish(out, records), None)?;
-        let outcomes = decode_publish_reply(body)?;
-        if outcomes.len() != records.len() {
-            return Err(ClientError::Server {
-                code: ErrorCode::Malformed,
-                message: format!("{} answers for {} records", outcomes.len(), records.len()),
-            });
-        }
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                PublishOutcome::Stored {
-                    stream,
-                    partition,
-                    offset,
-                    duplicate,
-                } => Ok(PublishAck {
-                    stream,
-                    partition,
-                    offset,
-                    duplicate,
-                }),
-                PublishOutcome::Failed { code, message } => {
-                    Err(ClientError::Server { code, message })
-                }
-            })
-            .collect())
+        publish_results(body, records.len())
+    }
+
+    /// Publishes `records` in one frame without waiting: `done` runs on the client's
+    /// reader thread with one result per record, in order (or with the error that
+    /// failed the whole frame, `Disconnected` if the connection went first). Keep it
+    /// short: the reader handles nothing else meanwhile. When this returns `Err`,
+    /// `done` is not called.
+    pub fn publish_records_with<F>(&self, records: &[Publish], done: F) -> Result<(), ClientError>
+    where
+        F: FnOnce(PublishResults) + Send + 'static,
+    {
+        let n = records.len();
+        self.call_with(
+            Op::StreamPublish,
+            |out| encode_publish(out, records),
+            Box::new(move |reply| done(reply.and_then(|(_, body)| publish_results(body, n)))),
+        )
     }
 
     /// Publishes one record and waits until it is stored.
@@ -193,7 +210,7 @@ impl Client {
             stream: stream.to_owned(),
             target,
         };
-        let source = push::open(&self.inner.consumers, id, request.clone());
+        let source = push::open(&self.inner.consumers, id, request.clone())?;
         let op = match request.target {
             AttachTarget::Join(_) => Op::ConsumerJoin,
             AttachTarget::Subscribe(_) => Op::ConsumerSubscribe,
@@ -290,6 +307,29 @@ impl ClientConsumer {
     pub fn next_timeout(&self, timeout: Duration) -> Result<ClientStreamMessage, ClientError> {
         let record = self.source.next(timeout, &self.shared.inner)?;
         Ok(self.wrap(record))
+    }
+
+    /// The next record if one is buffered; `Err` once the consumer ended (the server's
+    /// reason) or the client closed, and every record was taken.
+    pub fn try_next(&self) -> Result<Option<ClientStreamMessage>, ClientError> {
+        let record = self.source.try_next(&self.shared.inner)?;
+        Ok(record.map(|r| self.wrap(r)))
+    }
+
+    /// The eventfd that becomes readable when records arrive (after `arm`).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.source.ready.fd()
+    }
+
+    /// Announces the caller is about to wait on `fd()`; true if records (or the end of
+    /// the consumer) are already there.
+    pub fn arm(&self) -> bool {
+        self.source.ready.arm()
+    }
+
+    /// Clears the eventfd after it was readable.
+    pub fn clear_notification(&self) -> Result<(), ClientError> {
+        self.source.ready.clear_notification()
     }
 
     /// Acknowledges many records in one frame.

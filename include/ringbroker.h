@@ -100,7 +100,8 @@ typedef struct ringbroker_msg_t ringbroker_msg_t;
 typedef int32_t ringbroker_status;
 
 /*
- The outcome of one item of an asynchronous publish (`ringbroker_completion`).
+ The outcome of one item of an asynchronous publish, or of an asynchronous request
+ (`ringbroker_completion`).
  */
 typedef struct ringbroker_completion {
   /*
@@ -136,6 +137,11 @@ typedef struct ringbroker_completion {
    `ringbroker_completions_poll` on the handle; NULL otherwise.
    */
   const char *message;
+  /*
+   Requests (`ringbroker_request_async`) with `status` OK: the reply, now the
+   caller's: free it with `ringbroker_msg_free`. NULL otherwise.
+   */
+  struct ringbroker_msg_t *reply;
 } ringbroker_completion;
 
 /*
@@ -421,6 +427,36 @@ typedef struct ringbroker_consumer_info_t {
    */
   uint32_t assigned;
 } ringbroker_consumer_info_t;
+
+/*
+ A message to publish on a subject (`ringbroker_subject_msg`).
+ */
+typedef struct ringbroker_subject_msg {
+  /*
+   The subject, NUL-terminated (no wildcards).
+   */
+  const char *subject;
+  /*
+   Where a responder answers, NUL-terminated; NULL: none.
+   */
+  const char *reply;
+  /*
+   Headers (copied); NULL if `headers_len` is 0.
+   */
+  const struct ringbroker_header *headers;
+  /*
+   How many headers.
+   */
+  uintptr_t headers_len;
+  /*
+   The payload (copied); NULL if `payload_len` is 0.
+   */
+  const uint8_t *payload;
+  /*
+   The payload's length.
+   */
+  uintptr_t payload_len;
+} ringbroker_subject_msg;
 
 /*
  Success.
@@ -796,10 +832,11 @@ int ringbroker_is_embedded(const struct ringbroker_t *handle);
 ringbroker_status ringbroker_completions_fd(const struct ringbroker_t *handle, int *fd);
 
 /*
- Moves up to `capacity` completions of asynchronous publishes into `out` (in the
- order the engine answered) and sets `*count` to how many; never blocks. The
- `message` pointers stay valid until the next poll on this handle: poll from one
- thread. Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
+ Moves up to `capacity` completions of asynchronous publishes and requests into
+ `out` (in the order the engine answered) and sets `*count` to how many; never
+ blocks. The `message` pointers stay valid until the next poll on this handle: poll
+ from one thread. Each non-NULL `reply` is the caller's to free with
+ `ringbroker_msg_free` (replies never polled are freed by `ringbroker_close`). Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
 
  # Safety
  `handle` must be NULL or live; `out` NULL or room for `capacity` completions;
@@ -1204,6 +1241,23 @@ ringbroker_status ringbroker_publish(const struct ringbroker_t *handle,
                                      uintptr_t len);
 
 /*
+ Publishes `count` messages in one go (fire and forget, at most once, as
+ `ringbroker_publish`, and far cheaper per message). Every message is checked
+ before any is sent: a bad one returns `RINGBROKER_INVALID_ARGUMENT` naming it and
+ publishes nothing. A remote batch travels in one frame: over the server's frame
+ limit it is refused whole with `RINGBROKER_FRAME_TOO_LARGE`. If the engine's
+ outbox fills in the middle of a batch, the rest is dropped (counted in the
+ engine's drop statistics). Other statuses as `ringbroker_publish`. Any thread.
+
+ # Safety
+ `handle` NULL or live; `msgs` NULL or `count` live messages whose pointers are
+ valid for the call.
+ */
+ringbroker_status ringbroker_publish_batch(const struct ringbroker_t *handle,
+                                           const struct ringbroker_subject_msg *msgs,
+                                           uintptr_t count);
+
+/*
  Answers request `msg` (a subject message with a reply subject) with `payload`.
  Returns `RINGBROKER_INVALID_ARGUMENT` if `msg` has no reply subject, else as
  `ringbroker_publish`. Any thread.
@@ -1249,6 +1303,27 @@ ringbroker_status ringbroker_request(const struct ringbroker_t *handle,
                                      uintptr_t len,
                                      int64_t timeout_ms,
                                      struct ringbroker_msg_t **reply);
+
+/*
+ Sends `payload` to `subject` without waiting for the reply: once it comes (or
+ `timeout_ms` passes, or nothing subscribes to `subject`), one completion tagged
+ `token` (index 0) is queued on the handle: status `RINGBROKER_OK` with `reply` set
+ (the caller's to free), or `RINGBROKER_NO_RESPONDERS`, `RINGBROKER_TIMEOUT`,
+ `RINGBROKER_DISCONNECTED` with `reply` NULL. The handle's fd turns readable;
+ `ringbroker_completions_poll` returns it. If this call returns an error
+ (`RINGBROKER_INVALID_ARGUMENT` for a NULL or invalid argument or a negative
+ timeout), no completion comes. Any thread.
+
+ # Safety
+ `handle` NULL or live; `subject` NULL or NUL-terminated; `payload` NULL or `len`
+ readable bytes.
+ */
+ringbroker_status ringbroker_request_async(const struct ringbroker_t *handle,
+                                           const char *subject_text,
+                                           const uint8_t *payload,
+                                           uintptr_t len,
+                                           int64_t timeout_ms,
+                                           uint64_t token);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -369,6 +369,64 @@ fn asynchronous_publishes(api: &dyn BrokerApi) {
     assert_eq!(confirms.matches("Unroutable").count(), 2, "{confirms}");
 }
 
+fn batches_and_asynchronous_requests(api: &dyn BrokerApi) {
+    let sub = api.subscribe("batch.>", None).expect("subscribe");
+    let batch: Vec<Message> = (0..100u8)
+        .map(|i| message(&format!("batch.{i}"), &[i]))
+        .collect();
+    api.publish_batch(batch).expect("batch queued");
+    for i in 0..100u8 {
+        let m = sub
+            .next(WAIT)
+            .expect("every message of the batch, in order");
+        assert_eq!(m.payload.as_ref(), &[i]);
+        assert_eq!(m.subject.as_str(), format!("batch.{i}"));
+    }
+
+    let responder = api.subscribe("svc.async", None).expect("responder");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let answered = tx.clone();
+    api.request_with(
+        "svc.async",
+        Bytes::from_static(b"ping"),
+        WAIT,
+        Box::new(move |r| drop(answered.send(r))),
+    )
+    .expect("request sent");
+    let request = responder.next(WAIT).expect("the request arrives");
+    let reply_to = request.reply.expect("a reply subject");
+    api.publish(Message::new(reply_to, Bytes::from_static(b"pong")))
+        .expect("reply");
+    let reply = rx.recv_timeout(WAIT).expect("answered").expect("a reply");
+    assert_eq!(reply.payload.as_ref(), b"pong");
+
+    let nobody = tx.clone();
+    api.request_with(
+        "svc.nobody",
+        Bytes::new(),
+        WAIT,
+        Box::new(move |r| drop(nobody.send(r))),
+    )
+    .expect("request sent");
+    let answer = rx.recv_timeout(WAIT).expect("answered at once");
+    assert_eq!(code(answer), Some(ErrorCode::NoResponders));
+
+    api.request_with(
+        "svc.async",
+        Bytes::new(),
+        Duration::from_millis(100),
+        Box::new(move |r| drop(tx.send(r))),
+    )
+    .expect("request sent");
+    let answer = rx.recv_timeout(WAIT).expect("answered at the timeout");
+    assert_eq!(code(answer), Some(ErrorCode::Timeout));
+    assert!(
+        api.request_with("bad subject", Bytes::new(), WAIT, Box::new(drop))
+            .is_err(),
+        "an invalid subject is refused before sending"
+    );
+}
+
 macro_rules! both_ways {
     ($($scenario:ident),*) => {
         mod embedded {
@@ -400,5 +458,6 @@ both_ways!(
     streams,
     queues,
     event_loop_waiting,
-    asynchronous_publishes
+    asynchronous_publishes,
+    batches_and_asynchronous_requests
 );

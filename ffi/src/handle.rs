@@ -17,6 +17,7 @@ use engine::doorbell::EventFd;
 
 use crate::arguments::{out_param, reference, string};
 use crate::config::{self, Config};
+use crate::message::Msg;
 use crate::status::{guard, guard_value, Failure, Status, StatusCode};
 
 /// The handle argument of an entry point: `InvalidArgument` if NULL.
@@ -55,7 +56,8 @@ impl Handle {
     }
 }
 
-/// The outcome of one item of an asynchronous publish (`ringbroker_completion`).
+/// The outcome of one item of an asynchronous publish, or of an asynchronous request
+/// (`ringbroker_completion`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Completion {
@@ -76,16 +78,38 @@ pub struct Completion {
     /// When `status` is not OK: why (NUL-terminated), valid until the next
     /// `ringbroker_completions_poll` on the handle; NULL otherwise.
     pub message: *const c_char,
+    /// Requests (`ringbroker_request_async`) with `status` OK: the reply, now the
+    /// caller's: free it with `ringbroker_msg_free`. NULL otherwise.
+    pub reply: *mut Msg,
 }
 
-/// One completion as kept before it is polled (its message owned).
+impl Completion {
+    /// A successful completion of item `index` of `token`, with nothing filled in.
+    pub(crate) fn ok(token: u64, index: u32) -> Self {
+        Self {
+            token,
+            index,
+            status: crate::status::RINGBROKER_OK,
+            partition: 0,
+            offset: 0,
+            duplicate: false,
+            queues: 0,
+            message: std::ptr::null(),
+            reply: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// One completion as kept before it is polled (its message and reply owned).
 pub(crate) struct Done {
     pub(crate) completion: Completion,
     pub(crate) message: Option<CString>,
+    pub(crate) reply: Option<Msg>,
 }
 
-// SAFETY: a queued `Completion`'s `message` is always NULL (the text lives in `Done::
-// message` and is pointed to only when polled), so no pointer crosses threads.
+// SAFETY: a queued `Completion`'s `message` and `reply` are always NULL (the text and
+// the reply live in `Done` and are pointed to only when polled), so no pointer
+// crosses threads.
 unsafe impl Send for Done {}
 
 /// The completions of a handle's asynchronous publishes, and an eventfd readable
@@ -145,6 +169,9 @@ impl Completions {
                 if let Some(text) = done.message.take() {
                     done.completion.message = text.as_ptr();
                     messages.push(text);
+                }
+                if let Some(reply) = done.reply.take() {
+                    done.completion.reply = reply.into_raw();
                 }
                 done.completion
             })
@@ -285,10 +312,11 @@ pub unsafe extern "C" fn ringbroker_completions_fd(
     })
 }
 
-/// Moves up to `capacity` completions of asynchronous publishes into `out` (in the
-/// order the engine answered) and sets `*count` to how many; never blocks. The
-/// `message` pointers stay valid until the next poll on this handle: poll from one
-/// thread. Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
+/// Moves up to `capacity` completions of asynchronous publishes and requests into
+/// `out` (in the order the engine answered) and sets `*count` to how many; never
+/// blocks. The `message` pointers stay valid until the next poll on this handle: poll
+/// from one thread. Each non-NULL `reply` is the caller's to free with
+/// `ringbroker_msg_free` (replies never polled are freed by `ringbroker_close`). Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
 ///
 /// # Safety
 /// `handle` must be NULL or live; `out` NULL or room for `capacity` completions;

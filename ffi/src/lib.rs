@@ -10,7 +10,7 @@
 //! Layout: `status` (codes, last error, the guard), `arguments` (pointers to
 //! references), `config` (key/value settings), `handle` (open, connect, close,
 //! completions), `message` (received messages), `consumer` (receiving and
-//! acknowledging, every model), `subjects`, `streams`, `queues` (each model's calls).
+//! acknowledging, every model), `outcomes` (per-item publish results and completions), `subjects`, `streams`, `queues` (each model's calls).
 //! docs/c-api.md is the guide; the header is generated from these doc comments.
 
 pub mod arguments;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod consumer;
 pub mod handle;
 pub mod message;
+mod outcomes;
 pub mod queues;
 pub mod status;
 pub mod streams;

@@ -5,7 +5,7 @@
 //! Owns: the C message struct for exchange publishes and its conversion. Never:
 //! reorders a batch's confirms.
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ use engine::queue::{Message, Properties};
 use crate::arguments::{bytes, items, optional_string, out_param, string};
 use crate::config::{self, Config};
 use crate::consumer::Consumer;
-use crate::handle::{arg as handle_arg, Completion, Completions, Done, Handle};
-use crate::status::{guard, Failure, Status, StatusCode, RINGBROKER_OK};
+use crate::handle::{arg as handle_arg, Completion, Completions, Handle};
+use crate::outcomes;
+use crate::status::{guard, Failure, StatusCode, RINGBROKER_OK};
 use crate::streams::{headers_of, Header};
 
 /// A message to publish to an exchange (`ringbroker_queue_msg`).
@@ -107,39 +108,15 @@ fn confirm_of(outcome: &engine::api::Result<u32>) -> Confirm {
             queues: *queues,
         },
         Err(e) => Confirm {
-            status: Status::from_code(e.code).code(),
+            status: outcomes::status_of(e),
             queues: 0,
         },
     }
 }
 
-fn completions_of(token: u64, outcomes: ConfirmOutcomes, count: usize) -> Vec<Done> {
-    let each: Vec<engine::api::Result<u32>> = match outcomes {
-        Ok(each) => each,
-        Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
-    };
-    each.iter()
-        .enumerate()
-        .map(|(i, outcome)| {
-            let c = confirm_of(outcome);
-            Done {
-                completion: Completion {
-                    token,
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    status: c.status,
-                    partition: 0,
-                    offset: 0,
-                    duplicate: false,
-                    queues: c.queues,
-                    message: std::ptr::null(),
-                },
-                message: outcome
-                    .as_ref()
-                    .err()
-                    .map(|e| CString::new(e.message.replace('\0', " ")).unwrap_or_default()),
-            }
-        })
-        .collect()
+/// What a routed message's completion reports.
+fn fill(queues: &u32, completion: &mut Completion) {
+    completion.queues = *queues;
 }
 
 /// Declares an exchange from `config` (`name`, `kind`, `durable`). Idempotent for the
@@ -429,18 +406,9 @@ pub unsafe extern "C" fn ringbroker_exchange_publish(
         let h = handle_arg(handle)?;
         // SAFETY: forwarded from the caller.
         let batch = unsafe { messages_of(messages, count) }?;
-        let outcomes = h.api().publish_messages(&batch, mandatory != 0)?;
-        let mut first_failure = None;
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if !confirms.is_null() {
-                // SAFETY: `i < count` (one confirm per message), room the caller promised.
-                unsafe { confirms.add(i).write(confirm_of(outcome)) };
-            }
-            if let (None, Err(e)) = (&first_failure, outcome) {
-                first_failure = Some(Failure::from(e.clone()));
-            }
-        }
-        first_failure.map_or(Ok(()), Err)
+        let each = h.api().publish_messages(&batch, mandatory != 0)?;
+        // SAFETY: one confirm per message, and `confirms` has room for `count`.
+        unsafe { outcomes::write_each(&each, confirms, confirm_of) }
     })
 }
 
@@ -484,8 +452,8 @@ pub unsafe extern "C" fn ringbroker_exchange_publish_async(
         let batch = unsafe { messages_of(messages, count) }?;
         let completions: Arc<Completions> = h.completions.clone();
         let n = batch.len();
-        let done = Box::new(move |outcomes: ConfirmOutcomes| {
-            completions.push(completions_of(token, outcomes, n));
+        let done = Box::new(move |each: ConfirmOutcomes| {
+            completions.push(outcomes::completions(token, each, n, fill));
         });
         Ok(h.api().publish_messages_with(batch, mandatory != 0, done)?)
     })

@@ -5,7 +5,7 @@
 //! Owns: the C record and header structs and their conversion (bytes copied once into
 //! `Bytes`), and the flat info structs. Never: reorders a batch's outcomes.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,8 +15,9 @@ use engine::stream::{Publish, PublishAck};
 use crate::arguments::{bytes, items, optional_string, out_param, string};
 use crate::config::{self, Config};
 use crate::consumer::Consumer;
-use crate::handle::{arg as handle_arg, Completion, Completions, Done};
-use crate::status::{guard, Failure, Status, StatusCode, RINGBROKER_OK};
+use crate::handle::{arg as handle_arg, Completion, Completions};
+use crate::outcomes;
+use crate::status::{guard, Failure, StatusCode, RINGBROKER_OK};
 
 /// A header of a record or message to publish (`ringbroker_header`).
 #[repr(C)]
@@ -149,7 +150,7 @@ fn result_of(outcome: &engine::api::Result<PublishAck>) -> PublishResult {
             duplicate: ack.duplicate,
         },
         Err(e) => PublishResult {
-            status: Status::from_code(e.code).code(),
+            status: outcomes::status_of(e),
             partition: 0,
             offset: 0,
             duplicate: false,
@@ -157,35 +158,11 @@ fn result_of(outcome: &engine::api::Result<PublishAck>) -> PublishResult {
     }
 }
 
-/// An asynchronous publish's outcomes as completions tagged `token`.
-fn completions_of(token: u64, outcomes: PublishOutcomes, count: usize) -> Vec<Done> {
-    let per_record: Vec<engine::api::Result<PublishAck>> = match outcomes {
-        Ok(each) => each,
-        Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
-    };
-    per_record
-        .iter()
-        .enumerate()
-        .map(|(i, outcome)| {
-            let r = result_of(outcome);
-            Done {
-                completion: Completion {
-                    token,
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    status: r.status,
-                    partition: r.partition,
-                    offset: r.offset,
-                    duplicate: r.duplicate,
-                    queues: 0,
-                    message: std::ptr::null(),
-                },
-                message: outcome
-                    .as_ref()
-                    .err()
-                    .map(|e| CString::new(e.message.replace('\0', " ")).unwrap_or_default()),
-            }
-        })
-        .collect()
+/// What a stored record's completion reports.
+fn fill(ack: &PublishAck, completion: &mut Completion) {
+    completion.partition = ack.partition;
+    completion.offset = ack.offset;
+    completion.duplicate = ack.duplicate;
 }
 
 /// Creates a stream from `config` (keys in docs/c-api.md: `name`, `subjects`,
@@ -292,18 +269,9 @@ pub unsafe extern "C" fn ringbroker_stream_publish(
         let h = handle_arg(handle)?;
         // SAFETY: forwarded from the caller.
         let batch = unsafe { records_of(records, count) }?;
-        let outcomes = h.api().publish_records(&batch)?;
-        let mut first_failure = None;
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if !results.is_null() {
-                // SAFETY: `i < count` (one outcome per record), room the caller promised.
-                unsafe { results.add(i).write(result_of(outcome)) };
-            }
-            if let (None, Err(e)) = (&first_failure, outcome) {
-                first_failure = Some(Failure::from(e.clone()));
-            }
-        }
-        first_failure.map_or(Ok(()), Err)
+        let each = h.api().publish_records(&batch)?;
+        // SAFETY: one outcome per record, and `results` has room for `count`.
+        unsafe { outcomes::write_each(&each, results, result_of) }
     })
 }
 
@@ -347,8 +315,8 @@ pub unsafe extern "C" fn ringbroker_stream_publish_async(
         let batch = unsafe { records_of(records, count) }?;
         let completions: Arc<Completions> = h.completions.clone();
         let n = batch.len();
-        let done = Box::new(move |outcomes: PublishOutcomes| {
-            completions.push(completions_of(token, outcomes, n));
+        let done = Box::new(move |each: PublishOutcomes| {
+            completions.push(outcomes::completions(token, each, n, fill));
         });
         Ok(h.api().publish_records_with(batch, done)?)
     })

@@ -1,5 +1,5 @@
-//! Subjects through the C ABI: publish, subscribe (with a queue group), request with
-//! a timeout, respond.
+//! Subjects through the C ABI: publish (one message or a batch), subscribe (with a
+//! queue group), request with a timeout (blocking or with a completion), respond.
 //!
 //! Owns: the conversion of C arguments into subject messages (payloads copied once,
 //! into `Bytes` the engine then shares). Never: waits in `ringbroker_publish`.
@@ -9,15 +9,85 @@ use std::ffi::c_char;
 use bytes::Bytes;
 use engine::pubsub::{Message, Subject};
 
-use crate::arguments::{bytes, optional_string, out_param, reference, string, timeout};
+use crate::arguments::{bytes, items, optional_string, out_param, reference, string, timeout};
 use crate::consumer::Consumer;
-use crate::handle::{arg as handle_arg, Handle};
+use crate::handle::{arg as handle_arg, Completion, Done, Handle};
 use crate::message::Msg;
+use crate::outcomes;
 use crate::status::{guard, Failure, StatusCode};
+use crate::streams::{headers_of, Header};
+
+/// A message to publish on a subject (`ringbroker_subject_msg`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SubjectMsgIn {
+    /// The subject, NUL-terminated (no wildcards).
+    pub subject: *const c_char,
+    /// Where a responder answers, NUL-terminated; NULL: none.
+    pub reply: *const c_char,
+    /// Headers (copied); NULL if `headers_len` is 0.
+    pub headers: *const Header,
+    /// How many headers.
+    pub headers_len: usize,
+    /// The payload (copied); NULL if `payload_len` is 0.
+    pub payload: *const u8,
+    /// The payload's length.
+    pub payload_len: usize,
+}
 
 fn subject(text: &str, what: &str) -> Result<Subject, Failure> {
     Subject::new(Bytes::copy_from_slice(text.as_bytes()))
         .map_err(|e| Failure::invalid(format!("{what} {text:?}: {e}")))
+}
+
+/// A message from C, copied.
+///
+/// # Safety
+/// `m`'s pointers are NULL or valid for the call, as `SubjectMsgIn` documents.
+unsafe fn message_of(m: &SubjectMsgIn) -> Result<Message, Failure> {
+    // SAFETY: forwarded from the caller.
+    let subject_text = unsafe { string(m.subject, "subject") }?;
+    // SAFETY: forwarded from the caller.
+    let reply = unsafe { optional_string(m.reply, "reply") }?;
+    // SAFETY: forwarded from the caller.
+    let payload = unsafe { bytes(m.payload, m.payload_len, "payload") }?;
+    let mut message = Message::new(
+        subject(subject_text, "subject")?,
+        Bytes::copy_from_slice(payload),
+    );
+    message.reply = reply.map(|r| subject(r, "reply")).transpose()?;
+    // SAFETY: forwarded from the caller.
+    let headers = unsafe { headers_of(m.headers, m.headers_len) }?;
+    if !headers.is_empty() {
+        message.headers = Some(headers.into());
+    }
+    Ok(message)
+}
+
+/// A request's subject, payload (copied) and timeout from C.
+///
+/// # Safety
+/// `subject_text` NULL or NUL-terminated; `payload` NULL or `len` readable bytes.
+unsafe fn request_of<'a>(
+    subject_text: *const c_char,
+    payload: *const u8,
+    len: usize,
+    timeout_ms: i64,
+) -> Result<(&'a str, Bytes, std::time::Duration), Failure> {
+    // SAFETY: forwarded from the caller.
+    let subject_text = unsafe { string(subject_text, "subject") }?;
+    // SAFETY: forwarded from the caller.
+    let payload = unsafe { bytes(payload, len, "payload") }?;
+    if timeout_ms < 0 {
+        return Err(Failure::invalid(
+            "a request needs a timeout (timeout_ms >= 0)",
+        ));
+    }
+    Ok((
+        subject_text,
+        Bytes::copy_from_slice(payload),
+        timeout(timeout_ms),
+    ))
 }
 
 /// Publishes `payload` (`len` bytes, copied) on `subject`, with `reply` (NULL: none)
@@ -39,18 +109,46 @@ pub unsafe extern "C" fn ringbroker_publish(
 ) -> StatusCode {
     guard(|| {
         let h = handle_arg(handle)?;
+        let one = SubjectMsgIn {
+            subject: subject_text,
+            reply,
+            headers: std::ptr::null(),
+            headers_len: 0,
+            payload,
+            payload_len: len,
+        };
         // SAFETY: forwarded from the caller.
-        let subject_text = unsafe { string(subject_text, "subject") }?;
+        Ok(h.api().publish(unsafe { message_of(&one) }?)?)
+    })
+}
+
+/// Publishes `count` messages in one go (fire and forget, at most once, as
+/// `ringbroker_publish`, and far cheaper per message). Every message is checked
+/// before any is sent: a bad one returns `RINGBROKER_INVALID_ARGUMENT` naming it and
+/// publishes nothing. A remote batch travels in one frame: over the server's frame
+/// limit it is refused whole with `RINGBROKER_FRAME_TOO_LARGE`. If the engine's
+/// outbox fills in the middle of a batch, the rest is dropped (counted in the
+/// engine's drop statistics). Other statuses as `ringbroker_publish`. Any thread.
+///
+/// # Safety
+/// `handle` NULL or live; `msgs` NULL or `count` live messages whose pointers are
+/// valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn ringbroker_publish_batch(
+    handle: *const Handle,
+    msgs: *const SubjectMsgIn,
+    count: usize,
+) -> StatusCode {
+    guard(|| {
+        let h = handle_arg(handle)?;
         // SAFETY: forwarded from the caller.
-        let reply = unsafe { optional_string(reply, "reply") }?;
-        // SAFETY: forwarded from the caller.
-        let payload = unsafe { bytes(payload, len, "payload") }?;
-        let mut message = Message::new(
-            subject(subject_text, "subject")?,
-            Bytes::copy_from_slice(payload),
-        );
-        message.reply = reply.map(|r| subject(r, "reply")).transpose()?;
-        Ok(h.api().publish(message)?)
+        let msgs = unsafe { items(msgs, count, "msgs") }?;
+        let batch = msgs
+            .iter()
+            // SAFETY: forwarded from the caller.
+            .map(|m| unsafe { message_of(m) })
+            .collect::<Result<Vec<_>, Failure>>()?;
+        Ok(h.api().publish_batch(batch)?)
     })
 }
 
@@ -137,20 +235,52 @@ pub unsafe extern "C" fn ringbroker_request(
         let slot = unsafe { out_param(reply, "reply") }?;
         *slot = std::ptr::null_mut();
         // SAFETY: forwarded from the caller.
-        let subject_text = unsafe { string(subject_text, "subject") }?;
-        // SAFETY: forwarded from the caller.
-        let payload = unsafe { bytes(payload, len, "payload") }?;
-        if timeout_ms < 0 {
-            return Err(Failure::invalid(
-                "a request needs a timeout (timeout_ms >= 0)",
-            ));
-        }
-        let answer = h.api().request(
-            subject_text,
-            Bytes::copy_from_slice(payload),
-            timeout(timeout_ms),
-        )?;
+        let (subject_text, payload, wait) =
+            unsafe { request_of(subject_text, payload, len, timeout_ms) }?;
+        let answer = h.api().request(subject_text, payload, wait)?;
         *slot = Msg::Subject(answer).into_raw();
         Ok(())
+    })
+}
+
+/// Sends `payload` to `subject` without waiting for the reply: once it comes (or
+/// `timeout_ms` passes, or nothing subscribes to `subject`), one completion tagged
+/// `token` (index 0) is queued on the handle: status `RINGBROKER_OK` with `reply` set
+/// (the caller's to free), or `RINGBROKER_NO_RESPONDERS`, `RINGBROKER_TIMEOUT`,
+/// `RINGBROKER_DISCONNECTED` with `reply` NULL. The handle's fd turns readable;
+/// `ringbroker_completions_poll` returns it. If this call returns an error
+/// (`RINGBROKER_INVALID_ARGUMENT` for a NULL or invalid argument or a negative
+/// timeout), no completion comes. Any thread.
+///
+/// # Safety
+/// `handle` NULL or live; `subject` NULL or NUL-terminated; `payload` NULL or `len`
+/// readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ringbroker_request_async(
+    handle: *const Handle,
+    subject_text: *const c_char,
+    payload: *const u8,
+    len: usize,
+    timeout_ms: i64,
+    token: u64,
+) -> StatusCode {
+    guard(|| {
+        let h = handle_arg(handle)?;
+        // SAFETY: forwarded from the caller.
+        let (subject_text, payload, wait) =
+            unsafe { request_of(subject_text, payload, len, timeout_ms) }?;
+        let completions = h.completions.clone();
+        let done = Box::new(move |reply: engine::api::Result<Message>| {
+            let completion = Completion::ok(token, 0);
+            completions.push([match reply {
+                Ok(message) => Done {
+                    completion,
+                    message: None,
+                    reply: Some(Msg::Subject(message)),
+                },
+                Err(e) => outcomes::failed(completion, &e),
+            }]);
+        });
+        Ok(h.api().request_with(subject_text, payload, wait, done)?)
     })
 }

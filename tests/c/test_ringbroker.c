@@ -116,6 +116,95 @@ static void subjects(ringbroker_t *h) {
   ringbroker_consumer_free(sub);
 }
 
+/* Waits on the handle's completion fd for `want` completions. */
+static size_t completions(ringbroker_t *h, ringbroker_completion *done, size_t want) {
+  int cfd = -1;
+  OK(ringbroker_completions_fd(h, &cfd));
+  struct pollfd p = {.fd = cfd, .events = POLLIN};
+  size_t got = 0;
+  while (got < want && poll(&p, 1, WAIT_MS) == 1) {
+    size_t n = 0;
+    OK(ringbroker_completions_poll(h, done + got, want - got, &n));
+    got += n;
+  }
+  return got;
+}
+
+static void subject_batches_and_async_requests(ringbroker_t *h) {
+  char pattern[64], subject[64], service[64];
+  snprintf(pattern, sizeof pattern, "cb.%s.>", mode);
+  snprintf(subject, sizeof subject, "cb.%s.x", mode);
+  snprintf(service, sizeof service, "svc.%s.async", mode);
+
+  ringbroker_consumer_t *sub = NULL;
+  OK(ringbroker_subscribe(h, pattern, NULL, &sub));
+  ringbroker_header hdr = {.name = "trace", .value = (const uint8_t *)"t1", .value_len = 2};
+  ringbroker_subject_msg batch[3] = {
+      {.subject = subject, .payload = (const uint8_t *)"a", .payload_len = 1},
+      {.subject = subject, .headers = &hdr, .headers_len = 1,
+       .payload = (const uint8_t *)"b", .payload_len = 1},
+      {.subject = subject, .reply = "cb.answers", .payload = (const uint8_t *)"c",
+       .payload_len = 1},
+  };
+  OK(ringbroker_publish_batch(h, batch, 3));
+  const char *want[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++) {
+    ringbroker_msg_t *m = NULL;
+    OK(ringbroker_next(sub, WAIT_MS, &m));
+    CHECK(m && payload_is(m, want[i]), "batch message %d in order", i);
+    if (m && i == 1) {
+      const uint8_t *name = NULL, *value = NULL;
+      size_t name_len = 0, value_len = 0;
+      OK(ringbroker_msg_header(m, 0, &name, &name_len, &value, &value_len));
+      CHECK(name_len == 5 && memcmp(name, "trace", 5) == 0 && value_len == 2 &&
+                memcmp(value, "t1", 2) == 0,
+            "the batch header");
+    }
+    if (m && i == 2) {
+      ringbroker_msg_view_t v;
+      OK(ringbroker_msg_view(m, &v));
+      CHECK(v.reply_len == 10 && memcmp(v.reply, "cb.answers", 10) == 0, "the reply subject");
+    }
+    ringbroker_msg_free(m);
+  }
+  /* One bad message refuses the whole batch: nothing is published. */
+  batch[1].subject = "bad subject";
+  CHECK(ringbroker_publish_batch(h, batch, 3) == RINGBROKER_INVALID_ARGUMENT, "a bad subject");
+  CHECK(ringbroker_publish_batch(h, NULL, 1) == RINGBROKER_INVALID_ARGUMENT, "NULL msgs");
+  OK(ringbroker_publish_batch(h, NULL, 0));
+  ringbroker_msg_t *m = NULL;
+  CHECK(ringbroker_next(sub, 200, &m) == RINGBROKER_TIMEOUT && m == NULL,
+        "nothing of a refused batch arrives");
+  ringbroker_consumer_free(sub);
+
+  /* Asynchronous requests: a reply, no responders, a timeout, each one completion. */
+  struct responder r = {h, NULL};
+  OK(ringbroker_subscribe(h, service, NULL, &r.c));
+  pthread_t t;
+  pthread_create(&t, NULL, respond_once, &r);
+  OK(ringbroker_request_async(h, service, (const uint8_t *)"ping", 4, WAIT_MS, 7));
+  ringbroker_completion done[1];
+  CHECK(completions(h, done, 1) == 1, "the request completes");
+  CHECK(done[0].token == 7 && done[0].status == RINGBROKER_OK && done[0].reply &&
+            payload_is(done[0].reply, "pong"),
+        "the reply in the completion (status %d)", done[0].status);
+  ringbroker_msg_free(done[0].reply);
+  pthread_join(t, NULL);
+
+  OK(ringbroker_request_async(h, "svc.nobody", NULL, 0, WAIT_MS, 8));
+  CHECK(completions(h, done, 1) == 1 && done[0].token == 8 &&
+            done[0].status == RINGBROKER_NO_RESPONDERS && done[0].reply == NULL &&
+            done[0].message != NULL,
+        "no responders (status %d)", done[0].status);
+  OK(ringbroker_request_async(h, service, NULL, 0, 100, 9));
+  CHECK(completions(h, done, 1) == 1 && done[0].token == 9 &&
+            done[0].status == RINGBROKER_TIMEOUT && done[0].reply == NULL,
+        "a timeout (status %d)", done[0].status);
+  CHECK(ringbroker_request_async(h, service, NULL, 0, -1, 10) == RINGBROKER_INVALID_ARGUMENT,
+        "a request needs a timeout");
+  ringbroker_consumer_free(r.c);
+}
+
 static void streams(ringbroker_t *h) {
   char name[64], subjects[64], subject[64];
   named(name, sizeof name, "corders");
@@ -387,6 +476,7 @@ int main(int argc, char **argv) {
   if (!h) return 1;
   CHECK(ringbroker_is_embedded(h) == (strcmp(mode, "embedded") == 0), "mode");
   subjects(h);
+  subject_batches_and_async_requests(h);
   streams(h);
   queues(h);
   null_arguments(h);

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{
     Bind, BrokerApi, ConfirmDone, Error, PublishDone, QueueConsumerApi, QueueMessage, Record,
-    Result, Routed, StreamConsumerApi, SubscriptionApi,
+    ReplyDone, Result, Routed, StreamConsumerApi, SubscriptionApi,
 };
 use crate::broker::Broker;
 use crate::protocol::ErrorCode;
@@ -217,8 +217,24 @@ impl BrokerApi for Broker {
         }))
     }
 
+    fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+        Ok(self.pubsub().publish_batch(messages)?)
+    }
     fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message> {
         Ok(self.pubsub().request(subject, payload, timeout)?)
+    }
+    fn request_with(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+        done: ReplyDone,
+    ) -> Result<()> {
+        self.pubsub()
+            .request_with(subject, payload, timeout, move |reply| {
+                done(reply.map_err(Error::from));
+            })?;
+        Ok(())
     }
 
     fn create_stream(&self, config: &StreamConfig) -> Result<()> {

@@ -113,6 +113,11 @@ pub type PublishDone = Box<dyn FnOnce(PublishOutcomes) + Send>;
 /// engine or client thread (keep it short; never block in it).
 pub type ConfirmDone = Box<dyn FnOnce(ConfirmOutcomes) + Send>;
 
+/// What an asynchronous request calls with the first reply, or why none came
+/// (`NoResponders`, `Timeout`, `Disconnected`), exactly once, on an engine or client
+/// thread (keep it short; never block in it).
+pub type ReplyDone = Box<dyn FnOnce(Result<Message>) + Send>;
+
 /// Every operation of the three models. See the models' own docs for the semantics;
 /// each method here behaves as the method of the same name there.
 pub trait BrokerApi: Send + Sync {
@@ -124,8 +129,20 @@ pub trait BrokerApi: Send + Sync {
         pattern: &str,
         queue_group: Option<&str>,
     ) -> Result<Box<dyn SubscriptionApi>>;
+    /// Publishes messages on subjects in one go (fire and forget; far cheaper per
+    /// message than `publish`). At most once, as every subject publish.
+    fn publish_batch(&self, messages: Vec<Message>) -> Result<()>;
     /// Sends a request and waits for the first reply.
     fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message>;
+    /// Sends a request without waiting; `done` gets the first reply or the error. If
+    /// this returns an error, `done` is never called.
+    fn request_with(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+        done: ReplyDone,
+    ) -> Result<()>;
 
     /// Creates a stream (idempotent for the same definition).
     fn create_stream(&self, config: &StreamConfig) -> Result<()>;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{
     Bind, BrokerApi, ConfirmDone, Error, PublishDone, QueueConsumerApi, QueueMessage, Record,
-    Result, Routed, StreamConsumerApi, SubscriptionApi,
+    ReplyDone, Result, Routed, StreamConsumerApi, SubscriptionApi,
 };
 use crate::client::{Client, ClientConsumer, ClientError, ClientQueueConsumer, ClientSubscription};
 use crate::pubsub::Message;
@@ -113,8 +113,23 @@ impl BrokerApi for Client {
     ) -> Result<Box<dyn SubscriptionApi>> {
         Ok(Box::new(Client::subscribe(self, pattern, queue_group)?))
     }
+    fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+        Ok(self.publish_batch_nowait(&messages)?)
+    }
     fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message> {
         Ok(Client::request(self, subject, payload, timeout)?)
+    }
+    fn request_with(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+        done: ReplyDone,
+    ) -> Result<()> {
+        Client::request_with(self, subject, payload, timeout, move |reply| {
+            done(reply.map_err(Error::from));
+        })?;
+        Ok(())
     }
 
     fn create_stream(&self, config: &StreamConfig) -> Result<()> {

@@ -387,14 +387,33 @@ impl Client {
         payload: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Message, ClientError> {
-        let request = Request {
-            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-            message: Message::new(subject_of(subject)?, payload),
-        };
+        let request = request_frame(subject, payload, timeout)?;
         // The server times the request out; the margin covers the round trip.
         let wait = timeout + Duration::from_secs(5);
         let (_, body) = self.call(Op::Request, |out| request.encode(out), Some(wait))?;
         Ok(decode_reply(body)?)
+    }
+
+    /// Sends a request without waiting: `done` gets the first reply or the error
+    /// (`NoResponders`, `Timeout` from the server, `Disconnected` if the connection
+    /// goes first) exactly once, on the client's reader thread (keep it short). If this
+    /// returns an error, `done` is never called.
+    pub fn request_with<F>(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+        done: F,
+    ) -> Result<(), ClientError>
+    where
+        F: FnOnce(Result<Message, ClientError>) + Send + 'static,
+    {
+        let request = request_frame(subject, payload, timeout)?;
+        self.call_with(
+            Op::Request,
+            |out| request.encode(out),
+            Box::new(move |reply| done(reply.and_then(|(_, body)| Ok(decode_reply(body)?)))),
+        )
     }
 
     /// Round-trips a `PING`.
@@ -537,6 +556,18 @@ fn one_answer_each<T>(answers: Vec<T>, sent: usize, what: &str) -> Result<Vec<T>
         });
     }
     Ok(answers)
+}
+
+/// The request frame for `subject`, timed out by the server at `timeout`.
+fn request_frame(
+    subject: &str,
+    payload: impl Into<Bytes>,
+    timeout: Duration,
+) -> Result<Request, ClientError> {
+    Ok(Request {
+        timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+        message: Message::new(subject_of(subject)?, payload),
+    })
 }
 
 fn subject_of(subject: &str) -> Result<Subject, ClientError> {

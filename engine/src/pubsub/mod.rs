@@ -180,14 +180,9 @@ impl PubSub {
         payload: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Message, PubSubError> {
-        let subject = Subject::new(Bytes::copy_from_slice(subject.as_bytes()))?;
-        let message = Message::new(subject, payload);
         let (tx, rx) = mpsc::sync_channel(1);
-        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
-            let done: ReplyCallback = Box::new(move |_, result| {
-                let _ = tx.send(result);
-            });
-            ShardPubSub::get(ctx).request(ctx, message, timeout, done);
+        self.request_with(subject, payload, timeout, move |result| {
+            let _ = tx.send(result);
         })?;
         // The shard's timer answers at `timeout`; the margin covers a busy shard.
         match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(5))) {
@@ -195,6 +190,29 @@ impl PubSub {
             Err(mpsc::RecvTimeoutError::Timeout) => Err(PubSubError::Timeout),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(PubSubError::ShuttingDown),
         }
+    }
+
+    /// Sends a request without waiting: `done` gets the first reply, `NoResponders` at
+    /// once when nothing subscribes to `subject`, or `Timeout` at `timeout`; exactly
+    /// once, on a shard thread (keep it short). If this returns an error, `done` is
+    /// never called.
+    pub fn request_with<F>(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+        done: F,
+    ) -> Result<(), PubSubError>
+    where
+        F: FnOnce(Result<Message, PubSubError>) + Send + 'static,
+    {
+        let subject = Subject::new(Bytes::copy_from_slice(subject.as_bytes()))?;
+        let message = Message::new(subject, payload);
+        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
+            let done: ReplyCallback = Box::new(move |_, result| done(result));
+            ShardPubSub::get(ctx).request(ctx, message, timeout, done);
+        })?;
+        Ok(())
     }
 
     /// Each shard's pub/sub counters, in shard order.

@@ -1,0 +1,356 @@
+//! What the C ABI adds per call, against the same operation through the Rust API, on
+//! one embedded broker (2 shards) in the same run.
+//!
+//! ```sh
+//! cargo bench -p ringbroker-ffi --bench abi
+//! ```
+//!
+//! - `publish_16B`: a fire-and-forget subject publish of 16 bytes (no subscriber: the
+//!   shard routes it to nobody). `c` calls `ringbroker_publish` (subject text checked
+//!   and parsed, payload copied); `rust` publishes a prebuilt `Subject` with a shared
+//!   `Bytes` (what a Rust caller would write); `rust_same_work` parses the subject and
+//!   copies the payload as the C entry point must.
+//! - `fetch_64`: taking 64 buffered messages and freeing them. Each iteration publishes
+//!   64 messages and sleeps 1 ms untimed so that all are buffered, then times
+//!   `ringbroker_fetch` of 64 + 64 `ringbroker_msg_free` (`c`) against `next` + 63
+//!   `try_next` + drop (`rust`).
+//! - `pubsub_64B`: throughput, one publisher thread → one subscription drained by a
+//!   consumer thread, 60,000 messages of 64 B per iteration (within the subscription's
+//!   65,536-message buffer, so none is dropped and every one is counted).
+//!
+//! The C entry points are called through function pointers hidden from the optimiser,
+//! so every call is a real call through the exported symbol, as from C.
+
+// criterion_group!/criterion_main! generate undocumented functions.
+#![allow(missing_docs)]
+
+use std::ffi::{c_char, CString};
+use std::hint::black_box;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use engine::pubsub::{Message, Subject};
+
+use ringbroker::config::{
+    ringbroker_config_free, ringbroker_config_new, ringbroker_config_set, Config,
+};
+use ringbroker::consumer::{ringbroker_consumer_free, ringbroker_fetch, Consumer};
+use ringbroker::handle::{ringbroker_close, ringbroker_open, Handle};
+use ringbroker::message::{ringbroker_msg_free, Msg};
+use ringbroker::status::RINGBROKER_OK;
+use ringbroker::subjects::{ringbroker_publish, ringbroker_subscribe};
+
+type PublishFn =
+    unsafe extern "C" fn(*const Handle, *const c_char, *const c_char, *const u8, usize) -> i32;
+type FetchFn = unsafe extern "C" fn(*const Consumer, *mut *mut Msg, usize, *mut usize, i64) -> i32;
+type FreeFn = unsafe extern "C" fn(*mut Msg);
+
+const BATCH: usize = 64;
+const THROUGHPUT_MESSAGES: usize = 60_000;
+
+/// An embedded broker opened through the C API, closed on drop.
+struct Broker {
+    handle: *mut Handle,
+    _dir: tempfile::TempDir,
+}
+
+// SAFETY: a `ringbroker_t` is thread-safe (documented); the bench closes it last.
+unsafe impl Sync for Broker {}
+
+impl Broker {
+    fn open(shards: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config: *mut Config = ptr::null_mut();
+        let data_dir = CString::new(dir.path().to_str().expect("utf-8 path")).expect("no NUL");
+        let shards = CString::new(shards.to_string()).expect("no NUL");
+        let mut handle: *mut Handle = ptr::null_mut();
+        // SAFETY: valid out-pointers and NUL-terminated strings; config freed once.
+        unsafe {
+            assert_eq!(ringbroker_config_new(&mut config), RINGBROKER_OK);
+            assert_eq!(
+                ringbroker_config_set(config, c"data_dir".as_ptr(), data_dir.as_ptr()),
+                RINGBROKER_OK
+            );
+            assert_eq!(
+                ringbroker_config_set(config, c"shards".as_ptr(), shards.as_ptr()),
+                RINGBROKER_OK
+            );
+            assert_eq!(ringbroker_open(config, &mut handle), RINGBROKER_OK);
+            ringbroker_config_free(config);
+        }
+        Self { handle, _dir: dir }
+    }
+
+    fn api(&self) -> &dyn engine::api::BrokerApi {
+        // SAFETY: the handle is live until drop.
+        unsafe { &*self.handle }.api()
+    }
+
+    fn subscribe(&self, subject: &std::ffi::CStr) -> *mut Consumer {
+        let mut consumer: *mut Consumer = ptr::null_mut();
+        // SAFETY: live handle, NUL-terminated subject, valid out-pointer.
+        let status = unsafe {
+            ringbroker_subscribe(self.handle, subject.as_ptr(), ptr::null(), &mut consumer)
+        };
+        assert_eq!(status, RINGBROKER_OK);
+        consumer
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and nothing uses it any more.
+        unsafe { ringbroker_close(self.handle) };
+    }
+}
+
+fn publish_fn() -> PublishFn {
+    black_box(ringbroker_publish as PublishFn)
+}
+
+fn fetch_fn() -> FetchFn {
+    black_box(ringbroker_fetch as FetchFn)
+}
+
+fn free_fn() -> FreeFn {
+    black_box(ringbroker_msg_free as FreeFn)
+}
+
+/// Publishes through the Rust API; a saturated engine is retried, any other error ends
+/// the bench.
+fn publish_rust(api: &dyn engine::api::BrokerApi, message: Message) {
+    let mut message = Some(message);
+    while let Some(m) = message.take() {
+        match api.publish(m.clone()) {
+            Ok(()) => {}
+            Err(e) if e.code == engine::protocol::ErrorCode::Backpressure => {
+                std::thread::yield_now();
+                message = Some(m);
+            }
+            Err(e) => panic!("publish: {e}"),
+        }
+    }
+}
+
+/// Publishes through the C ABI, retrying a saturated engine like `publish_rust`.
+fn publish_c(publish: PublishFn, broker: &Broker, subject: &std::ffi::CStr, payload: &[u8]) {
+    loop {
+        // SAFETY: live handle, NUL-terminated subject, `payload` readable.
+        let status = unsafe {
+            publish(
+                broker.handle,
+                subject.as_ptr(),
+                ptr::null(),
+                payload.as_ptr(),
+                payload.len(),
+            )
+        };
+        match status {
+            RINGBROKER_OK => return,
+            s if s == ringbroker::status::RINGBROKER_BACKPRESSURE => std::thread::yield_now(),
+            s => panic!("ringbroker_publish: status {s}"),
+        }
+    }
+}
+
+fn publish_16b(c: &mut Criterion, broker: &Broker) {
+    let mut group = c.benchmark_group("publish_16B");
+    let payload = [7u8; 16];
+    let shared = Bytes::copy_from_slice(&payload);
+    let subject = Subject::new("bench.nobody").expect("valid subject");
+    let api = broker.api();
+    group.bench_function("rust", |b| {
+        b.iter(|| publish_rust(api, Message::new(subject.clone(), shared.clone())));
+    });
+    group.bench_function("rust_same_work", |b| {
+        b.iter(|| {
+            let subject = Subject::new(black_box("bench.nobody")).expect("valid subject");
+            publish_rust(
+                api,
+                Message::new(subject, Bytes::copy_from_slice(black_box(&payload))),
+            );
+        });
+    });
+    let publish = publish_fn();
+    group.bench_function("c", |b| {
+        b.iter(|| publish_c(publish, broker, c"bench.nobody", black_box(&payload)));
+    });
+    group.finish();
+}
+
+fn fetch_64(c: &mut Criterion, broker: &Broker) {
+    let mut group = c.benchmark_group("fetch_64");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let payload = Bytes::from_static(&[1u8; 16]);
+    let api = broker.api();
+
+    let rust_sub = api.subscribe("bench.fetch.rust", None).expect("subscribe");
+    let subject = Subject::new("bench.fetch.rust").expect("valid subject");
+    group.bench_function("rust", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut taken = Vec::with_capacity(BATCH);
+            for _ in 0..iters {
+                for _ in 0..BATCH {
+                    publish_rust(api, Message::new(subject.clone(), payload.clone()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                let start = Instant::now();
+                taken.push(
+                    rust_sub
+                        .next(Duration::from_secs(1))
+                        .expect("first message"),
+                );
+                while taken.len() < BATCH {
+                    match rust_sub.try_next().expect("try_next") {
+                        Some(m) => taken.push(m),
+                        None => taken.push(rust_sub.next(Duration::from_secs(1)).expect("message")),
+                    }
+                }
+                taken.clear();
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+
+    fetch_64_c(&mut group, broker);
+    group.finish();
+}
+
+fn fetch_64_c(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    broker: &Broker,
+) {
+    let payload = [1u8; 16];
+    let c_sub = broker.subscribe(c"bench.fetch.c");
+    let (fetch, free) = (fetch_fn(), free_fn());
+    group.bench_function("c", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut msgs: [*mut Msg; BATCH] = [ptr::null_mut(); BATCH];
+            for _ in 0..iters {
+                for _ in 0..BATCH {
+                    publish_c(publish_fn(), broker, c"bench.fetch.c", &payload);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                let start = Instant::now();
+                let mut have = 0;
+                while have < BATCH {
+                    let mut n = 0usize;
+                    // SAFETY: live consumer; room for `BATCH - have` pointers from `have`.
+                    let status = unsafe {
+                        fetch(
+                            c_sub,
+                            msgs.as_mut_ptr().add(have),
+                            BATCH - have,
+                            &mut n,
+                            1000,
+                        )
+                    };
+                    assert_eq!(status, RINGBROKER_OK);
+                    assert!(n > 0, "no message within 1 s");
+                    have += n;
+                }
+                for m in msgs {
+                    // SAFETY: each message was returned by this fetch and is freed once.
+                    unsafe { free(m) };
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    // SAFETY: the consumer is live and used by nothing else now.
+    unsafe { ringbroker_consumer_free(c_sub) };
+}
+
+fn pubsub_64b(c: &mut Criterion, broker: &Broker) {
+    let mut group = c.benchmark_group("pubsub_64B");
+    group.throughput(Throughput::Elements(THROUGHPUT_MESSAGES as u64));
+    group.sample_size(20);
+    let api = broker.api();
+    let payload = [3u8; 64];
+
+    let rust_sub = api.subscribe("bench.flow.rust", None).expect("subscribe");
+    let subject = Subject::new("bench.flow.rust").expect("valid subject");
+    let shared = Bytes::copy_from_slice(&payload);
+    group.bench_function(BenchmarkId::new("rust", "1to1"), |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let consumer = s.spawn(|| {
+                    let mut received = 0;
+                    while received < THROUGHPUT_MESSAGES {
+                        let first = rust_sub.next(Duration::from_secs(5)).expect("message");
+                        black_box(first);
+                        received += 1;
+                        while received < THROUGHPUT_MESSAGES {
+                            match rust_sub.try_next().expect("try_next") {
+                                Some(m) => {
+                                    black_box(m);
+                                    received += 1;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                });
+                for _ in 0..THROUGHPUT_MESSAGES {
+                    publish_rust(api, Message::new(subject.clone(), shared.clone()));
+                }
+                consumer.join().expect("consumer thread");
+            });
+        });
+    });
+
+    let c_sub = broker.subscribe(c"bench.flow.c");
+    struct SendPtr(*mut Consumer);
+    // SAFETY: a consumer may be used from another thread, one receiver at a time.
+    unsafe impl Sync for SendPtr {}
+    let c_sub = SendPtr(c_sub);
+    let (publish, fetch, free) = (publish_fn(), fetch_fn(), free_fn());
+    group.bench_function(BenchmarkId::new("c", "1to1"), |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let c_sub = &c_sub;
+                let consumer = s.spawn(move || {
+                    let mut msgs: [*mut Msg; BATCH] = [ptr::null_mut(); BATCH];
+                    let mut received = 0;
+                    while received < THROUGHPUT_MESSAGES {
+                        let mut n = 0usize;
+                        let want = BATCH.min(THROUGHPUT_MESSAGES - received);
+                        // SAFETY: live consumer, room for `want` pointers.
+                        let status =
+                            unsafe { fetch(c_sub.0, msgs.as_mut_ptr(), want, &mut n, 5000) };
+                        assert_eq!(status, RINGBROKER_OK);
+                        assert!(n > 0, "no message within 5 s");
+                        for &m in &msgs[..n] {
+                            // SAFETY: returned by this fetch, freed once.
+                            unsafe { free(m) };
+                        }
+                        received += n;
+                    }
+                });
+                for _ in 0..THROUGHPUT_MESSAGES {
+                    publish_c(publish, broker, c"bench.flow.c", &payload);
+                }
+                consumer.join().expect("consumer thread");
+            });
+        });
+    });
+    // SAFETY: live and unused now.
+    unsafe { ringbroker_consumer_free(c_sub.0) };
+    group.finish();
+}
+
+fn abi(c: &mut Criterion) {
+    let broker = Broker::open(2);
+    publish_16b(c, &broker);
+    fetch_64(c, &broker);
+    pubsub_64b(c, &broker);
+}
+
+criterion_group!(benches, abi);
+criterion_main!(benches);

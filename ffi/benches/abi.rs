@@ -14,9 +14,12 @@
 //!   64 messages and sleeps 1 ms untimed so that all are buffered, then times
 //!   `ringbroker_fetch` of 64 + 64 `ringbroker_msg_free` (`c`) against `next` + 63
 //!   `try_next` + drop (`rust`).
+//! - `publish_batch_64x16B`: 64 messages of 16 B in one `ringbroker_publish_batch`
+//!   (`c`) or `publish_batch` (`rust`, 64 clones of a prebuilt message) call.
 //! - `pubsub_64B`: throughput, one publisher thread → one subscription drained by a
-//!   consumer thread, 60,000 messages of 64 B per iteration (within the subscription's
-//!   65,536-message buffer, so none is dropped and every one is counted).
+//!   consumer thread (fetches of up to 64), 60,000 messages of 64 B per iteration
+//!   (within the subscription's 65,536-message buffer, so none is dropped by a slow
+//!   consumer and every one is counted), published one per call or in batches of 64.
 //!
 //! The C entry points are called through function pointers hidden from the optimiser,
 //! so every call is a real call through the exported symbol, as from C.
@@ -40,12 +43,15 @@ use ringbroker::consumer::{ringbroker_consumer_free, ringbroker_fetch, Consumer}
 use ringbroker::handle::{ringbroker_close, ringbroker_open, Handle};
 use ringbroker::message::{ringbroker_msg_free, Msg};
 use ringbroker::status::RINGBROKER_OK;
-use ringbroker::subjects::{ringbroker_publish, ringbroker_subscribe};
+use ringbroker::subjects::{
+    ringbroker_publish, ringbroker_publish_batch, ringbroker_subscribe, SubjectMsgIn,
+};
 
 type PublishFn =
     unsafe extern "C" fn(*const Handle, *const c_char, *const c_char, *const u8, usize) -> i32;
 type FetchFn = unsafe extern "C" fn(*const Consumer, *mut *mut Msg, usize, *mut usize, i64) -> i32;
 type FreeFn = unsafe extern "C" fn(*mut Msg);
+type PublishBatchFn = unsafe extern "C" fn(*const Handle, *const SubjectMsgIn, usize) -> i32;
 
 const BATCH: usize = 64;
 const THROUGHPUT_MESSAGES: usize = 60_000;
@@ -110,6 +116,10 @@ fn publish_fn() -> PublishFn {
     black_box(ringbroker_publish as PublishFn)
 }
 
+fn publish_batch_fn() -> PublishBatchFn {
+    black_box(ringbroker_publish_batch as PublishBatchFn)
+}
+
 fn fetch_fn() -> FetchFn {
     black_box(ringbroker_fetch as FetchFn)
 }
@@ -130,6 +140,32 @@ fn publish_rust(api: &dyn engine::api::BrokerApi, message: Message) {
                 message = Some(m);
             }
             Err(e) => panic!("publish: {e}"),
+        }
+    }
+}
+
+/// Publishes a batch through the Rust API, retrying a saturated engine.
+fn publish_batch_rust(api: &dyn engine::api::BrokerApi, batch: Vec<Message>) {
+    loop {
+        match api.publish_batch(batch.clone()) {
+            Ok(()) => return,
+            Err(e) if e.code == engine::protocol::ErrorCode::Backpressure => {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("publish_batch: {e}"),
+        }
+    }
+}
+
+/// Publishes a batch through the C ABI, retrying a saturated engine.
+fn publish_batch_c(publish: PublishBatchFn, broker: &Broker, batch: &[SubjectMsgIn]) {
+    loop {
+        // SAFETY: live handle; `batch` holds live messages with static subjects.
+        let status = unsafe { publish(broker.handle, batch.as_ptr(), batch.len()) };
+        match status {
+            RINGBROKER_OK => return,
+            s if s == ringbroker::status::RINGBROKER_BACKPRESSURE => std::thread::yield_now(),
+            s => panic!("ringbroker_publish_batch: status {s}"),
         }
     }
 }
@@ -267,6 +303,40 @@ fn fetch_64_c(
     unsafe { ringbroker_consumer_free(c_sub) };
 }
 
+/// One iteration of a throughput run: a consumer thread calls `drain(remaining)` (which
+/// returns how many it took) until `THROUGHPUT_MESSAGES` arrived, while this thread
+/// calls `publish(n)` for `n` messages at a time until all are published.
+fn flow(step: usize, publish: &dyn Fn(usize), drain: &(dyn Fn(usize) -> usize + Sync)) {
+    std::thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut received = 0;
+            while received < THROUGHPUT_MESSAGES {
+                received += drain(THROUGHPUT_MESSAGES - received);
+            }
+        });
+        let mut published = 0;
+        while published < THROUGHPUT_MESSAGES {
+            let n = step.min(THROUGHPUT_MESSAGES - published);
+            publish(n);
+            published += n;
+        }
+        consumer.join().expect("consumer thread");
+    });
+}
+
+/// A consumer pointer other threads may use (one receiver at a time, as documented).
+struct Shared(*mut Consumer);
+// SAFETY: a `ringbroker_consumer_t` may be used from any thread, one receiver at a time;
+// `flow` runs one consumer thread per iteration and joins it.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the whole `Shared`, which is `Sync`).
+    fn get(&self) -> *mut Consumer {
+        self.0
+    }
+}
+
 fn pubsub_64b(c: &mut Criterion, broker: &Broker) {
     let mut group = c.benchmark_group("pubsub_64B");
     group.throughput(Throughput::Elements(THROUGHPUT_MESSAGES as u64));
@@ -275,79 +345,109 @@ fn pubsub_64b(c: &mut Criterion, broker: &Broker) {
     let payload = [3u8; 64];
 
     let rust_sub = api.subscribe("bench.flow.rust", None).expect("subscribe");
+    let rust_drain = |remaining: usize| {
+        let mut n = 1;
+        black_box(
+            rust_sub
+                .next(Duration::from_secs(5))
+                .expect("message within 5 s"),
+        );
+        while n < remaining.min(BATCH) {
+            match rust_sub.try_next().expect("try_next") {
+                Some(m) => {
+                    black_box(m);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    };
     let subject = Subject::new("bench.flow.rust").expect("valid subject");
-    let shared = Bytes::copy_from_slice(&payload);
-    group.bench_function(BenchmarkId::new("rust", "1to1"), |b| {
-        b.iter(|| {
-            std::thread::scope(|s| {
-                let consumer = s.spawn(|| {
-                    let mut received = 0;
-                    while received < THROUGHPUT_MESSAGES {
-                        let first = rust_sub.next(Duration::from_secs(5)).expect("message");
-                        black_box(first);
-                        received += 1;
-                        while received < THROUGHPUT_MESSAGES {
-                            match rust_sub.try_next().expect("try_next") {
-                                Some(m) => {
-                                    black_box(m);
-                                    received += 1;
-                                }
-                                None => break,
-                            }
-                        }
-                    }
-                });
-                for _ in 0..THROUGHPUT_MESSAGES {
-                    publish_rust(api, Message::new(subject.clone(), shared.clone()));
-                }
-                consumer.join().expect("consumer thread");
-            });
-        });
+    let one = Message::new(subject, Bytes::copy_from_slice(&payload));
+    group.bench_function(BenchmarkId::new("rust", "one_per_call"), |b| {
+        let publish = |n: usize| (0..n).for_each(|_| publish_rust(api, one.clone()));
+        b.iter(|| flow(1, &publish, &rust_drain));
     });
+    group.bench_function(BenchmarkId::new("rust", "batch_64"), |b| {
+        let publish = |n: usize| publish_batch_rust(api, vec![one.clone(); n]);
+        b.iter(|| flow(BATCH, &publish, &rust_drain));
+    });
+    drop(rust_sub);
 
-    let c_sub = broker.subscribe(c"bench.flow.c");
-    struct SendPtr(*mut Consumer);
-    // SAFETY: a consumer may be used from another thread, one receiver at a time.
-    unsafe impl Sync for SendPtr {}
-    let c_sub = SendPtr(c_sub);
-    let (publish, fetch, free) = (publish_fn(), fetch_fn(), free_fn());
-    group.bench_function(BenchmarkId::new("c", "1to1"), |b| {
-        b.iter(|| {
-            std::thread::scope(|s| {
-                let c_sub = &c_sub;
-                let consumer = s.spawn(move || {
-                    let mut msgs: [*mut Msg; BATCH] = [ptr::null_mut(); BATCH];
-                    let mut received = 0;
-                    while received < THROUGHPUT_MESSAGES {
-                        let mut n = 0usize;
-                        let want = BATCH.min(THROUGHPUT_MESSAGES - received);
-                        // SAFETY: live consumer, room for `want` pointers.
-                        let status =
-                            unsafe { fetch(c_sub.0, msgs.as_mut_ptr(), want, &mut n, 5000) };
-                        assert_eq!(status, RINGBROKER_OK);
-                        assert!(n > 0, "no message within 5 s");
-                        for &m in &msgs[..n] {
-                            // SAFETY: returned by this fetch, freed once.
-                            unsafe { free(m) };
-                        }
-                        received += n;
-                    }
-                });
-                for _ in 0..THROUGHPUT_MESSAGES {
-                    publish_c(publish, broker, c"bench.flow.c", &payload);
-                }
-                consumer.join().expect("consumer thread");
-            });
-        });
+    let c_sub = Shared(broker.subscribe(c"bench.flow.c"));
+    let (publish_one, publish_many, fetch, free) =
+        (publish_fn(), publish_batch_fn(), fetch_fn(), free_fn());
+    let c_drain = |remaining: usize| {
+        let mut msgs: [*mut Msg; BATCH] = [ptr::null_mut(); BATCH];
+        let mut n = 0usize;
+        let want = BATCH.min(remaining);
+        // SAFETY: live consumer, room for `want` pointers.
+        let status = unsafe { fetch(c_sub.get(), msgs.as_mut_ptr(), want, &mut n, 5000) };
+        assert_eq!(status, RINGBROKER_OK);
+        assert!(n > 0, "no message within 5 s");
+        for &m in &msgs[..n] {
+            // SAFETY: returned by this fetch, freed once.
+            unsafe { free(m) };
+        }
+        n
+    };
+    group.bench_function(BenchmarkId::new("c", "one_per_call"), |b| {
+        let publish = |n: usize| {
+            (0..n).for_each(|_| publish_c(publish_one, broker, c"bench.flow.c", &payload))
+        };
+        b.iter(|| flow(1, &publish, &c_drain));
+    });
+    let batch = c_batch(c"bench.flow.c", &payload);
+    group.bench_function(BenchmarkId::new("c", "batch_64"), |b| {
+        let publish = |n: usize| publish_batch_c(publish_many, broker, &batch[..n]);
+        b.iter(|| flow(BATCH, &publish, &c_drain));
     });
     // SAFETY: live and unused now.
-    unsafe { ringbroker_consumer_free(c_sub.0) };
+    unsafe { ringbroker_consumer_free(c_sub.get()) };
+    group.finish();
+}
+
+/// `BATCH` C messages of `payload` on `subject` (both must outlive the batch's use).
+fn c_batch(subject: &'static std::ffi::CStr, payload: &[u8]) -> Vec<SubjectMsgIn> {
+    (0..BATCH)
+        .map(|_| SubjectMsgIn {
+            subject: subject.as_ptr(),
+            reply: ptr::null(),
+            headers: ptr::null(),
+            headers_len: 0,
+            payload: payload.as_ptr(),
+            payload_len: payload.len(),
+        })
+        .collect()
+}
+
+/// A batch of 64 messages of 16 B, published in one call: the per-message cost of the
+/// batch entry points.
+fn publish_batch_16b(c: &mut Criterion, broker: &Broker) {
+    let mut group = c.benchmark_group("publish_batch_64x16B");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let payload = [7u8; 16];
+    let api = broker.api();
+    let one = Message::new(
+        Subject::new("bench.nobody").expect("valid subject"),
+        Bytes::copy_from_slice(&payload),
+    );
+    group.bench_function("rust", |b| {
+        b.iter(|| publish_batch_rust(api, vec![one.clone(); BATCH]));
+    });
+    let batch = c_batch(c"bench.nobody", &payload);
+    let publish_many = publish_batch_fn();
+    group.bench_function("c", |b| {
+        b.iter(|| publish_batch_c(publish_many, broker, black_box(&batch)));
+    });
     group.finish();
 }
 
 fn abi(c: &mut Criterion) {
     let broker = Broker::open(2);
     publish_16b(c, &broker);
+    publish_batch_16b(c, &broker);
     fetch_64(c, &broker);
     pubsub_64b(c, &broker);
 }

@@ -131,9 +131,10 @@ static size_t completions(ringbroker_t *h, ringbroker_completion *done, size_t w
 }
 
 static void subject_batches_and_async_requests(ringbroker_t *h) {
-  char pattern[64], subject[64], service[64];
+  char pattern[64], subject[64], other[64], service[64];
   snprintf(pattern, sizeof pattern, "cb.%s.>", mode);
   snprintf(subject, sizeof subject, "cb.%s.x", mode);
+  snprintf(other, sizeof other, "cb.%s.y", mode);
   snprintf(service, sizeof service, "svc.%s.async", mode);
 
   ringbroker_consumer_t *sub = NULL;
@@ -141,17 +142,30 @@ static void subject_batches_and_async_requests(ringbroker_t *h) {
   ringbroker_header hdr = {.name = "trace", .value = (const uint8_t *)"t1", .value_len = 2};
   ringbroker_subject_msg batch[3] = {
       {.subject = subject, .payload = (const uint8_t *)"a", .payload_len = 1},
-      {.subject = subject, .headers = &hdr, .headers_len = 1,
+      {.subject = other, .headers = &hdr, .headers_len = 1,
        .payload = (const uint8_t *)"b", .payload_len = 1},
       {.subject = subject, .reply = "cb.answers", .payload = (const uint8_t *)"c",
        .payload_len = 1},
   };
   OK(ringbroker_publish_batch(h, batch, 3));
-  const char *want[] = {"a", "b", "c"};
-  for (int i = 0; i < 3; i++) {
+  /* Singles too, switching subjects (the library reuses a thread's last subject). */
+  OK(ringbroker_publish(h, subject, NULL, (const uint8_t *)"d", 1));
+  OK(ringbroker_publish(h, other, NULL, (const uint8_t *)"e", 1));
+  OK(ringbroker_publish(h, subject, NULL, (const uint8_t *)"f", 1));
+  CHECK(ringbroker_publish(h, "cb.bad subject", NULL, NULL, 0) == RINGBROKER_INVALID_ARGUMENT,
+        "an invalid subject after valid ones");
+  const char *want[] = {"a", "b", "c", "d", "e", "f"};
+  const char *on[] = {subject, other, subject, subject, other, subject};
+  for (int i = 0; i < 6; i++) {
     ringbroker_msg_t *m = NULL;
     OK(ringbroker_next(sub, WAIT_MS, &m));
-    CHECK(m && payload_is(m, want[i]), "batch message %d in order", i);
+    CHECK(m && payload_is(m, want[i]), "message %d in order", i);
+    if (m) {
+      ringbroker_msg_view_t v;
+      OK(ringbroker_msg_view(m, &v));
+      CHECK(v.subject_len == strlen(on[i]) && memcmp(v.subject, on[i], v.subject_len) == 0,
+            "message %d on %s", i, on[i]);
+    }
     if (m && i == 1) {
       const uint8_t *name = NULL, *value = NULL;
       size_t name_len = 0, value_len = 0;

@@ -11,7 +11,8 @@
 //!   `Bytes` (what a Rust caller would write); `rust_same_work` parses the subject and
 //!   copies the payload as the C entry point must.
 //! - `fetch_64`: taking 64 buffered messages and freeing them. Each iteration publishes
-//!   64 messages and sleeps 1 ms untimed so that all are buffered, then times
+//!   64 messages through the Rust API (the same for both sides) and sleeps 1 ms untimed
+//!   so that all are buffered, then times
 //!   `ringbroker_fetch` of 64 + 64 `ringbroker_msg_free` (`c`) against `next` + 63
 //!   `try_next` + drop (`rust`).
 //! - `publish_batch_64x16B`: 64 messages of 16 B in one `ringbroker_publish_batch`
@@ -216,10 +217,20 @@ fn publish_16b(c: &mut Criterion, broker: &Broker) {
     group.finish();
 }
 
+/// Publishes `BATCH` messages of 16 B on `subject` (each payload its own allocation, as
+/// from any publisher) and waits 1 ms so that all are in the subscription's buffer.
+/// Both sides of `fetch_64` receive exactly these.
+fn fill(api: &dyn engine::api::BrokerApi, subject: &Subject) {
+    for i in 0..BATCH {
+        let payload = Bytes::copy_from_slice(&[i as u8; 16]);
+        publish_rust(api, Message::new(subject.clone(), payload));
+    }
+    std::thread::sleep(Duration::from_millis(1));
+}
+
 fn fetch_64(c: &mut Criterion, broker: &Broker) {
     let mut group = c.benchmark_group("fetch_64");
     group.throughput(Throughput::Elements(BATCH as u64));
-    let payload = Bytes::from_static(&[1u8; 16]);
     let api = broker.api();
 
     let rust_sub = api.subscribe("bench.fetch.rust", None).expect("subscribe");
@@ -229,10 +240,7 @@ fn fetch_64(c: &mut Criterion, broker: &Broker) {
             let mut total = Duration::ZERO;
             let mut taken = Vec::with_capacity(BATCH);
             for _ in 0..iters {
-                for _ in 0..BATCH {
-                    publish_rust(api, Message::new(subject.clone(), payload.clone()));
-                }
-                std::thread::sleep(Duration::from_millis(1));
+                fill(api, &subject);
                 let start = Instant::now();
                 taken.push(
                     rust_sub
@@ -260,18 +268,15 @@ fn fetch_64_c(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     broker: &Broker,
 ) {
-    let payload = [1u8; 16];
     let c_sub = broker.subscribe(c"bench.fetch.c");
+    let subject = Subject::new("bench.fetch.c").expect("valid subject");
     let (fetch, free) = (fetch_fn(), free_fn());
     group.bench_function("c", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut msgs: [*mut Msg; BATCH] = [ptr::null_mut(); BATCH];
             for _ in 0..iters {
-                for _ in 0..BATCH {
-                    publish_c(publish_fn(), broker, c"bench.fetch.c", &payload);
-                }
-                std::thread::sleep(Duration::from_millis(1));
+                fill(broker.api(), &subject);
                 let start = Instant::now();
                 let mut have = 0;
                 while have < BATCH {

@@ -8,7 +8,7 @@
 //! broker behaviour: each entry point maps its arguments onto `engine::api`.
 //!
 //! Layout: `status` (codes, last error, the guard), `arguments` (pointers to
-//! references), `config` (key/value settings), `handle` (open, connect, close,
+//! references), `copies` (the one copy of a caller's bytes), `config` (key/value settings), `handle` (open, connect, close,
 //! completions), `message` (received messages), `consumer` (receiving and
 //! acknowledging, every model), `outcomes` (per-item publish results and completions), `subjects`, `streams`, `queues` (each model's calls).
 //! docs/c-api.md is the guide; the header is generated from these doc comments.
@@ -16,6 +16,7 @@
 pub mod arguments;
 pub mod config;
 pub mod consumer;
+mod copies;
 pub mod handle;
 pub mod message;
 mod outcomes;

@@ -9,13 +9,13 @@ use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use engine::api::{Bind, ConfirmOutcomes, Routed};
 use engine::queue::{Message, Properties};
 
 use crate::arguments::{bytes, items, optional_string, out_param, string};
 use crate::config::{self, Config};
 use crate::consumer::Consumer;
+use crate::copies::Copier;
 use crate::handle::{arg as handle_arg, Completion, Completions, Handle};
 use crate::outcomes;
 use crate::status::{guard, Failure, StatusCode, RINGBROKER_OK};
@@ -75,6 +75,11 @@ pub struct QueueInfo {
 unsafe fn messages_of(messages: *const QueueMsgIn, count: usize) -> Result<Vec<Routed>, Failure> {
     // SAFETY: forwarded from the caller.
     let messages = unsafe { items(messages, count, "messages") }?;
+    let mut copier = Copier::new(
+        messages
+            .iter()
+            .fold(0usize, |n, m| n.saturating_add(m.payload_len)),
+    );
     messages
         .iter()
         .map(|m| {
@@ -93,7 +98,7 @@ unsafe fn messages_of(messages: *const QueueMsgIn, count: usize) -> Result<Vec<R
                 };
                 let message = Message {
                     properties,
-                    payload: Bytes::copy_from_slice(payload),
+                    payload: copier.copy(payload),
                 };
                 Ok((exchange.to_owned(), key.to_owned(), message))
             }

@@ -15,6 +15,7 @@ use engine::stream::{Publish, PublishAck};
 use crate::arguments::{bytes, items, optional_string, out_param, string};
 use crate::config::{self, Config};
 use crate::consumer::Consumer;
+use crate::copies::Copier;
 use crate::handle::{arg as handle_arg, Completion, Completions};
 use crate::outcomes;
 use crate::status::{guard, Failure, StatusCode, RINGBROKER_OK};
@@ -123,6 +124,10 @@ pub(crate) unsafe fn headers_of(
 unsafe fn records_of(records: *const RecordIn, count: usize) -> Result<Vec<Publish>, Failure> {
     // SAFETY: forwarded from the caller.
     let records = unsafe { items(records, count, "records") }?;
+    let mut copier = Copier::new(records.iter().fold(0usize, |n, r| {
+        n.saturating_add(r.payload_len)
+            .saturating_add(if r.key.is_null() { 0 } else { r.key_len })
+    }));
     records
         .iter()
         .map(|r| {
@@ -130,9 +135,9 @@ unsafe fn records_of(records: *const RecordIn, count: usize) -> Result<Vec<Publi
             unsafe {
                 let subject = string(r.subject, "record subject")?;
                 let payload = bytes(r.payload, r.payload_len, "record payload")?;
-                let mut publish = Publish::new(subject, Bytes::copy_from_slice(payload));
+                let mut publish = Publish::new(subject, copier.copy(payload));
                 if !r.key.is_null() {
-                    publish = publish.key(Bytes::copy_from_slice(bytes(r.key, r.key_len, "key")?));
+                    publish = publish.key(copier.copy(bytes(r.key, r.key_len, "key")?));
                 }
                 publish.headers = headers_of(r.headers, r.headers_len)?;
                 Ok(publish)

@@ -11,6 +11,7 @@ use engine::pubsub::{Message, Subject};
 
 use crate::arguments::{bytes, items, optional_string, out_param, reference, string, timeout};
 use crate::consumer::Consumer;
+use crate::copies::Copier;
 use crate::handle::{arg as handle_arg, Completion, Done, Handle};
 use crate::message::Msg;
 use crate::outcomes;
@@ -65,17 +66,14 @@ fn publish_subject(text: &str) -> Result<Subject, Failure> {
 ///
 /// # Safety
 /// `m`'s pointers are NULL or valid for the call, as `SubjectMsgIn` documents.
-unsafe fn message_of(m: &SubjectMsgIn) -> Result<Message, Failure> {
+unsafe fn message_of(m: &SubjectMsgIn, copier: &mut Copier) -> Result<Message, Failure> {
     // SAFETY: forwarded from the caller.
     let subject_text = unsafe { string(m.subject, "subject") }?;
     // SAFETY: forwarded from the caller.
     let reply = unsafe { optional_string(m.reply, "reply") }?;
     // SAFETY: forwarded from the caller.
     let payload = unsafe { bytes(m.payload, m.payload_len, "payload") }?;
-    let mut message = Message::new(
-        publish_subject(subject_text)?,
-        Bytes::copy_from_slice(payload),
-    );
+    let mut message = Message::new(publish_subject(subject_text)?, copier.copy(payload));
     message.reply = reply.map(|r| subject(r, "reply")).transpose()?;
     // SAFETY: forwarded from the caller.
     let headers = unsafe { headers_of(m.headers, m.headers_len) }?;
@@ -139,7 +137,8 @@ pub unsafe extern "C" fn ringbroker_publish(
             payload_len: len,
         };
         // SAFETY: forwarded from the caller.
-        Ok(h.api().publish(unsafe { message_of(&one) }?)?)
+        let message = unsafe { message_of(&one, &mut Copier::new(len)) }?;
+        Ok(h.api().publish(message)?)
     })
 }
 
@@ -164,10 +163,14 @@ pub unsafe extern "C" fn ringbroker_publish_batch(
         let h = handle_arg(handle)?;
         // SAFETY: forwarded from the caller.
         let msgs = unsafe { items(msgs, count, "msgs") }?;
+        let mut copier = Copier::new(
+            msgs.iter()
+                .fold(0usize, |n, m| n.saturating_add(m.payload_len)),
+        );
         let batch = msgs
             .iter()
             // SAFETY: forwarded from the caller.
-            .map(|m| unsafe { message_of(m) })
+            .map(|m| unsafe { message_of(m, &mut copier) })
             .collect::<Result<Vec<_>, Failure>>()?;
         Ok(h.api().publish_batch(batch)?)
     })

@@ -836,7 +836,9 @@ ringbroker_status ringbroker_completions_fd(const struct ringbroker_t *handle, i
  `out` (in the order the engine answered) and sets `*count` to how many; never
  blocks. The `message` pointers stay valid until the next poll on this handle: poll
  from one thread. Each non-NULL `reply` is the caller's to free with
- `ringbroker_msg_free` (replies never polled are freed by `ringbroker_close`). Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
+ `ringbroker_msg_free` (replies never polled are freed by `ringbroker_close`).
+ The fd turns readable when the queue goes from empty to not empty and is cleared
+ when a poll empties it: an edge-triggered loop polls until `*count < capacity`. Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
 
  # Safety
  `handle` must be NULL or live; `out` NULL or room for `capacity` completions;
@@ -1291,7 +1293,8 @@ ringbroker_status ringbroker_subscribe(const struct ringbroker_t *handle,
  put in `*reply` (free with `ringbroker_msg_free`). Returns
  `RINGBROKER_NO_RESPONDERS` at once if nothing subscribes to `subject`,
  `RINGBROKER_TIMEOUT` if no reply came in time, `RINGBROKER_INVALID_ARGUMENT` for a
- NULL or invalid argument. Any thread.
+ NULL or invalid argument or a negative `timeout_ms` (a request always has a
+ deadline, unlike a receive). Any thread.
 
  # Safety
  `handle` NULL or live; `subject` NULL or NUL-terminated; `payload` NULL or `len`

@@ -107,16 +107,20 @@ impl Consumer {
     /// The next message if one is buffered; when none is, arms the eventfd so it turns
     /// readable when one comes (and checks once more, so none slips between).
     pub fn poll(&self) -> Result<Option<Msg>, Failure> {
-        if let Some(msg) = self.try_next()? {
-            return Ok(Some(msg));
+        loop {
+            if let Some(msg) = self.try_next()? {
+                return Ok(Some(msg));
+            }
+            self.clear_notification()?;
+            if !self.arm() {
+                return Ok(None);
+            }
+            // Something came (or the consumer ended: try_next reports it) between the
+            // look and the arm, and `arm` disarmed the doorbell again. Look once more;
+            // if that finds nothing after all (a message counted a moment before it
+            // can be taken, or a record of a revoked partition skipped), arm again:
+            // returning now would leave the fd disarmed and the caller waiting forever.
         }
-        self.clear_notification()?;
-        if !self.arm() {
-            return Ok(None);
-        }
-        // Something came (or the consumer ended: try_next reports it) between the look
-        // and the arm.
-        Ok(self.try_next()?)
     }
 
     fn arm(&self) -> bool {
@@ -321,10 +325,11 @@ pub unsafe extern "C" fn ringbroker_fetch(
         // SAFETY: forwarded from the caller.
         let count = unsafe { out_param(count, "count") }?;
         *count = 0;
-        // SAFETY: checked as an input array (NULL with a capacity, the bound) only.
-        unsafe { items(msgs.cast_const(), capacity, "msgs") }?;
         if capacity == 0 {
             return Ok(());
+        }
+        if msgs.is_null() {
+            return Err(Failure::invalid("msgs is NULL"));
         }
         let put = |i: usize, m: Msg| {
             // SAFETY: `i < capacity`, room the caller promised at non-NULL `msgs`.
@@ -335,7 +340,9 @@ pub unsafe extern "C" fn ringbroker_fetch(
         } else {
             match c.next(timeout(timeout_ms)) {
                 Ok(m) => Some(m),
-                Err(e) if e.code == ErrorCode::Timeout => None,
+                // Nothing came in time: `poll` arms the fd for the caller's event loop
+                // (and takes a message that slipped in after the wait).
+                Err(e) if e.code == ErrorCode::Timeout => c.poll()?,
                 Err(e) => return Err(e.into()),
             }
         };

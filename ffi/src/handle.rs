@@ -316,7 +316,9 @@ pub unsafe extern "C" fn ringbroker_completions_fd(
 /// `out` (in the order the engine answered) and sets `*count` to how many; never
 /// blocks. The `message` pointers stay valid until the next poll on this handle: poll
 /// from one thread. Each non-NULL `reply` is the caller's to free with
-/// `ringbroker_msg_free` (replies never polled are freed by `ringbroker_close`). Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
+/// `ringbroker_msg_free` (replies never polled are freed by `ringbroker_close`).
+/// The fd turns readable when the queue goes from empty to not empty and is cleared
+/// when a poll empties it: an edge-triggered loop polls until `*count < capacity`. Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument.
 ///
 /// # Safety
 /// `handle` must be NULL or live; `out` NULL or room for `capacity` completions;

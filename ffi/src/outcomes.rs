@@ -18,19 +18,27 @@ pub(crate) fn status_of(error: &engine::api::Error) -> StatusCode {
 }
 
 /// Writes `to_c(outcome)` for every outcome into `out` (skipped when `out` is NULL)
-/// and returns the first failure, if any.
+/// and returns the first failure, if any. An answer with another number of outcomes
+/// than the `count` items asked is the engine's bug: `INTERNAL`, nothing written.
 ///
 /// # Safety
-/// `out` is NULL or has room for `outcomes.len()` values.
+/// `out` is NULL or has room for `count` values.
 pub(crate) unsafe fn write_each<T, R>(
     outcomes: &[engine::api::Result<T>],
     out: *mut R,
+    count: usize,
     to_c: impl Fn(&engine::api::Result<T>) -> R,
 ) -> Result<(), Failure> {
+    if outcomes.len() != count {
+        return Err(Failure::new(
+            Status::Internal,
+            format!("{} outcomes for {count} items", outcomes.len()),
+        ));
+    }
     let mut first_failure = None;
     for (i, outcome) in outcomes.iter().enumerate() {
         if !out.is_null() {
-            // SAFETY: `i < outcomes.len()`, the room the caller promised.
+            // SAFETY: `i < outcomes.len() == count`, the room the caller promised.
             unsafe { out.add(i).write(to_c(outcome)) };
         }
         if let (None, Err(e)) = (&first_failure, outcome) {

@@ -413,7 +413,7 @@ pub unsafe extern "C" fn ringbroker_exchange_publish(
         let batch = unsafe { messages_of(messages, count) }?;
         let each = h.api().publish_messages(&batch, mandatory != 0)?;
         // SAFETY: one confirm per message, and `confirms` has room for `count`.
-        unsafe { outcomes::write_each(&each, confirms, confirm_of) }
+        unsafe { outcomes::write_each(&each, confirms, count, confirm_of) }
     })
 }
 

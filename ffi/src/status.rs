@@ -240,7 +240,9 @@ fn set_last_error(message: &str) {
         .map(|b| if b == 0 { b' ' } else { b })
         .collect();
     let text = CString::new(clean).unwrap_or_default();
-    LAST_ERROR.with(|last| *last.borrow_mut() = text);
+    // During the thread's teardown (a call from a thread-local destructor) the store
+    // may be gone: the message is lost, the status still says what happened.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
 }
 
 /// Runs an entry point's body: its failure becomes a status and this thread's last
@@ -281,7 +283,9 @@ pub fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 /// Any thread may call this.
 #[no_mangle]
 pub extern "C" fn ringbroker_last_error_message() -> *const c_char {
-    LAST_ERROR.with(|last| last.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|last| last.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// The name of `status` as the header spells it without the prefix (`"NOT_FOUND"`), or

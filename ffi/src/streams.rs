@@ -276,7 +276,7 @@ pub unsafe extern "C" fn ringbroker_stream_publish(
         let batch = unsafe { records_of(records, count) }?;
         let each = h.api().publish_records(&batch)?;
         // SAFETY: one outcome per record, and `results` has room for `count`.
-        unsafe { outcomes::write_each(&each, results, result_of) }
+        unsafe { outcomes::write_each(&each, results, count, result_of) }
     })
 }
 

@@ -239,7 +239,8 @@ pub unsafe extern "C" fn ringbroker_subscribe(
 /// put in `*reply` (free with `ringbroker_msg_free`). Returns
 /// `RINGBROKER_NO_RESPONDERS` at once if nothing subscribes to `subject`,
 /// `RINGBROKER_TIMEOUT` if no reply came in time, `RINGBROKER_INVALID_ARGUMENT` for a
-/// NULL or invalid argument. Any thread.
+/// NULL or invalid argument or a negative `timeout_ms` (a request always has a
+/// deadline, unlike a receive). Any thread.
 ///
 /// # Safety
 /// `handle` NULL or live; `subject` NULL or NUL-terminated; `payload` NULL or `len`

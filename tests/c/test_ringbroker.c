@@ -8,6 +8,7 @@
  * Exits 0 when every check passed; prints each failed check and exits 1 otherwise.
  * Built and run by scripts/test-c (under ASan+UBSan, and remote under valgrind).
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep, clock_gettime under -std=c11 */
 #include "ringbroker.h"
 
 #include <poll.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int failures = 0;
 
@@ -459,6 +461,114 @@ static void threads(ringbroker_t *h) {
   ringbroker_consumer_free(sub);
 }
 
+/* A fetch whose wait expired arms the fd like a try_fetch that found nothing. */
+static void fetch_timeout_arms_the_fd(ringbroker_t *h) {
+  char subject[64];
+  snprintf(subject, sizeof subject, "arm.%s.x", mode);
+  ringbroker_consumer_t *sub = NULL;
+  OK(ringbroker_subscribe(h, subject, NULL, &sub));
+  ringbroker_msg_t *msgs[8];
+  size_t n = 9;
+  OK(ringbroker_fetch(sub, msgs, 8, &n, 50));
+  CHECK(n == 0, "nothing to fetch yet (%zu)", n);
+  OK(ringbroker_publish(h, subject, NULL, (const uint8_t *)"late", 4));
+  int fd = -1;
+  OK(ringbroker_consumer_fd(sub, &fd));
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  CHECK(poll(&p, 1, WAIT_MS) == 1, "the fd turns readable after a fetch timed out");
+  OK(ringbroker_try_fetch(sub, msgs, 8, &n));
+  CHECK(n == 1 && payload_is(msgs[0], "late"), "the late message (%zu)", n);
+  for (size_t i = 0; i < n; i++) ringbroker_msg_free(msgs[i]);
+  ringbroker_consumer_free(sub);
+}
+
+struct blaster {
+  ringbroker_t *h;
+  const char *subject;
+  volatile int stop;
+};
+
+static void *blast(void *arg) {
+  struct blaster *b = arg;
+  ringbroker_subject_msg m[16];
+  memset(m, 0, sizeof m);
+  for (int i = 0; i < 16; i++) {
+    m[i].subject = b->subject;
+    m[i].payload = (const uint8_t *)"x";
+    m[i].payload_len = 1;
+  }
+  for (unsigned long k = 0; !__atomic_load_n(&b->stop, __ATOMIC_SEQ_CST); k++) {
+    ringbroker_status s = ringbroker_publish_batch(b->h, m, 1 + k % 16);
+    if (s != RINGBROKER_OK && s != RINGBROKER_BACKPRESSURE) break;
+    if (k % 64 == 0) {
+      struct timespec pause = {0, 50000};
+      nanosleep(&pause, NULL);
+    }
+  }
+  return NULL;
+}
+
+/* An event loop as docs/c-api.md describes it (drain with try_fetch until short, then
+   wait on the fd) while a thread publishes without pause: the fd must never stay
+   quiet for a second while messages keep coming (a lost wake-up). */
+static void event_loop_never_stalls(ringbroker_t *h) {
+  char subject[64];
+  snprintf(subject, sizeof subject, "loop.%s.x", mode);
+  ringbroker_consumer_t *sub = NULL;
+  OK(ringbroker_subscribe(h, subject, NULL, &sub));
+  int fd = -1;
+  OK(ringbroker_consumer_fd(sub, &fd));
+  struct blaster b = {h, subject, 0};
+  pthread_t t;
+  pthread_create(&t, NULL, blast, &b);
+  unsigned long got = 0, stalls = 0;
+  time_t end = time(NULL) + 2;
+  ringbroker_msg_t *msgs[64];
+  while (time(NULL) < end && stalls == 0) {
+    size_t n = 0;
+    do {
+      if (ringbroker_try_fetch(sub, msgs, 64, &n) != RINGBROKER_OK) break;
+      for (size_t i = 0; i < n; i++) ringbroker_msg_free(msgs[i]);
+      got += n;
+    } while (n == 64);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 1000) == 0) stalls++;
+  }
+  __atomic_store_n(&b.stop, 1, __ATOMIC_SEQ_CST);
+  pthread_join(t, NULL);
+  CHECK(stalls == 0 && got > 0, "no lost wake-up (%lu messages, %lu stalls)", got, stalls);
+  ringbroker_consumer_free(sub);
+}
+
+/* Closing an embedded broker ends its queue consumers: a receive fails at once. */
+static void close_ends_queue_consumers(const char *dir) {
+  char path[512];
+  snprintf(path, sizeof path, "%s-closing", dir);
+  const char *def[] = {"data_dir", path, "shards", "2", "pin_to_cores", "false", NULL};
+  ringbroker_config *c = config_of(def);
+  ringbroker_t *h = NULL;
+  OK(ringbroker_open(c, &h));
+  ringbroker_config_free(c);
+  if (!h) return;
+  const char *q[] = {"name", "closing", NULL};
+  c = config_of(q);
+  OK(ringbroker_queue_declare(h, c, NULL));
+  ringbroker_config_free(c);
+  ringbroker_consumer_t *consumer = NULL;
+  OK(ringbroker_queue_consume(h, "closing", NULL, &consumer));
+  OK(ringbroker_close(h));
+  ringbroker_msg_t *m = NULL;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ringbroker_status s = ringbroker_next(consumer, 5000, &m);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  CHECK(s != RINGBROKER_OK && s != RINGBROKER_TIMEOUT && waited < 1.0,
+        "a queue consumer of a closed broker ends (status %s after %.2f s)",
+        ringbroker_status_name(s), waited);
+  ringbroker_consumer_free(consumer);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s <data-dir> embedded|remote\n", argv[0]);
@@ -495,7 +605,10 @@ int main(int argc, char **argv) {
   queues(h);
   null_arguments(h);
   threads(h);
+  fetch_timeout_arms_the_fd(h);
+  event_loop_never_stalls(h);
   OK(ringbroker_close(h));
+  if (strcmp(mode, "embedded") == 0) close_ends_queue_consumers(argv[1]);
   if (failures) {
     fprintf(stderr, "%d check(s) failed (%s)\n", failures, mode);
     return 1;

@@ -219,15 +219,18 @@ impl Drop for Waiter {
 struct SubSink {
     /// What to send again after a reconnect.
     request: Subscribe,
-    tx: mpsc::Sender<Message>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Message>>,
     ready: Arc<push::Readiness>,
     pending_max: usize,
     dropped: Arc<AtomicU64>,
 }
 
 impl Drop for SubSink {
-    /// No more messages will come: a waiting event loop wakes to see the end.
+    /// No more messages will come: a waiting event loop wakes to see the end. The
+    /// channel closes first, so whoever wakes finds it disconnected, not empty.
     fn drop(&mut self) {
+        drop(self.tx.take());
         self.ready.end();
     }
 }
@@ -359,7 +362,7 @@ impl Client {
             sub_id,
             SubSink {
                 request: request.clone(),
-                tx,
+                tx: Some(tx),
                 ready: ready.clone(),
                 pending_max: self.inner.config.subscription_pending_max,
                 dropped: dropped.clone(),
@@ -465,8 +468,11 @@ impl Client {
             if let Some(mut waiter) = unsent {
                 // Not sent: the caller gets the error instead of the callback.
                 waiter.forget();
+                return Err(error);
             }
-            return Err(error);
+            // The reader lost the connection meanwhile and already answered the
+            // callback (Disconnected): it was answered once, so this call succeeded
+            // in the only sense that matters to the caller.
         }
         Ok(())
     }
@@ -772,8 +778,8 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
             if let Some(sink) = lock(&inner.subs).get(&sub_id) {
                 if sink.ready.buffered() >= sink.pending_max {
                     sink.dropped.fetch_add(1, Ordering::Relaxed);
-                } else if sink.tx.send(message).is_ok() {
-                    sink.ready.pushed();
+                } else if let Some(tx) = &sink.tx {
+                    sink.ready.deliver(|| tx.send(message).is_ok());
                 }
             }
             Ok(())

@@ -47,10 +47,19 @@ impl Readiness {
         }))
     }
 
-    /// Reader: one more message is buffered.
-    pub(super) fn pushed(&self) {
+    /// Reader: buffers one message with `send` (false: it could not) and rings. The
+    /// count goes up before the message is in the channel, so the application's
+    /// `taken` can never bring it below zero; `arm` may then see a message a moment
+    /// before it can be taken (a caller drains and arms again, as the protocol says).
+    pub(super) fn deliver(&self, send: impl FnOnce() -> bool) -> bool {
         self.buffered.fetch_add(1, Ordering::SeqCst);
-        self.bell.ring();
+        if send() {
+            self.bell.ring();
+            true
+        } else {
+            self.buffered.fetch_sub(1, Ordering::SeqCst);
+            false
+        }
     }
 
     /// Application: one message was taken.
@@ -99,14 +108,17 @@ impl Readiness {
 pub(super) struct Sink<R, T> {
     /// What to send again after a reconnect.
     pub(super) request: R,
-    tx: SyncSender<T>,
+    /// `None` only while dropping.
+    tx: Option<SyncSender<T>>,
     closed: Arc<Mutex<Option<String>>>,
     ready: Arc<Readiness>,
 }
 
 impl<R, T> Drop for Sink<R, T> {
     /// The consumer's messages all came: a waiting event loop wakes to see the end.
+    /// The channel closes first, so whoever wakes finds it disconnected, not empty.
     fn drop(&mut self) {
+        drop(self.tx.take());
         self.ready.end();
     }
 }
@@ -134,7 +146,7 @@ pub(super) fn open<R, T>(
     let ready = Readiness::new()?;
     let sink = Sink {
         request,
-        tx,
+        tx: Some(tx),
         closed: closed.clone(),
         ready: ready.clone(),
     };
@@ -151,11 +163,9 @@ pub(super) fn open<R, T>(
 pub(super) fn route<R, T>(sinks: &Sinks<R, T>, id: u64, message: T) {
     let target = lock(sinks)
         .get(&id)
-        .map(|s| (s.tx.clone(), s.ready.clone()));
+        .and_then(|s| Some((s.tx.clone()?, s.ready.clone())));
     if let Some((tx, ready)) = target {
-        if tx.send(message).is_ok() {
-            ready.pushed();
-        }
+        ready.deliver(|| tx.send(message).is_ok());
     }
 }
 

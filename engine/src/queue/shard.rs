@@ -101,6 +101,18 @@ struct State {
     api: Option<super::Queues>,
 }
 
+impl Drop for State {
+    fn drop(&mut self) {
+        // The shard is stopping: consumers on other threads (and event loops watching
+        // their fds) must learn it rather than wait forever.
+        for owned in self.owned.values() {
+            if let Ok(mut queue) = owned.state.try_borrow_mut() {
+                queue.close_consumers();
+            }
+        }
+    }
+}
+
 /// This shard's exchanges-and-queues state (shared, shard-local).
 #[derive(Clone)]
 pub(crate) struct ShardQueues {

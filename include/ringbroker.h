@@ -1017,6 +1017,20 @@ ringbroker_status ringbroker_exchange_bind(const struct ringbroker_t *handle,
                                            uintptr_t arguments_len);
 
 /*
+ Removes the binding of exchange `destination` to exchange `source` made with the
+ same `routing_key` and arguments. Returns `RINGBROKER_NOT_FOUND` if there is none.
+
+ # Safety
+ As `ringbroker_queue_bind`.
+ */
+ringbroker_status ringbroker_exchange_unbind(const struct ringbroker_t *handle,
+                                             const char *destination,
+                                             const char *source,
+                                             const char *routing_key,
+                                             const struct ringbroker_header *arguments,
+                                             uintptr_t arguments_len);
+
+/*
  Publishes `count` messages to their exchanges and waits for each confirm;
  `confirms` (NULL, or room for `count`) gets them in order. With `mandatory`
  non-zero, a message no queue takes is `RINGBROKER_UNROUTABLE`. Returns

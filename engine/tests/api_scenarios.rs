@@ -218,7 +218,48 @@ fn queues(api: &dyn BrokerApi) {
     assert_eq!(&second.payload[..], b"4");
     consumer.ack(second.delivery_tag, false).expect("ack");
     assert_eq!(code(api.queue_info("nope")), Some(ErrorCode::NotFound));
+    exchange_to_exchange(api);
     listings(api);
+}
+
+/// An exchange bound to `events` gets what matches its key until it is unbound.
+fn exchange_to_exchange(api: &dyn BrokerApi) {
+    api.declare_exchange(&ExchangeConfig::new("audit", ExchangeKind::Fanout))
+        .expect("exchange");
+    api.declare_queue(&QueueConfig::new("audit-log"))
+        .expect("queue");
+    let to_queue = ringbroker::api::Bind {
+        destination: "audit-log".into(),
+        source: "audit".into(),
+        routing_key: String::new(),
+        arguments: vec![],
+    };
+    api.bind_queue(&to_queue).expect("bind queue");
+    let e2e = ringbroker::api::Bind {
+        destination: "audit".into(),
+        source: "events".into(),
+        routing_key: "orders.#".into(),
+        arguments: vec![],
+    };
+    api.bind_exchange(&e2e).expect("bind exchange");
+    let message = || {
+        (
+            "events".to_owned(),
+            "orders.us.paid".to_owned(),
+            ringbroker::queue::Message::new(Bytes::from_static(b"e2e")),
+        )
+    };
+    let reached = api.publish_messages(&[message()], true).expect("publish");
+    assert_eq!(reached[0].clone().expect("routed through audit"), 1);
+    api.unbind_exchange(&e2e).expect("unbind exchange");
+    let reached = api.publish_messages(&[message()], true).expect("publish");
+    assert_eq!(code(reached[0].clone()), Some(ErrorCode::Unroutable));
+    assert_eq!(
+        code(api.unbind_exchange(&e2e)),
+        Some(ErrorCode::NotFound),
+        "the binding is gone"
+    );
+    assert_eq!(api.queue_info("audit-log").expect("info").messages, 1);
 }
 
 /// What `queues` declared, listed back.
@@ -229,14 +270,14 @@ fn listings(api: &dyn BrokerApi) {
         .into_iter()
         .map(|e| e.name)
         .collect();
-    assert_eq!(exchanges, vec!["events".to_owned()]);
+    assert_eq!(exchanges, vec!["audit".to_owned(), "events".to_owned()]);
     let queues: Vec<String> = api
         .queues()
         .expect("list")
         .into_iter()
         .map(|q| q.name)
         .collect();
-    assert_eq!(queues, vec!["eu".to_owned()]);
+    assert_eq!(queues, vec!["audit-log".to_owned(), "eu".to_owned()]);
 }
 
 /// Whether `fd` becomes readable within `WAIT`.

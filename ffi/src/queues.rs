@@ -270,6 +270,7 @@ enum BindOp {
     Queue,
     Unqueue,
     Exchange,
+    Unexchange,
 }
 
 /// # Safety
@@ -300,6 +301,7 @@ unsafe fn bind(
             BindOp::Queue => h.api().bind_queue(&bind)?,
             BindOp::Unqueue => h.api().unbind_queue(&bind)?,
             BindOp::Exchange => h.api().bind_exchange(&bind)?,
+            BindOp::Unexchange => h.api().unbind_exchange(&bind)?,
         }
         Ok(())
     })
@@ -386,6 +388,34 @@ pub unsafe extern "C" fn ringbroker_exchange_bind(
             arguments,
             arguments_len,
             BindOp::Exchange,
+        )
+    }
+}
+
+/// Removes the binding of exchange `destination` to exchange `source` made with the
+/// same `routing_key` and arguments. Returns `RINGBROKER_NOT_FOUND` if there is none.
+///
+/// # Safety
+/// As `ringbroker_queue_bind`.
+#[no_mangle]
+pub unsafe extern "C" fn ringbroker_exchange_unbind(
+    handle: *const Handle,
+    destination: *const c_char,
+    source: *const c_char,
+    routing_key: *const c_char,
+    arguments: *const Header,
+    arguments_len: usize,
+) -> StatusCode {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        bind(
+            handle,
+            destination,
+            source,
+            routing_key,
+            arguments,
+            arguments_len,
+            BindOp::Unexchange,
         )
     }
 }

@@ -345,6 +345,18 @@ static void queues(ringbroker_t *h) {
   ringbroker_config_free(c);
   OK(ringbroker_queue_bind(h, queue, exchange, "jobs.#", NULL, 0));
 
+  /* Exchange-to-exchange: bound, unbound, and unbinding twice is NOT_FOUND. */
+  char upstream[64];
+  named(upstream, sizeof upstream, "cupstream");
+  const char *up[] = {"name", upstream, "kind", "fanout", NULL};
+  c = config_of(up);
+  OK(ringbroker_exchange_declare(h, c));
+  ringbroker_config_free(c);
+  OK(ringbroker_exchange_bind(h, exchange, upstream, "", NULL, 0));
+  OK(ringbroker_exchange_unbind(h, exchange, upstream, "", NULL, 0));
+  CHECK(ringbroker_exchange_unbind(h, exchange, upstream, "", NULL, 0) == RINGBROKER_NOT_FOUND,
+        "an exchange binding removed twice");
+
   ringbroker_queue_msg m = {.exchange = exchange,
                             .routing_key = "jobs.eu",
                             .payload = (const uint8_t *)"job",

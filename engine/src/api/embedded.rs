@@ -334,6 +334,12 @@ impl BrokerApi for Broker {
             .queues()
             .bind_exchange(&b.destination, &b.source, &b.routing_key, args)?)
     }
+    fn unbind_exchange(&self, b: &Bind) -> Result<()> {
+        let args = b.arguments.clone();
+        Ok(self
+            .queues()
+            .unbind_exchange(&b.destination, &b.source, &b.routing_key, args)?)
+    }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
         let results = self.queues().publish_batch(messages.to_vec(), mandatory)?;
         Ok(results.into_iter().map(confirm_outcome).collect())

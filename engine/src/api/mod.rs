@@ -198,6 +198,8 @@ pub trait BrokerApi: Send + Sync {
     fn unbind_queue(&self, bind: &Bind) -> Result<()>;
     /// Binds exchange `bind.destination` to exchange `bind.source`.
     fn bind_exchange(&self, bind: &Bind) -> Result<()>;
+    /// Removes that exchange-to-exchange binding (`NotFound` if there is none).
+    fn unbind_exchange(&self, bind: &Bind) -> Result<()>;
     /// Publishes messages to exchanges and waits for each confirm (queues reached).
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>>;
     /// Publishes to exchanges without waiting: `done` gets one confirm per message, in

@@ -216,6 +216,9 @@ impl BrokerApi for Client {
     fn bind_exchange(&self, b: &Bind) -> Result<()> {
         Ok(Client::bind_exchange(self, b)?)
     }
+    fn unbind_exchange(&self, b: &Bind) -> Result<()> {
+        Ok(Client::unbind_exchange(self, b)?)
+    }
     fn publish_messages(&self, messages: &[Routed], mandatory: bool) -> Result<Vec<Result<u32>>> {
         outcomes(Client::publish_messages(self, messages, mandatory))
     }

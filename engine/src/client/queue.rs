@@ -155,6 +155,11 @@ impl Client {
         self.bind_op(Op::ExchangeBind, bind)
     }
 
+    /// Removes that exchange-to-exchange binding.
+    pub fn unbind_exchange(&self, bind: &Bind) -> Result<(), ClientError> {
+        self.bind_op(Op::ExchangeUnbind, bind)
+    }
+
     /// Publishes (exchange, routing key, message) triples in one frame and waits for
     /// each confirm: the number of queues the message reached (persistent copies in
     /// durable queues stored), or why it was refused.

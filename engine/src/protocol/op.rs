@@ -123,4 +123,6 @@ ops! {
     ExchangeList = 0x004F,
     /// Every declared queue's definition.
     QueueList = 0x0050,
+    /// Remove an exchange-to-exchange binding.
+    ExchangeUnbind = 0x0051,
 }

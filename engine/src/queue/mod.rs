@@ -478,11 +478,7 @@ impl Queues {
         routing_key: &str,
         arguments: Vec<(Bytes, Bytes)>,
     ) -> Result<(), QueueError> {
-        let binding = Binding {
-            destination: Destination::Queue(Arc::from(queue)),
-            routing_key: routing_key.to_owned(),
-            arguments,
-        };
+        let binding = Binding::new(Destination::Queue(Arc::from(queue)), routing_key, arguments);
         self.bind(exchange, binding)
     }
 
@@ -494,11 +490,11 @@ impl Queues {
         routing_key: &str,
         arguments: Vec<(Bytes, Bytes)>,
     ) -> Result<(), QueueError> {
-        let binding = Binding {
-            destination: Destination::Exchange(Arc::from(destination)),
-            routing_key: routing_key.to_owned(),
+        let binding = Binding::new(
+            Destination::Exchange(Arc::from(destination)),
+            routing_key,
             arguments,
-        };
+        );
         self.bind(source, binding)
     }
 
@@ -554,16 +550,38 @@ impl Queues {
         routing_key: &str,
         arguments: Vec<(Bytes, Bytes)>,
     ) -> Result<(), QueueError> {
-        let binding = Binding {
-            destination: Destination::Queue(Arc::from(queue)),
-            routing_key: routing_key.to_owned(),
+        let binding = Binding::new(Destination::Queue(Arc::from(queue)), routing_key, arguments);
+        self.unbind(exchange, binding)
+    }
+
+    /// Removes the binding of exchange `destination` to exchange `source`; `NotFound`
+    /// if there was none.
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), QueueError> {
+        let binding = Binding::new(
+            Destination::Exchange(Arc::from(destination)),
+            routing_key,
             arguments,
-        };
+        );
+        self.unbind(source, binding)
+    }
+
+    /// Removes `binding` of exchange `exchange` everywhere: the catalog, the store (if
+    /// it was durable) and every shard's routing table.
+    fn unbind(&self, exchange: &str, binding: Binding) -> Result<(), QueueError> {
         let mut catalog = self.catalog();
         if !catalog.table.unbind(exchange, &binding) {
+            let to = match &binding.destination {
+                Destination::Queue(name) | Destination::Exchange(name) => name.clone(),
+            };
             return Err(QueueError::NotFound {
                 kind: "binding",
-                name: format!("{exchange} -> {queue}"),
+                name: format!("{exchange} -> {to}"),
             });
         }
         if let Some(i) = catalog
@@ -834,11 +852,7 @@ impl Connection {
         routing_key: &str,
         arguments: Vec<(Bytes, Bytes)>,
     ) -> Result<(), QueueError> {
-        let binding = Binding {
-            destination: Destination::Queue(Arc::from(queue)),
-            routing_key: routing_key.to_owned(),
-            arguments,
-        };
+        let binding = Binding::new(Destination::Queue(Arc::from(queue)), routing_key, arguments);
         self.queues.bind_as(Some(self.id), exchange, binding)
     }
 

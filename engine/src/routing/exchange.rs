@@ -94,6 +94,21 @@ pub struct Binding {
     pub arguments: Vec<(Bytes, Bytes)>,
 }
 
+impl Binding {
+    /// A binding to `destination` with `routing_key` and `arguments`.
+    pub fn new(
+        destination: Destination,
+        routing_key: &str,
+        arguments: Vec<(Bytes, Bytes)>,
+    ) -> Self {
+        Self {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Exchange {
     kind: ExchangeKind,

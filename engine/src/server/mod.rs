@@ -193,6 +193,7 @@ fn handler(op: Op) -> Option<Handler> {
         | Op::QueueBind
         | Op::QueueUnbind
         | Op::ExchangeBind
+        | Op::ExchangeUnbind
         | Op::ExchangeList
         | Op::QueueList => queue::manage,
         Op::QueuePublish => queue::publish,

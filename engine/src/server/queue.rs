@@ -92,7 +92,9 @@ pub(super) fn manage(
             Box::new(move |s, _| s.queues.queue_info(&queue).map(|info| info_body(&info)))
         }
         Op::ExchangeList | Op::QueueList => listing(header.op, body)?,
-        Op::QueueBind | Op::QueueUnbind | Op::ExchangeBind => binding(header.op, body)?,
+        Op::QueueBind | Op::QueueUnbind | Op::ExchangeBind | Op::ExchangeUnbind => {
+            binding(header.op, body)?
+        }
         op => unreachable!("{} is not a queues management op", op.name()),
     };
     let connection = connection(server, conn);
@@ -117,7 +119,7 @@ fn listing(op: Op, body: Bytes) -> Result<Job, Failure> {
     }))
 }
 
-/// `QUEUE_BIND` (as the connection), `QUEUE_UNBIND`, `EXCHANGE_BIND`.
+/// `QUEUE_BIND` (as the connection), `QUEUE_UNBIND`, `EXCHANGE_BIND`, `EXCHANGE_UNBIND`.
 fn binding(op: Op, body: Bytes) -> Result<Job, Failure> {
     let bind = Bind::decode(body, op.name())?;
     Ok(Box::new(move |s, c| {
@@ -132,6 +134,10 @@ fn binding(op: Op, body: Bytes) -> Result<Job, Failure> {
             Op::QueueUnbind => {
                 s.queues
                     .unbind_queue(&destination, &source, &routing_key, arguments)
+            }
+            Op::ExchangeUnbind => {
+                s.queues
+                    .unbind_exchange(&destination, &source, &routing_key, arguments)
             }
             _ => s
                 .queues

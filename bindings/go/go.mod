@@ -1,0 +1,3 @@
+module example.invalid/ringbroker/bindings/go
+
+go 1.24

@@ -718,7 +718,8 @@ ringbroker_status ringbroker_commit(const struct ringbroker_consumer_t *consumer
                                     const struct ringbroker_msg_t *msg);
 
 /*
- Stream consumers: asks for `msg` again after `delay_ms`. Queue consumers: rejects
+ Stream consumers: asks for `msg` again after `delay_ms` (a record already
+ acknowledged or committed is ignored, returning OK). Queue consumers: rejects
  the delivery, back to the queue if `requeue` is non-zero, else dead-lettered (or
  dropped); `delay_ms` must be 0. Returns `RINGBROKER_WRONG_KIND` for a subject
  subscription. Any thread.

@@ -142,6 +142,10 @@ fn durable_consumer(api: &dyn BrokerApi, nak_offset: u64) {
         seen.insert((record.partition, record.offset));
     }
     assert!(naked);
+    let (p, o) = *seen.first().expect("a record");
+    consumer
+        .nak(p, o, Duration::ZERO)
+        .expect("a nak after the ack is ignored, both ways");
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let info = api.consumer_info("orders", "billing").expect("info");

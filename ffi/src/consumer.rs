@@ -455,7 +455,8 @@ pub unsafe extern "C" fn ringbroker_commit(
     })
 }
 
-/// Stream consumers: asks for `msg` again after `delay_ms`. Queue consumers: rejects
+/// Stream consumers: asks for `msg` again after `delay_ms` (a record already
+/// acknowledged or committed is ignored, returning OK). Queue consumers: rejects
 /// the delivery, back to the queue if `requeue` is non-zero, else dead-lettered (or
 /// dropped); `delay_ms` must be 0. Returns `RINGBROKER_WRONG_KIND` for a subject
 /// subscription. Any thread.

@@ -122,13 +122,12 @@ impl StreamConsumerApi for EmbeddedConsumer {
     }
 
     fn nak(&self, partition: u32, offset: u64, delay: Duration) -> Result<()> {
-        let message = lock(&self.outstanding).remove(&(partition, offset));
-        match message {
+        // A record no longer outstanding (acknowledged, committed, never delivered
+        // here) is ignored, as `ack` ignores it and as the remote consumer's
+        // fire-and-forget nak does: the two modes answer the same.
+        match lock(&self.outstanding).remove(&(partition, offset)) {
             Some(message) => Ok(message.nak(delay)?),
-            None => Err(Error::new(
-                ErrorCode::NotFound,
-                format!("record {partition}/{offset} is not outstanding on this consumer"),
-            )),
+            None => Ok(()),
         }
     }
 

@@ -68,7 +68,8 @@ pub trait StreamConsumerApi: Send + Sync {
     fn try_next(&self) -> Result<Option<Record>>;
     /// Acknowledges records this consumer received, by (partition, offset).
     fn ack(&self, positions: &[(u32, u64)]) -> Result<()>;
-    /// Asks for the record at (partition, offset) again after `delay`.
+    /// Asks for the record at (partition, offset) again after `delay`. A record not
+    /// outstanding on this consumer (already acknowledged or committed) is ignored.
     fn nak(&self, partition: u32, offset: u64, delay: Duration) -> Result<()>;
     /// The eventfd that becomes readable when records arrive (after `arm`).
     fn fd(&self) -> RawFd;

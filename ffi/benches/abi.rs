@@ -8,8 +8,10 @@
 //! - `publish_16B`: a fire-and-forget subject publish of 16 bytes (no subscriber: the
 //!   shard routes it to nobody). `c` calls `ringbroker_publish` (subject text checked
 //!   and parsed, payload copied); `rust` publishes a prebuilt `Subject` with a shared
-//!   `Bytes` (what a Rust caller would write); `rust_same_work` parses the subject and
-//!   copies the payload as the C entry point must.
+//!   `Bytes` (no allocation at all); `rust_fresh_payload` a prebuilt `Subject` with a
+//!   payload allocated per message, as a program making new messages does (the like-
+//!   for-like baseline: C must copy the caller's bytes once); `rust_same_work` also
+//!   parses the subject every time.
 //! - `fetch_64`: taking 64 buffered messages and freeing them. Each iteration publishes
 //!   64 messages through the Rust API (the same for both sides) and sleeps 1 ms untimed
 //!   so that all are buffered, then times
@@ -200,6 +202,12 @@ fn publish_16b(c: &mut Criterion, broker: &Broker) {
     let api = broker.api();
     group.bench_function("rust", |b| {
         b.iter(|| publish_rust(api, Message::new(subject.clone(), shared.clone())));
+    });
+    group.bench_function("rust_fresh_payload", |b| {
+        b.iter(|| {
+            let payload = Bytes::copy_from_slice(black_box(&payload));
+            publish_rust(api, Message::new(subject.clone(), payload));
+        });
     });
     group.bench_function("rust_same_work", |b| {
         b.iter(|| {

@@ -15,6 +15,12 @@ import (
 	"unsafe"
 )
 
+// CloseDrainTimeout bounds how long Broker.Close waits for the outcomes of
+// asynchronous publishes (PublishRecords, PublishExchange) still in flight when it
+// starts; what is still unanswered after it returns an error wrapping ErrClosed,
+// its outcome unknown.
+const CloseDrainTimeout = 10 * time.Second
+
 // DefaultRequestTimeout bounds a Request whose context has no deadline: the library
 // needs a timeout for every request, and a request left waiting forever would keep
 // its slot in the engine after its caller gave up.
@@ -76,13 +82,15 @@ type Broker struct {
 
 	// mu is held shared by every C call on h and exclusively by Close, which the C
 	// ABI requires to come last.
-	mu     sync.RWMutex
+	mu sync.RWMutex
+	// closed is set when Close starts: new calls return ErrClosed (h stays open
+	// until Close has drained the completions of the calls already made).
 	closed bool // guarded by mu
 
-	// closing is closed when Close starts: waiters return ErrClosed.
-	closing   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+	// drainTimeout bounds Close's wait for outstanding publishes (CloseDrainTimeout).
+	drainTimeout time.Duration
 
 	consumersMu sync.Mutex
 	consumers   map[*Consumer]struct{} // open consumers, closed by Close
@@ -200,8 +208,8 @@ func newBroker(h *C.ringbroker_t, requestTimeout time.Duration) (*Broker, error)
 		h:              h,
 		embedded:       C.ringbroker_is_embedded(h) == 1,
 		requestTimeout: requestTimeout,
-		closing:        make(chan struct{}),
 		consumers:      make(map[*Consumer]struct{}),
+		drainTimeout:   CloseDrainTimeout,
 	}
 	d, err := newDispatcher(b)
 	if err != nil {
@@ -340,13 +348,21 @@ func (b *Broker) untrack(c *Consumer) {
 	b.consumersMu.Unlock()
 }
 
-// Close closes every consumer made from the broker, then the handle: an embedded
-// broker syncs and stops its shards, a connection closes. Calls waiting on the
-// broker return ErrClosed. Close waits for C calls in progress to return first;
-// calling it again returns the first call's result.
+// Close closes the broker. It first refuses new calls (they return ErrClosed) and
+// waits for C calls in progress to return; then it closes every consumer made from
+// the broker (waiting receivers return ErrClosed) and waits, up to
+// CloseDrainTimeout, until every asynchronous publish already made (PublishRecords,
+// PublishExchange) has its outcome, so a record stored while Close ran is reported
+// stored; a Request answered meanwhile gets its reply, but Close does not wait for
+// requests. Then it closes the handle: an embedded broker syncs and stops its
+// shards, a connection closes. Calls still waiting then (requests, and publishes
+// unanswered within the bound) return an error wrapping ErrClosed: their outcome is
+// unknown. Calling Close again returns the first call's result.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
-		close(b.closing)
+		b.mu.Lock() // waits for C calls in progress
+		b.closed = true
+		b.mu.Unlock()
 		b.consumersMu.Lock()
 		b.stopping = true
 		open := make([]*Consumer, 0, len(b.consumers))
@@ -357,9 +373,10 @@ func (b *Broker) Close() error {
 		for _, c := range open {
 			c.Close()
 		}
+		b.completions.settle(b.drainTimeout)
 		b.completions.stop()
+		b.completions.drain() // what was answered since the goroutine last polled
 		b.mu.Lock()
-		b.closed = true
 		b.closeErr = call(func() C.ringbroker_status { return C.ringbroker_close(b.h) })
 		b.h = nil
 		b.mu.Unlock()

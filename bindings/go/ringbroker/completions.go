@@ -30,7 +30,9 @@ import "C"
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -50,7 +52,11 @@ type completion struct {
 type waiter struct {
 	ch        chan completion
 	remaining int
+	publish   bool // a publish (Close waits for it), not a request
 }
+
+// errOutcomeUnknown is what a call still waiting when the handle closes returns.
+var errOutcomeUnknown = fmt.Errorf("%w before the outcome came (outcome unknown: it may have taken effect)", ErrClosed)
 
 // dispatcher turns the handle's completions eventfd into per-token channels: one
 // goroutine parks on the poller, polls completions in batches when the fd turns
@@ -61,10 +67,13 @@ type dispatcher struct {
 	scratch *C.rbgo_completions // C memory: the poll writes here
 	done    chan struct{}       // closed when the goroutine has returned
 
-	mu      sync.Mutex
-	next    uint64
-	waiters map[uint64]*waiter
-	failed  bool // Close ran: no more tokens
+	mu        sync.Mutex
+	next      uint64
+	waiters   map[uint64]*waiter
+	publishes int           // waiters that are publishes
+	closing   bool          // Close started: no more tokens
+	idle      chan struct{} // closed when publishes drops to 0 while Close waits
+	gone      chan struct{} // closed when the handle has closed (failAll)
 }
 
 func newDispatcher(b *Broker) (*dispatcher, error) {
@@ -82,6 +91,7 @@ func newDispatcher(b *Broker) (*dispatcher, error) {
 		scratch: (*C.rbgo_completions)(C.calloc(1, C.sizeof_rbgo_completions)),
 		done:    make(chan struct{}),
 		waiters: make(map[uint64]*waiter),
+		gone:    make(chan struct{}),
 	}
 	go d.run()
 	return d, nil
@@ -105,7 +115,7 @@ func (d *dispatcher) drain() {
 }
 
 func (d *dispatcher) poll() (int, error) {
-	d.b.mu.RLock() // stop runs before Close takes mu: the handle is open
+	d.b.mu.RLock() // Close polls for the last time before it closes the handle: it is open
 	defer d.b.mu.RUnlock()
 	err := call(func() C.ringbroker_status { return C.rbgo_poll(d.b.h, d.scratch) })
 	if err != nil {
@@ -140,7 +150,7 @@ func (d *dispatcher) deliver(it *C.ringbroker_completion, v *C.ringbroker_msg_vi
 	if w != nil {
 		w.ch <- c // never blocks: room for every item
 		if w.remaining--; w.remaining == 0 {
-			delete(d.waiters, token)
+			d.remove(token, w)
 		}
 	}
 	d.mu.Unlock()
@@ -149,16 +159,31 @@ func (d *dispatcher) deliver(it *C.ringbroker_completion, v *C.ringbroker_msg_vi
 	}
 }
 
-// register reserves a token for `items` completions.
-func (d *dispatcher) register(items int) (uint64, chan completion, error) {
+// remove drops the waiter w of token; the caller holds mu.
+func (d *dispatcher) remove(token uint64, w *waiter) {
+	delete(d.waiters, token)
+	if w.publish {
+		if d.publishes--; d.publishes == 0 && d.idle != nil {
+			close(d.idle)
+			d.idle = nil
+		}
+	}
+}
+
+// register reserves a token for `items` completions of a publish (publish) or a
+// request.
+func (d *dispatcher) register(items int, publish bool) (uint64, chan completion, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.failed {
+	if d.closing {
 		return 0, nil, ErrClosed
 	}
 	d.next++
 	ch := make(chan completion, items)
-	d.waiters[d.next] = &waiter{ch: ch, remaining: items}
+	d.waiters[d.next] = &waiter{ch: ch, remaining: items, publish: publish}
+	if publish {
+		d.publishes++
+	}
 	return d.next, ch, nil
 }
 
@@ -167,7 +192,9 @@ func (d *dispatcher) register(items int) (uint64, chan completion, error) {
 // released too.
 func (d *dispatcher) forget(token uint64, ch chan completion) {
 	d.mu.Lock()
-	delete(d.waiters, token)
+	if w := d.waiters[token]; w != nil {
+		d.remove(token, w)
+	}
 	d.mu.Unlock()
 	for {
 		select {
@@ -181,6 +208,27 @@ func (d *dispatcher) forget(token uint64, ch chan completion) {
 	}
 }
 
+// settle runs when Close has refused new calls: it waits until every publish made
+// before has all its completions (or its caller gave up), at most timeout, while the
+// goroutine keeps delivering them.
+func (d *dispatcher) settle(timeout time.Duration) {
+	d.mu.Lock()
+	d.closing = true
+	if d.publishes == 0 {
+		d.mu.Unlock()
+		return
+	}
+	idle := make(chan struct{})
+	d.idle = idle
+	d.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	}
+}
+
 // stop ends the goroutine and waits for it; the handle is still open.
 func (d *dispatcher) stop() {
 	d.fd.close()
@@ -188,34 +236,55 @@ func (d *dispatcher) stop() {
 }
 
 // failAll runs after the handle closed: the scratch space is freed and no token
-// will be answered (waiters see Broker.closing).
+// will be answered (waiters see gone and return errOutcomeUnknown).
 func (d *dispatcher) failAll() {
 	d.mu.Lock()
-	d.failed = true
+	d.closing = true
 	d.waiters = map[uint64]*waiter{}
+	d.publishes = 0
+	d.idle = nil
 	d.mu.Unlock()
 	C.free(unsafe.Pointer(d.scratch))
 	d.scratch = nil
+	close(d.gone)
 }
 
 // await waits for every completion of token, in index order, until ctx ends or the
-// broker closes; on either it forgets the token.
+// broker's handle has closed without answering them all (errOutcomeUnknown); on
+// either it forgets the token. Completions delivered before the handle closed count.
 func (d *dispatcher) await(ctx context.Context, token uint64, ch chan completion, items int) ([]completion, error) {
 	out := make([]completion, items)
+	put := func(c completion) {
+		if int(c.index) < items {
+			out[c.index] = c
+		}
+	}
 	for got := 0; got < items; got++ {
 		select {
 		case c := <-ch:
-			if int(c.index) < items {
-				out[c.index] = c
-			}
+			put(c)
 		case <-ctx.Done():
 			d.forget(token, ch)
 			releaseReplies(out)
 			return nil, ctx.Err()
-		case <-d.b.closing:
+		case <-d.gone:
+			// Nothing is delivered after gone: take what ch holds.
+		held:
+			for got < items {
+				select {
+				case c := <-ch:
+					put(c)
+					got++
+				default:
+					break held
+				}
+			}
+			if got == items {
+				return out, nil
+			}
 			d.forget(token, ch)
 			releaseReplies(out)
-			return nil, ErrClosed
+			return nil, errOutcomeUnknown
 		}
 	}
 	return out, nil

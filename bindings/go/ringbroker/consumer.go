@@ -37,6 +37,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -79,13 +80,36 @@ type Consumer struct {
 	err   error // why the Messages channel closed
 }
 
-// newConsumer makes a consumer with open, which fills its out-parameter.
+// testHookConsumerFD, when set (tests only), runs just before a new consumer's
+// eventfd is asked for.
+var testHookConsumerFD atomic.Pointer[func(b *Broker)]
+
+// newConsumer makes a consumer with open, which fills its out-parameter. The
+// consumer's eventfd is asked for in the same C call as open, under the broker's
+// shared lock, so Close cannot close the handle in between.
 func (b *Broker) newConsumer(kind Kind, open func(**C.ringbroker_consumer_t) C.ringbroker_status) (*Consumer, error) {
 	var cc *C.ringbroker_consumer_t
-	if err := b.do(func() C.ringbroker_status { return open(&cc) }); err != nil {
+	var fd C.int
+	err := b.do(func() C.ringbroker_status {
+		if s := open(&cc); s != C.RINGBROKER_OK {
+			return s
+		}
+		if hook := testHookConsumerFD.Load(); hook != nil {
+			(*hook)(b)
+		}
+		s := C.ringbroker_consumer_fd(cc, &fd)
+		if s != C.RINGBROKER_OK {
+			// The failure's message is read by call on this thread; freeing a consumer
+			// sets no error message.
+			C.ringbroker_consumer_free(cc)
+			cc = nil
+		}
+		return s
+	})
+	if err != nil {
 		return nil, err
 	}
-	return b.wrapConsumer(kind, cc)
+	return b.wrapConsumer(kind, cc, fd)
 }
 
 // newConsumerCtx is newConsumer for a call that may wait (a round trip to the
@@ -126,12 +150,8 @@ func (b *Broker) newConsumerCtx(ctx context.Context, kind Kind, open func(**C.ri
 	}
 }
 
-func (b *Broker) wrapConsumer(kind Kind, cc *C.ringbroker_consumer_t) (*Consumer, error) {
-	var fd C.int
-	if err := call(func() C.ringbroker_status { return C.ringbroker_consumer_fd(cc, &fd) }); err != nil {
-		b.freeConsumer(cc)
-		return nil, err
-	}
+// wrapConsumer wraps cc, whose eventfd is fd.
+func (b *Broker) wrapConsumer(kind Kind, cc *C.ringbroker_consumer_t, fd C.int) (*Consumer, error) {
 	w, err := watchFD(int(fd), "ringbroker-consumer")
 	if err != nil {
 		b.freeConsumer(cc)

@@ -312,7 +312,7 @@ func (b *Broker) PublishExchange(ctx context.Context, mandatory bool, msgs ...Pu
 	if err != nil {
 		return nil, err
 	}
-	token, ch, err := b.completions.register(len(msgs))
+	token, ch, err := b.completions.register(len(msgs), true)
 	if err != nil {
 		a.free()
 		return nil, err

@@ -172,7 +172,7 @@ func (b *Broker) PublishRecords(ctx context.Context, records ...Record) ([]Publi
 	if err != nil {
 		return nil, err
 	}
-	token, ch, err := b.completions.register(len(records))
+	token, ch, err := b.completions.register(len(records), true)
 	if err != nil {
 		a.free()
 		return nil, err

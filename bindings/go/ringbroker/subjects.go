@@ -118,7 +118,7 @@ func (b *Broker) Request(ctx context.Context, subject string, data []byte) (*Msg
 		wait = time.Until(deadline)
 	}
 	timeout := C.int64_t(millisCeil(wait))
-	token, ch, err := b.completions.register(1)
+	token, ch, err := b.completions.register(1, false)
 	if err != nil {
 		return nil, err
 	}

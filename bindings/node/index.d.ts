@@ -143,9 +143,10 @@ export interface BindOptions {
 }
 
 /**
- * A received message. `data` is a Buffer over the engine's memory, valid as long as
- * it is referenced; the engine's message is freed once the Message and every Buffer
- * over it are garbage-collected.
+ * A received message. `data` is a copy of the payload (one copy, made on receipt),
+ * the caller's to keep and to write: JavaScript has no read-only Buffer, and the
+ * engine's memory may be read-only or shared between subscribers. The engine's
+ * message is freed once the Message is garbage-collected; `data` outlives it.
  */
 export class Message {
   private constructor();

@@ -93,9 +93,12 @@ function consumerOptions(options = {}) {
 
 /**
  * A received message: a subject message (`kind` "subject"), a stream record
- * ("stream") or a queue delivery ("queue"). `data` is a Buffer over the engine's
- * memory (no copy); the engine's message is freed once the Message and every Buffer
- * over it are garbage-collected. Fields that do not apply to the kind are absent.
+ * ("stream") or a queue delivery ("queue"). `data` is the payload copied once into a
+ * Buffer of its own, the caller's to keep and to write: JavaScript has no read-only
+ * Buffer, and the engine's memory may be read-only (records read from sealed segments
+ * are mapped read-only) or shared (one subject message's payload is every
+ * subscriber's). The engine's message is freed once the Message is garbage-collected;
+ * `data` stays valid after that. Fields that do not apply to the kind are absent.
  */
 class Message {
   constructor(broker, consumer) {

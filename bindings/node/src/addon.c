@@ -3,11 +3,12 @@
  *
  * Owns: the native side of each Broker (the ringbroker_t, a uv_poll on its completion
  * eventfd) and of each Consumer (the ringbroker_consumer_t, a uv_poll on its eventfd),
- * and every received ringbroker_msg_t until the JavaScript objects over it are
- * collected. Never: blocks the event loop. Calls that may wait (open, connect, close,
- * definitions, consumer creation) run on libuv's thread pool as napi_async_work and
- * settle a Promise; the data path (publishes, try_fetch, acks, completions) only uses
- * the C API's non-blocking calls on the JavaScript thread.
+ * and every received ringbroker_msg_t until its Message is collected (JavaScript only
+ * ever gets copies of engine memory, and arguments a pool thread reads later are
+ * copied too). Never: blocks the event loop. Calls that may wait (open, connect,
+ * close, definitions, consumer creation) run on libuv's thread pool as
+ * napi_async_work and settle a Promise; the data path (publishes, try_fetch, acks,
+ * completions) only uses the C API's non-blocking calls on the JavaScript thread.
  *
  * Policy lives in lib/index.js (iterators, high-water marks, tokens to Promises);
  * this file converts values and keeps native lifetimes straight.
@@ -178,7 +179,28 @@ static bool get_array_length(napi_env env, napi_value v, uint32_t *len) {
   return napi_get_array_length(env, v, len) == napi_ok;
 }
 
-/* Headers given as [[name, Buffer], ...] (null: none), copied into `ar`. */
+/* The bytes of Buffer/Uint8Array `v` copied into `ar` (for values read after the call
+ * returns: a pool thread would race with JavaScript writing to `v`, or read it after
+ * it was collected). Same arguments and errors as get_bytes. */
+static bool get_bytes_copy(napi_env env, napi_value v, arena_t *ar, const uint8_t **data,
+                           size_t *len) {
+  const uint8_t *borrowed;
+  if (!get_bytes(env, v, &borrowed, len)) return false;
+  *data = NULL;
+  if (*len == 0) return true;
+  uint8_t *copy = arena_alloc(ar, *len);
+  if (!copy) {
+    napi_throw_error(env, NULL, "out of memory");
+    return false;
+  }
+  memcpy(copy, borrowed, *len);
+  *data = copy;
+  return true;
+}
+
+/* Headers given as [[name, Buffer], ...] (null: none), names and values copied into
+ * `ar`: they stay valid as long as `ar`, whatever JavaScript does with the Buffers
+ * (bind jobs read them on a pool thread after the call returned). */
 static bool get_headers(napi_env env, napi_value v, arena_t *ar, ringbroker_header **out,
                         size_t *count) {
   *out = NULL;
@@ -188,7 +210,10 @@ static bool get_headers(napi_env env, napi_value v, arena_t *ar, ringbroker_head
   if (!get_array_length(env, v, &n)) return false;
   if (n == 0) return true;
   ringbroker_header *h = arena_alloc(ar, n * sizeof *h);
-  if (!h) return false;
+  if (!h) {
+    napi_throw_error(env, NULL, "out of memory");
+    return false;
+  }
   for (uint32_t i = 0; i < n; i++) {
     napi_value pair, name, value;
     if (!get_element(env, v, i, &pair) || !get_element(env, pair, 0, &name) ||
@@ -196,7 +221,7 @@ static bool get_headers(napi_env env, napi_value v, arena_t *ar, ringbroker_head
       return false;
     h[i].name = get_string(env, name, ar, false, "a header name");
     if (!h[i].name) return false;
-    if (!get_bytes(env, value, &h[i].value, &h[i].value_len)) return false;
+    if (!get_bytes_copy(env, value, ar, &h[i].value, &h[i].value_len)) return false;
   }
   *out = h;
   *count = n;
@@ -263,7 +288,7 @@ static bool get_bool(napi_env env, napi_value v) {
   if (argc < (n)) return throw_type(env, "missing arguments")
 
 /* ------------------------------------------------------------------------------ */
-/* Messages: a refcounted ringbroker_msg_t behind an external and a Buffer.       */
+/* Messages: a ringbroker_msg_t behind a type-tagged external.                    */
 
 /* What a held message is reported to V8 as, beyond its payload (the message's own
  * allocations: subject, headers, the box), so the collector sees engine memory. */
@@ -271,13 +296,13 @@ static bool get_bool(napi_env env, napi_value v) {
 
 typedef struct msg_ref {
   ringbroker_msg_t *msg;
-  int refs; /* the external, and the Buffer over its payload if there is one */
   addon_t *addon;
   int64_t reported_bytes; /* told to V8 through napi_adjust_external_memory */
 } msg_ref_t;
 
-static void msg_ref_release(napi_env env, msg_ref_t *m) {
-  if (--m->refs > 0) return;
+/* Frees the engine's message. Its only owner is the external in Message._ref: the
+ * payload handed to JavaScript is a copy (see payload_buffer). */
+static void msg_ref_free(napi_env env, msg_ref_t *m) {
   ringbroker_msg_free(m->msg);
   m->addon->messages_held--;
   int64_t total;
@@ -287,23 +312,51 @@ static void msg_ref_release(napi_env env, msg_ref_t *m) {
 
 static void finalize_msg_ref(napi_env env, void *data, void *hint) {
   (void)hint;
-  msg_ref_release(env, data);
+  msg_ref_free(env, data);
 }
 
-static void finalize_payload(napi_env env, void *data, void *hint) {
-  (void)data;
-  msg_ref_release(env, hint);
+/* Type tags of the externals this addon hands out, so that one kind is never read as
+ * another (a consumer passed where a message is expected, ...). */
+static const napi_type_tag MSG_TAG = {0x72696e6762726f6bULL, 0x6d73672d72656631ULL};
+static const napi_type_tag BROKER_TAG = {0x72696e6762726f6bULL, 0x62726f6b65723031ULL};
+static const napi_type_tag CONSUMER_TAG = {0x72696e6762726f6bULL, 0x636f6e73756d3031ULL};
+
+/* An external over `data`, tagged `tag`; NULL (exception pending or thrown) on
+ * failure, in which case the finalizer has not been attached and `data` is the
+ * caller's to free. */
+static napi_value tagged_external(napi_env env, void *data, napi_finalize finalize,
+                                  const napi_type_tag *tag) {
+  napi_value ext;
+  if (napi_create_external(env, data, NULL, NULL, &ext) != napi_ok) return NULL;
+  if (napi_type_tag_object(env, ext, tag) != napi_ok ||
+      napi_add_finalizer(env, ext, data, finalize, NULL, NULL) != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, NULL, "cannot tag an external");
+    return NULL;
+  }
+  return ext;
 }
 
-static msg_ref_t *msg_of(napi_env env, napi_value v) {
+/* The native struct behind `v` if it is an external tagged `tag`; NULL with a
+ * TypeError "not a <what>" thrown otherwise. */
+static void *untag(napi_env env, napi_value v, const napi_type_tag *tag, const char *what) {
   void *p = NULL;
   napi_valuetype t;
+  bool tagged = false;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, tag, &tagged) != napi_ok || !tagged ||
       napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    throw_type(env, "not a received message");
+    char text[80];
+    snprintf(text, sizeof text, "not a %s", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", text);
     return NULL;
   }
   return p;
+}
+
+static msg_ref_t *msg_of(napi_env env, napi_value v) {
+  return untag(env, v, &MSG_TAG, "received message");
 }
 
 static napi_value str_n(napi_env env, const char *p, size_t len) {
@@ -328,26 +381,15 @@ static napi_value boolean(napi_env env, bool b) {
   return v;
 }
 
-/* The Buffer over `m`'s payload: external (no copy) when Node allows it, one copy
- * otherwise. */
-static napi_value payload_buffer(napi_env env, msg_ref_t *m, const uint8_t *p, size_t len) {
+/* A copy of a message's payload as a Buffer. Never a Buffer over the engine's memory:
+ * JavaScript has no read-only Buffer, and that memory may be read-only (a stream
+ * record read back from a sealed segment is a read-only mmap: a write would crash the
+ * process) or shared (one subject message's payload is every subscriber's). */
+static napi_value payload_buffer(napi_env env, const uint8_t *p, size_t len) {
   napi_value buf;
   void *copy = NULL;
-  if (len == 0) {
-    napi_create_buffer(env, 0, &copy, &buf);
-    return buf;
-  }
-  m->refs++;
-  if (napi_create_external_buffer(env, len, (void *)p, finalize_payload, m, &buf) == napi_ok)
-    return buf;
-  m->refs--;
-  bool pending = false;
-  napi_is_exception_pending(env, &pending);
-  if (pending) {
-    napi_value ignored;
-    napi_get_and_clear_last_exception(env, &ignored);
-  }
-  napi_create_buffer_copy(env, len, p, &copy, &buf);
+  if (napi_create_buffer_copy(env, len, len ? (const void *)p : "", &copy, &buf) != napi_ok)
+    return NULL;
   return buf;
 }
 
@@ -370,22 +412,27 @@ static napi_value make_message(napi_env env, ringbroker_msg_t *msg, napi_value b
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  *m = (msg_ref_t){msg, 1, a, (int64_t)(v.payload_len + MSG_OVERHEAD_BYTES)};
+  *m = (msg_ref_t){msg, a, (int64_t)(v.payload_len + MSG_OVERHEAD_BYTES)};
   a->messages_held++;
   int64_t total;
   napi_adjust_external_memory(env, m->reported_bytes, &total);
-  napi_value ext, ctor, obj, args[2] = {broker, owner};
-  if (napi_create_external(env, m, finalize_msg_ref, NULL, &ext) != napi_ok) {
-    msg_ref_release(env, m);
+  napi_value ctor, obj, data, args[2] = {broker, owner};
+  napi_value ext = tagged_external(env, m, finalize_msg_ref, &MSG_TAG);
+  if (!ext) {
+    msg_ref_free(env, m);
     return NULL;
   }
+  /* The view's pointers stay valid while `m` is alive: the external owns it now, and
+   * it is reachable from this frame until the Message holds it. */
+  data = payload_buffer(env, v.payload, v.payload_len);
+  if (!data) return NULL;
   NAPI_OK(env, napi_get_reference_value(env, a->message_ctor, &ctor));
   NAPI_OK(env, napi_new_instance(env, ctor, 2, args, &obj));
   napi_property_descriptor props[20];
   size_t n = 0;
   const napi_property_attributes pub = napi_enumerable;
   PROP("_ref", ext, napi_default);
-  PROP("data", payload_buffer(env, m, v.payload, v.payload_len), pub);
+  PROP("data", data, pub);
   PROP("subject", str_n(env, v.subject, v.subject_len), pub);
   PROP("headerCount", num(env, (double)v.header_count), napi_default);
   if (v.kind == RINGBROKER_MSG_SUBJECT) {
@@ -510,14 +557,8 @@ static void broker_poll_closed(uv_handle_t *handle) {
 }
 
 static broker_t *broker_of(napi_env env, napi_value v, bool open) {
-  void *p = NULL;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
-      napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    throw_type(env, "not a broker");
-    return NULL;
-  }
-  broker_t *b = p;
+  broker_t *b = untag(env, v, &BROKER_TAG, "broker");
+  if (!b) return NULL;
   if (open && (!b->h || b->closing)) {
     napi_throw(env, make_error(env, RINGBROKER_SHUTTING_DOWN, "the broker is closed"));
     return NULL;
@@ -710,7 +751,11 @@ static napi_value wrap_broker(napi_env env, ringbroker_t *h) {
   b->h = h;
   b->env = env;
   b->refs = 1;
-  if (napi_create_external(env, b, finalize_broker, NULL, &ext) != napi_ok) return NULL;
+  ext = tagged_external(env, b, finalize_broker, &BROKER_TAG);
+  if (!ext) {
+    ringbroker_close(h);
+    free(b);
+  }
   return ext;
 }
 
@@ -1213,19 +1258,17 @@ static napi_value wrap_consumer(napi_env env, ringbroker_consumer_t *rc) {
   c->c = rc;
   c->env = env;
   c->refs = 1;
-  if (napi_create_external(env, c, finalize_consumer, NULL, &ext) != napi_ok) return NULL;
+  ext = tagged_external(env, c, finalize_consumer, &CONSUMER_TAG);
+  if (!ext) {
+    ringbroker_consumer_free(rc);
+    free(c);
+  }
   return ext;
 }
 
 static consumer_t *consumer_of(napi_env env, napi_value v) {
-  void *p = NULL;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
-      napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    throw_type(env, "not a consumer");
-    return NULL;
-  }
-  consumer_t *c = p;
+  consumer_t *c = untag(env, v, &CONSUMER_TAG, "consumer");
+  if (!c) return NULL;
   if (!c->c) {
     napi_throw(env, make_error(env, RINGBROKER_SHUTTING_DOWN, "the consumer is closed"));
     return NULL;
@@ -1287,10 +1330,9 @@ static napi_value js_consumer_watch(napi_env env, napi_callback_info info) {
 /* consumerClose(consumer): idempotent. */
 static napi_value js_consumer_close(napi_env env, napi_callback_info info) {
   ARGS(1);
-  void *p = NULL;
-  if (napi_get_value_external(env, argv[0], &p) != napi_ok || !p)
-    return throw_type(env, "not a consumer");
-  consumer_close(env, p);
+  consumer_t *c = untag(env, argv[0], &CONSUMER_TAG, "consumer");
+  if (!c) return NULL;
+  consumer_close(env, c);
   return NULL;
 }
 

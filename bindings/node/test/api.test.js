@@ -5,6 +5,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const rb = require('..');
 const { startDaemon, openBroker, nextMessage, within, tmpDir, sleep } = require('./helpers');
 
@@ -23,6 +24,21 @@ function rejectsWith(promise, cls, code) {
     assert.equal(err.code, code);
     return true;
   });
+}
+
+/**
+ * Occupies every libuv pool thread for a while (CPU-bound pbkdf2 jobs queued ahead),
+ * so that a binding job queued next runs only after the caller's next synchronous
+ * statements; resolves when the pool is free again.
+ */
+function occupyThreadPool() {
+  const threads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  const jobs = [];
+  for (let i = 0; i < threads; i++) {
+    jobs.push(new Promise((resolve, reject) => crypto.pbkdf2('p', 's', 100000, 32, 'sha256',
+      (err) => (err ? reject(err) : resolve()))));
+  }
+  return Promise.all(jobs);
 }
 
 function throwsWith(fn, cls, code) {
@@ -72,6 +88,19 @@ for (const mode of ['embedded', 'remote']) {
       sub.close();
       assert.equal(sub.closed, true);
       assert.deepEqual(await sub.next(), { value: undefined, done: true });
+    });
+
+    it('gives each subscriber its own writable copy of the payload', async () => {
+      const s1 = await b.subscribe(`copy.${mode}`);
+      const s2 = await b.subscribe(`copy.${mode}`);
+      b.publish(`copy.${mode}`, 'hello');
+      const m1 = await nextMessage(s1);
+      m1.data[0] = 0x4a; // 'J'
+      assert.equal(m1.text, 'Jello');
+      const m2 = await nextMessage(s2);
+      assert.equal(m2.text, 'hello', 'one subscriber\'s write reached another\'s message');
+      s1.close();
+      s2.close();
     });
 
     it('publishes batches whole or not at all', async () => {
@@ -291,6 +320,27 @@ for (const mode of ['embedded', 'remote']) {
       await b.deleteExchange(ex);
       await rejectsWith(b.deleteExchange(ex), rb.NotFoundError, 'ERR_RINGBROKER_NOT_FOUND');
       await rejectsWith(b.purgeQueue(q), rb.NotFoundError, 'ERR_RINGBROKER_NOT_FOUND');
+    });
+
+    it('binds with the header arguments as they were when bindQueue() was called', async () => {
+      const hx = n('hx');
+      await b.declareExchange({ name: hx, kind: 'headers' });
+      const bind = async (call, q, value) => {
+        const pool = occupyThreadPool();
+        const bytes = new Uint8Array(Buffer.from(value));
+        const p = call(q, hx, '', { arguments: { 'x-match': 'all', color: bytes } });
+        bytes.set(Buffer.from('XXX')); // the caller reuses its buffer once the call returned
+        await Promise.all([p, pool]);
+      };
+      const q = n('hq');
+      await b.declareQueue({ name: q });
+      await bind((...a) => b.bindQueue(...a), q, 'red');
+      assert.deepEqual(await b.exchangePublish(hx, '', 'x', { headers: { color: 'red' } }), { queues: 1 });
+      assert.deepEqual(await b.exchangePublish(hx, '', 'x', { headers: { color: 'XXX' } }), { queues: 0 });
+      await bind((...a) => b.unbindQueue(...a), q, 'red');
+      assert.deepEqual(await b.exchangePublish(hx, '', 'x', { headers: { color: 'red' } }), { queues: 0 });
+      await b.deleteQueue(q);
+      await b.deleteExchange(hx);
     });
 
     it('ends pending iterators and requests cleanly on close', async () => {

@@ -96,6 +96,30 @@ function openBroker(mode, url) {
   return rb.connect(url, { reconnect: false });
 }
 
+/** How long a child process run by runNode() may take before it is killed. */
+const EXIT_MS = 20000;
+
+/** Runs `node args...`; resolves to { code, signal, stdout, stderr, ms }, killing it
+ * (by its pid) past EXIT_MS. */
+function runNode(args, env = {}) {
+  const started = Date.now();
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => { stdout += d; });
+  child.stderr.on('data', (d) => { stderr += d; });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), EXIT_MS);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-module.exports = { REPO_ROOT, DAEMON, WAIT_MS, tmpDir, startDaemon, within, nextMessage, openBroker, sleep };
+module.exports = {
+  REPO_ROOT, DAEMON, WAIT_MS, EXIT_MS, tmpDir, startDaemon, within, nextMessage, openBroker, sleep,
+  runNode,
+};

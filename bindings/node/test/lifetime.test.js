@@ -2,33 +2,14 @@
 // callbacks, requests and consumers pending at close end cleanly, and no uv handle
 // of the binding keeps the loop alive), embedded and remote; and under --expose-gc,
 // messages released by JavaScript free the engine's memory (messagesHeld() drops to
-// zero, a payload Buffer keeps its message alive, and the RSS falls back).
+// zero once the Message objects are collected, a kept payload Buffer, being a copy,
+// holds no engine message and stays intact, and the RSS falls back).
 'use strict';
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const path = require('node:path');
-const { startDaemon, tmpDir } = require('./helpers');
-
-const EXIT_MS = 20000;
-
-/** Runs `node args...`; resolves to { code, stdout, stderr, ms }, killing it past EXIT_MS. */
-function runNode(args, env = {}) {
-  const started = Date.now();
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => { stdout += d; });
-  child.stderr.on('data', (d) => { stderr += d; });
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), EXIT_MS);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-  });
-}
+const { startDaemon, tmpDir, runNode, EXIT_MS } = require('./helpers');
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name);
 
@@ -62,9 +43,10 @@ describe('released messages free engine memory', () => {
     t.diagnostic(run.stdout.trim());
     assert.equal(f.start, 0);
     assert.equal(f.whileHeld, 256, 'each received message is held');
-    assert.equal(f.afterRelease, 1, 'only the message under the kept Buffer stays');
-    assert.equal(f.keptIntact, true, 'a kept payload Buffer stays valid');
-    assert.equal(f.afterAll, 0, 'every message freed');
+    assert.equal(f.afterRelease, 1, 'only the kept Message\'s engine message stays');
+    assert.equal(f.keptMessageIntact, true, 'the kept Message reads its payload');
+    assert.equal(f.afterAll, 0, 'every message freed, the kept payload Buffer\'s included');
+    assert.equal(f.keptDataIntact, true, 'a kept payload Buffer outlives its engine message');
     // The payloads were 64 MiB; at least a quarter of it must come back.
     assert.ok(f.rssHeld - f.rssReleased > f.payloadBytes / 4,
       `RSS ${f.rssHeld} while held, ${f.rssReleased} after release`);

@@ -5,6 +5,8 @@ no reader and loses no message. Embedded and remote."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -216,5 +218,99 @@ def test_closing_the_sync_broker_fails_pending_futures(tmp_path):
         broker.close()
         with pytest.raises(ringbroker.ShuttingDown):
             await pending
+
+    run(main())
+
+
+def test_a_later_async_broker_gets_no_late_completion_of_a_detached_one(broker, ns):
+    # The completion queue is the handle's: a second AsyncBroker on the same handle
+    # must not receive the late answer to the first one's request (tokens are unique
+    # per handle); that answer is dropped and its reply freed.
+    stop = threading.Event()
+    sub = broker.subscribe(f"{ns}.svc")
+
+    def responder() -> None:
+        while not stop.is_set():
+            try:
+                m = sub.next(timeout=0.05)
+            except ringbroker.Timeout:
+                continue
+            except ringbroker.RingbrokerError:
+                return
+            time.sleep(0.3)  # answers late
+            broker.respond(m, b"reply to " + m.bytes())
+
+    th = threading.Thread(target=responder)
+    th.start()
+
+    async def main() -> None:
+        first = aio.AsyncBroker(broker)
+        t = asyncio.ensure_future(first.request(f"{ns}.svc", b"first", timeout=WAIT))
+        await asyncio.sleep(0.05)
+        t.cancel()
+        await first.aclose()  # the cancelled request is done: detaches at once
+        second = aio.AsyncBroker(broker)
+        r = await second.request(f"{ns}.svc", b"second", timeout=WAIT)
+        assert r.bytes() == b"reply to second"
+        results = await second.stream_publish_batch([])  # nothing pending is confused
+        assert results == [] and second._pending == {}
+        await second.aclose()
+
+    try:
+        run(main())
+    finally:
+        stop.set()
+        th.join(WAIT)
+        sub.close()
+
+
+def test_buffered_messages_are_returned_before_the_consumer_s_end(broker, ns):
+    # Messages an AsyncConsumer holds are returned even when the consumer ended
+    # meanwhile; the error comes with the next receive.
+    async def main() -> None:
+        b = aio.AsyncBroker(broker)
+        sub = await b.subscribe(f"{ns}.buf")
+        b.publish_batch([(f"{ns}.buf", str(i)) for i in range(3)])
+        await asyncio.sleep(0.3)  # all three arrive
+        first = await sub.next(WAIT)  # takes all three; two stay buffered
+        assert len(sub._buffer) == 2
+        sub.sync.close()  # the consumer ends with two messages buffered here
+        rest = await sub.fetch(8, 0.1)
+        assert [m.text() for m in [first, *rest]] == ["0", "1", "2"]
+        with pytest.raises(ringbroker.ShuttingDown):
+            await sub.fetch(8, 0.1)
+        await b.aclose()
+
+    run(main())
+
+
+def test_closing_the_broker_from_an_executor_ends_a_waiting_receive(mode, tmp_path, request, ns):
+    # aclose() of an owning AsyncBroker closes the broker in an executor thread, which
+    # closes the consumers: the loop stops watching the fd first and the waiting
+    # receive ends with ShuttingDown.
+    async def main() -> None:
+        if mode == "embedded":
+            b = await aio.open(str(tmp_path / "aio"), 1, pin_to_cores=False)
+        else:
+            b = await aio.connect(request.getfixturevalue("daemon").url, reconnect=False)
+        sub = await b.subscribe(f"{ns}.closing")
+        fd, guard = sub.sync.fileno(), sub.sync._guard
+        selector_map = asyncio.get_running_loop()._selector.get_map()  # type: ignore[attr-defined]
+        watched_when_freed: list = []
+        real_free = guard._free
+
+        def free(ptr) -> None:  # in the executor thread
+            watched_when_freed.append(fd in selector_map)
+            real_free(ptr)
+
+        guard._free = free
+        waiting = asyncio.ensure_future(sub.next())
+        await asyncio.sleep(0.1)
+        await b.aclose()
+        with pytest.raises(ringbroker.ShuttingDown):
+            await asyncio.wait_for(waiting, 3)
+        assert watched_when_freed == [False]  # the loop let go of the fd before it closed
+        assert sub.closed
+        assert asyncio.get_running_loop().remove_reader(sub.sync.fileno()) is False
 
     run(main())

@@ -3,6 +3,7 @@ status-to-exception table, and one broker shared by many threads."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -208,3 +209,41 @@ def test_one_consumer_shared_by_threads(broker, ns):
         for t in ts:
             t.join(WAIT * 2)
         assert sorted(got, key=int) == [str(i) for i in range(200)]
+
+
+def test_close_closes_the_consumers_after_their_receives_in_flight(opener, ns):
+    # Broker.close() closes each consumer made from it, waiting for the receives in
+    # progress on other threads (they end with ShuttingDown), before closing the
+    # handle: no thread is inside a call on one of its consumers when it closes.
+    b = opener()
+    b.create_stream(f"{ns}-s", [f"{ns}.s.>"], partitions=1)
+    consumers = [b.subscribe(f"{ns}.a.>") for _ in range(3)] + [b.consume_stream(f"{ns}-s", deliver="all")]
+    gone = b.subscribe(f"{ns}.gone")
+    del gone  # garbage: freed by its finalizer, not closed again by the broker
+    gc.collect()
+    outcomes: list = []
+
+    def receive(c) -> None:
+        try:
+            while True:
+                c.next(timeout=None)
+        except Exception as e:  # noqa: BLE001 - checked below
+            outcomes.append(type(e))
+
+    threads = [threading.Thread(target=receive, args=(c,)) for c in consumers]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # all four wait inside ringbroker_next
+    start = time.monotonic()
+    b.close()
+    assert all(c.closed for c in consumers)
+    assert all(c._guard._users == 0 and c._guard._ptr is None for c in consumers)  # freed
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads)
+    assert outcomes == [ringbroker.ShuttingDown] * 4
+    assert time.monotonic() - start < 2.0  # within a wait slice or so
+    for c in consumers:
+        c.close()  # idempotent
+        with pytest.raises(ringbroker.ShuttingDown):
+            c.try_next()

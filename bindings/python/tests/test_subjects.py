@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import select
 import threading
+import time
 
 import pytest
 
@@ -223,3 +224,41 @@ def test_a_blocked_receive_releases_the_gil(broker, ns):
             counted += 1
         t.join()
         assert counted > 100_000, counted
+
+
+def test_a_message_that_cannot_be_made_frees_the_rest_of_its_batch(broker, ns, monkeypatch):
+    # If building the Message of one fetched ringbroker_msg_t fails, that one is freed
+    # by Message and the ones after it by the consumer: none leaks.
+    import ringbroker.consumer as consumer_module
+
+    real_lib = consumer_module.lib
+    freed: list = []
+
+    class CountingLib:
+        def __getattr__(self, name):
+            return getattr(real_lib, name)
+
+        def ringbroker_msg_free(self, ptr):
+            freed.append(ptr)
+            real_lib.ringbroker_msg_free(ptr)
+
+    with broker.subscribe(f"{ns}.leak") as sub:
+        broker.publish_batch([(f"{ns}.leak", str(i)) for i in range(5)])
+        time.sleep(0.3)  # all five arrive
+        made = []
+        real_wrap = ringbroker.Subscription._wrap
+
+        def flaky_wrap(self, ptr):
+            if len(made) == 1:  # the second fails, as Message does: frees it, raises
+                real_lib.ringbroker_msg_free(ptr)
+                raise MemoryError("no room for a Message")
+            made.append(real_wrap(self, ptr))
+            return made[-1]
+
+        monkeypatch.setattr(consumer_module, "lib", CountingLib())
+        monkeypatch.setattr(ringbroker.Subscription, "_wrap", flaky_wrap)
+        with pytest.raises(MemoryError):
+            sub.fetch(8, WAIT)
+        assert len(made) == 1 and len(freed) == 3  # the third to fifth
+        monkeypatch.undo()
+        assert sub.try_next() is None  # they were taken (and freed), not left

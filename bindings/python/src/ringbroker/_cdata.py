@@ -132,7 +132,12 @@ class _Guard:
             if self._waiting:
                 self._drained.notify_all()
                 return
-            ptr, self._ptr = self._ptr, None
+            # Freed under the lock: a retire() returning means the object is gone.
+            self._free_now()
+
+    def _free_now(self) -> None:
+        """Frees the object (the lock is held)."""
+        ptr, self._ptr = self._ptr, None
         if ptr is not None and self._free is not None:
             self._free(ptr)
 
@@ -151,9 +156,17 @@ class _Guard:
                     self._drained.wait()
                 ptr, self._ptr = self._ptr, None
                 return ptr
-            if self._users:
-                return None
-            ptr, self._ptr = self._ptr, None
-        if ptr is not None and self._free is not None:
-            self._free(ptr)
-        return None
+            if not self._users:
+                self._free_now()
+            return None
+
+    def retire(self) -> None:
+        """Closes (later calls fail), waits until no call is in flight and frees the
+        object; also after a ``close(wait=False)`` that left the freeing to a call
+        still in flight. When it returns, the object is freed."""
+        with self._lock:
+            self._closed = True
+            self._waiting = True  # the last call to leave wakes us instead of freeing
+            while self._users:
+                self._drained.wait()
+            self._free_now()

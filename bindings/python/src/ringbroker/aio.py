@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import itertools
+import threading
 import time
+import weakref
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterable, List, Optional, Sequence
 
 from . import connect as _connect
@@ -46,7 +47,7 @@ from ._outgoing import (
 )
 from .broker import Broker, Confirm, PublishResult, _error_of
 from .consumer import Consumer, QueueConsumer
-from .errors import ShuttingDown, Timeout, last_error
+from .errors import RingbrokerError, ShuttingDown, Timeout, last_error
 from .message import Message
 
 COMPLETIONS_PER_POLL = 256
@@ -57,6 +58,10 @@ FETCH_PER_WAKE = 64
 
 CLOSE_DRAIN_S = 5.0
 """How long :meth:`AsyncBroker.aclose` waits for outstanding publishes and requests."""
+
+CLOSE_HANDOFF_S = 1.0
+"""How long closing a consumer from another thread (``Broker.close()`` in an executor,
+say) waits for the loop to stop watching the consumer's fd before freeing it."""
 
 
 class _Pending:
@@ -86,7 +91,6 @@ class AsyncBroker:
         self._owns = owns
         self._loop = asyncio.get_running_loop()
         self._pending: Dict[int, _Pending] = {}
-        self._tokens = itertools.count(1)
         self._completions = ffi.new("ringbroker_completion[]", COMPLETIONS_PER_POLL)
         self._count = ffi.new("uintptr_t *")
         fd = ffi.new("int *")
@@ -110,7 +114,9 @@ class AsyncBroker:
 
     def _detach(self) -> None:
         """Stops watching completions and fails what is still pending with
-        ShuttingDown. Called by :meth:`aclose` and by ``Broker.close()``."""
+        ShuttingDown. Called by :meth:`aclose` and by ``Broker.close()``. Tokens are
+        the handle's (never reused), so the late completions of what was pending here
+        reach no later AsyncBroker's future: the one polling then drops them."""
         if not self._attached:
             return
         self._attached = False
@@ -156,19 +162,37 @@ class AsyncBroker:
             if error is not None:  # only for a NULL argument: a bug here
                 raise error
             n = int(self._count[0])
-            for i in range(n):
-                self._complete(self._completions[i])
+            failure: Optional[BaseException] = None
+            for i in range(n):  # every completion is consumed (its reply owned) even if one fails
+                try:
+                    self._complete(self._completions[i])
+                except Exception as e:  # noqa: BLE001 - raised below, to the loop's handler
+                    failure = failure or e
+            if failure is not None:
+                raise failure
             if n < COMPLETIONS_PER_POLL:
                 return
 
     def _complete(self, c: Any) -> None:
-        reply = Message(c.reply, None, self._broker) if c.reply != ffi.NULL else None
+        reply: Optional[Message] = None
+        status = int(c.status)
+        error: Optional[Exception] = None
+        if c.reply != ffi.NULL:
+            try:
+                reply = Message(c.reply, None, self._broker)
+            except RingbrokerError as e:  # Message freed the C reply
+                error = e
         pending = self._pending.get(int(c.token))
         if pending is None:
-            return  # nobody waits (cannot happen but for a bug); the reply is freed
+            # A call of an AsyncBroker detached from this handle before its answer
+            # came: nobody waits for it here; the reply is freed now.
+            if reply is not None:
+                reply.release()
+            return
         index = int(c.index)
-        if c.status != 0:
-            error = _error_of(int(c.status), c.message)
+        if status != 0:
+            error = _error_of(status, c.message)
+        if error is not None:
             if pending.error is None or index < getattr(pending.error, "_index", 1 << 62):
                 error._index = index  # type: ignore[attr-defined]
                 pending.error = error
@@ -196,7 +220,7 @@ class AsyncBroker:
         ``count`` completions resolve."""
         if not self._attached:
             raise ShuttingDown("the AsyncBroker is closed")
-        token = next(self._tokens)
+        token = next(self._broker._async_tokens)
         future = self._loop.create_future()
         self._pending[token] = _Pending(future, kind, count)
         try:
@@ -339,6 +363,9 @@ class AsyncConsumer:
         self._buffer: Deque[Message] = collections.deque()
         self._receiving = False
         self._waiter: Optional["asyncio.Future[None]"] = None  # set while waiting on the fd
+        self._pending_error: Optional[Exception] = None  # raised by the next receive
+        self._ended = False  # the sync consumer is closed or being closed: no more fd waits
+        consumer._close_hooks.append(weakref.WeakMethod(self._sync_closing))
 
     @property
     def sync(self) -> Consumer:
@@ -354,13 +381,47 @@ class AsyncConsumer:
         """Closes the consumer (as :meth:`Consumer.close`); messages buffered here are
         released (unacknowledged stream records and queue deliveries are delivered
         again)."""
+        self._stop_watching()
+        self._consumer.close()
+        self._buffer.clear()
+
+    def _stop_watching(self) -> None:
+        """In the loop: no more waits on the fd; a wait in progress ends with
+        ShuttingDown."""
+        self._ended = True
         waiter, self._waiter = self._waiter, None
         if waiter is not None:  # stop watching the fd before the consumer frees it
             self._loop.remove_reader(self._consumer.fileno())
             if not waiter.done():
                 waiter.set_exception(ShuttingDown("the consumer was closed"))
-        self._consumer.close()
-        self._buffer.clear()
+
+    def _sync_closing(self) -> None:
+        """The sync consumer is about to be closed and freed, maybe by another thread
+        (``Broker.close()`` closes its consumers): the loop stops watching its fd first
+        (waiting at most :data:`CLOSE_HANDOFF_S` for the loop to do so)."""
+        try:
+            running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._stop_watching()
+            return
+        if self._loop.is_closed() or not self._loop.is_running():
+            self._ended = True  # no wait can be in progress
+            return
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                self._stop_watching()
+            finally:
+                done.set()
+
+        try:
+            self._loop.call_soon_threadsafe(stop)
+        except RuntimeError:  # the loop closed meanwhile
+            return
+        done.wait(CLOSE_HANDOFF_S)
 
     async def __aenter__(self) -> "AsyncConsumer":
         return self
@@ -369,11 +430,23 @@ class AsyncConsumer:
         self.close()
 
     def _take(self, max_messages: int) -> List[Message]:
+        """Buffered messages first, then what ``try_fetch`` finds. If it fails after
+        messages were taken from the buffer, they are returned and the error is raised
+        by the next receive (as :meth:`Consumer.fetch` does)."""
         out: List[Message] = []
         while self._buffer and len(out) < max_messages:
             out.append(self._buffer.popleft())
         if len(out) < max_messages:
-            batch = self._consumer.try_fetch(FETCH_PER_WAKE)
+            error, self._pending_error = self._pending_error, None
+            try:
+                if error is not None:
+                    raise error
+                batch = self._consumer.try_fetch(FETCH_PER_WAKE)
+            except Exception as e:
+                if out:
+                    self._pending_error = e
+                    return out
+                raise
             room = max_messages - len(out)
             out.extend(batch[:room])
             self._buffer.extend(batch[room:])
@@ -381,6 +454,8 @@ class AsyncConsumer:
 
     async def _readable(self, deadline: Optional[float]) -> None:
         """Waits until the consumer's fd is readable (or the deadline passes: Timeout)."""
+        if self._ended:
+            raise ShuttingDown("the consumer was closed")
         future: "asyncio.Future[None]" = self._loop.create_future()
         fd = self._consumer.fileno()
 

@@ -4,14 +4,17 @@ method behaves the same in both modes, errors included.
 
 A broker is thread-safe: any number of threads may call it at once. Every C call
 releases the GIL (cffi's API mode does so around each call). :meth:`Broker.close`
-waits for calls in flight on the handle, then closes it; consumers made from it stay
-objects to close, but their calls fail.
+closes the consumers made from it (waiting for the calls in flight on them: a
+receive in another thread ends with ShuttingDown), waits for the calls in flight on the
+handle, then closes it; the C API forbids closing a handle while another thread uses
+it or an object made from it.
 """
 
 from __future__ import annotations
 
+import itertools
 import weakref
-from typing import Any, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Type, TypeVar
 
 from ._cdata import Bytes, Headers, _Guard, byte_arg, encode, header_array, make_config, optional_text
 from ._native import ffi, lib
@@ -27,11 +30,12 @@ from ._outgoing import (
     subject_array,
     with_msg_id,
 )
-from .consumer import QueueConsumer, StreamConsumer, Subscription
+from .consumer import Consumer, QueueConsumer, StreamConsumer, Subscription
 from .errors import error_for, last_error
 from .message import Message
 
 _OK = 0
+_C = TypeVar("_C", bound=Consumer)
 
 
 class StreamInfo(NamedTuple):
@@ -77,10 +81,17 @@ class Confirm(NamedTuple):
     status: int = 0
 
 
-def _close_handle(guard: _Guard) -> int:
+def _close_handle(guard: _Guard, consumers: "weakref.WeakSet[Consumer]") -> int:
+    # 1. No new call on the handle, and the calls in flight are done: no consumer is
+    #    being made any more (one is registered inside the handle's guard).
     ptr = guard.close(wait=True)
     if ptr is None:
         return _OK
+    # 2. Each live consumer closed, its calls in flight done (a receive waits in slices
+    #    of WAIT_SLICE_MS), and freed, so nothing uses an object of the handle while
+    # 3. the handle closes.
+    for consumer in list(consumers):
+        consumer._retire()
     return int(lib.ringbroker_close(ptr))
 
 
@@ -97,12 +108,16 @@ class Broker:
     def __init__(self, ptr: Any, description: str) -> None:
         """Takes ownership of ``ptr`` (a ``ringbroker_t *``). Not called by users."""
         self._guard = _Guard(ptr, None, "broker")
-        self._finalizer = weakref.finalize(self, _close_handle, self._guard)
+        self._consumers: "weakref.WeakSet[Consumer]" = weakref.WeakSet()  # closed by close()
+        self._finalizer = weakref.finalize(self, _close_handle, self._guard, self._consumers)
         self.description = description
         """The data directory or the URL it was made from."""
         self.embedded = bool(lib.ringbroker_is_embedded(ptr) == 1)
         """Whether the engine runs in this process (else in a ringbrokerd)."""
         self._async_owner: Any = None  # the aio.AsyncBroker polling completions, if any
+        # Tokens of asynchronous calls: unique for the handle's life, whichever
+        # AsyncBroker (one at a time) starts them, as its completion queue is the handle's.
+        self._async_tokens = itertools.count(1)
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -116,11 +131,20 @@ class Broker:
         finally:
             self._guard.leave()
 
-    def _make(self, function: Any, *args: Any) -> Any:
-        """Calls ``function(handle, *args, &out)`` and returns ``out``."""
+    def _make(self, cls: Type[_C], what: str, function: Any, *args: Any) -> _C:
+        """Calls ``function(handle, *args, &out)`` and returns ``cls`` over ``out``,
+        registered (inside the handle's guard) for :meth:`close` to close."""
         out = ffi.new("ringbroker_consumer_t **")
-        self._call(function, *args, out)
-        return out[0]
+        ptr = self._guard.enter()
+        try:
+            status = function(ptr, *args, out)
+            if status != _OK:
+                raise last_error(status)
+            consumer = cls(self, out[0], what)
+            self._consumers.add(consumer)
+        finally:
+            self._guard.leave()
+        return consumer
 
     @property
     def closed(self) -> bool:
@@ -128,8 +152,11 @@ class Broker:
         return self._guard.closed
 
     def close(self) -> None:
-        """Closes the handle once the calls in flight on it are done: an embedded
-        broker syncs and stops its shards, a connection closes. Raises
+        """Closes the handle once the calls in flight on it are done, after closing
+        every consumer made from it that is still open (a receive in progress in
+        another thread ends with :class:`ShuttingDown` within
+        :data:`~ringbroker.consumer.WAIT_SLICE_MS`): an embedded broker syncs and
+        stops its shards, a connection closes. Raises
         :class:`Internal` if an embedded broker could not stop cleanly (the handle is
         freed all the same). Idempotent."""
         if self._async_owner is not None:
@@ -178,8 +205,8 @@ class Broker:
     def subscribe(self, pattern: str, queue_group: Optional[str] = None) -> Subscription:
         """Subscribes to ``pattern`` (``*`` matches one token, ``>`` the rest); with
         ``queue_group``, each message goes to one member of the group."""
-        ptr = self._make(lib.ringbroker_subscribe, encode(pattern), optional_text(queue_group))
-        return Subscription(self, ptr, f"subject {pattern}" + (f" group {queue_group}" if queue_group else ""))
+        what = f"subject {pattern}" + (f" group {queue_group}" if queue_group else "")
+        return self._make(Subscription, what, lib.ringbroker_subscribe, encode(pattern), optional_text(queue_group))
 
     def request(self, subject: str, data: Bytes = b"", timeout: float = 5.0) -> Message:
         """Sends ``data`` to ``subject`` and waits up to ``timeout`` seconds for the
@@ -302,8 +329,9 @@ class Broker:
         if name is not None and options:
             raise ValueError("a durable consumer's options are given to create_consumer, not here")
         config = ffi.NULL if name is not None else make_config(options)
-        ptr = self._make(lib.ringbroker_stream_consume, encode(stream), optional_text(name), config)
-        return StreamConsumer(self, ptr, f"stream {stream}" + (f" consumer {name}" if name else " (ephemeral)"))
+        what = f"stream {stream}" + (f" consumer {name}" if name else " (ephemeral)")
+        return self._make(StreamConsumer, what, lib.ringbroker_stream_consume, encode(stream), optional_text(name),
+                          config)
 
     # -- exchanges and queues ---------------------------------------------------------
 
@@ -427,8 +455,7 @@ class Broker:
         :class:`NotFound`, :class:`Locked` (an exclusive queue of another
         connection)."""
         config = make_config(dict(prefetch=prefetch, no_ack=no_ack))
-        ptr = self._make(lib.ringbroker_queue_consume, encode(queue), config)
-        return QueueConsumer(self, ptr, f"queue {queue}")
+        return self._make(QueueConsumer, f"queue {queue}", lib.ringbroker_queue_consume, encode(queue), config)
 
 
 def _error_of(status: int, message: Any) -> Exception:

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
 
 from ._cdata import _Guard
 from ._native import ffi, lib
@@ -60,6 +60,7 @@ class Consumer:
         self._broker = broker
         self._receiving = threading.Lock()
         self._pending_error: Optional[RingbrokerError] = None
+        self._close_hooks: List[Callable[[], Optional[Callable[[], None]]]] = []  # weak methods
         self._finalizer = weakref.finalize(self, self._guard.close, False)
         self.what = what
         """What it consumes, for messages and ``repr``."""
@@ -93,7 +94,28 @@ class Consumer:
         cancelled (its unacknowledged deliveries go back to the queue). A receive in
         progress in another thread ends with :class:`ShuttingDown` within
         :data:`WAIT_SLICE_MS`. Idempotent."""
+        self._closing()
         self._finalizer()
+
+    def _retire(self) -> None:
+        """Closes it, waits for the calls in flight on it (a receive ends within
+        :data:`WAIT_SLICE_MS`) and frees it: :meth:`Broker.close` does this for each
+        consumer made from the broker before it closes the handle."""
+        self._closing()
+        self._guard.retire()
+        self._finalizer.detach()
+
+    def _closing(self) -> None:
+        """Tells the wrappers watching this consumer's fd (``aio.AsyncConsumer``)
+        that it is about to be closed and freed."""
+        hooks, self._close_hooks = self._close_hooks, []
+        for ref in hooks:
+            hook = ref()
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:  # noqa: BLE001 - closing must go on
+                    pass
 
     def __enter__(self) -> "Consumer":
         return self
@@ -111,6 +133,19 @@ class Consumer:
 
     def _wrap(self, ptr: Any) -> Message:
         return Message(ptr, self, self._broker)
+
+    def _wrap_all(self, array: Any, count: int) -> List[Message]:
+        """Messages for ``array[:count]``; if one cannot be made (its C message is
+        then freed by ``Message``), the ones after it are freed too before raising."""
+        got: List[Message] = []
+        try:
+            for i in range(count):
+                got.append(self._wrap(array[i]))
+        except BaseException:
+            for j in range(len(got) + 1, count):
+                lib.ringbroker_msg_free(array[j])
+            raise
+        return got
 
     def next(self, timeout: Optional[float] = None) -> Message:
         """Waits up to ``timeout`` seconds (``None``: no limit) for the next message.
@@ -178,7 +213,7 @@ class Consumer:
                     error = None if status == _OK else last_error(status)
                 finally:
                     self._guard.leave()
-                got = [self._wrap(array[i]) for i in range(count[0])]
+                got = self._wrap_all(array, int(count[0]))
                 if error is not None:
                     if got:
                         self._pending_error = error

@@ -56,15 +56,17 @@ class Message:
     def __init__(self, ptr: Any, consumer: Optional["Consumer"], broker: Optional["Broker"]) -> None:
         """Takes ownership of ``ptr`` (a ``ringbroker_msg_t *``). Not called by users:
         messages come from consumers, subscriptions and requests."""
-        view = ffi.new("ringbroker_msg_view_t *")
-        status = lib.ringbroker_msg_view(ptr, view)
-        if status != 0:
+        try:
+            view = ffi.new("ringbroker_msg_view_t *")
+            check(lib.ringbroker_msg_view(ptr, view))
+            base = view.payload if view.payload_len else ffi.cast("uint8_t *", ptr)
+            # The owner frees the C message when it is garbage; every memoryview of the
+            # payload refers to it through its buffer, so the payload outlives each view.
+            owner = ffi.gc(ffi.cast("uint8_t *", base), functools.partial(_free_message, ptr))
+        except BaseException:  # not owned yet: the C message is freed here
             lib.ringbroker_msg_free(ptr)
-            check(status)
-        base = view.payload if view.payload_len else ffi.cast("uint8_t *", ptr)
-        # The owner frees the C message when it is garbage; every memoryview of the
-        # payload refers to it through its buffer, so the payload outlives each view.
-        self._owner = ffi.gc(ffi.cast("uint8_t *", base), functools.partial(_free_message, ptr))
+            raise
+        self._owner = owner
         self._ptr = ptr
         self._view = view
         self._data: Optional[memoryview] = None

@@ -42,6 +42,8 @@ pub const MAX_FRAME_MIN: u32 = 1024;
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
 
 const EXIT_CODES: &str = "\
+Load generator: `ringbrokerd bench <scenario> [options]` (see `ringbrokerd bench --help`).
+
 Exit status: 0 after a clean shutdown (first SIGTERM or SIGINT); 1 if the broker or the
 admin endpoint failed to start or the shutdown failed; 2 for a bad flag or config file;
 128 + the signal number (130 for SIGINT, 143 for SIGTERM) when a second signal arrives

@@ -7,11 +7,14 @@
 //! (no new connections, in-flight requests answered), the admin endpoint and the
 //! broker (appends flushed and synced). Never: keeps state of its own.
 //!
+//! `ringbrokerd bench ...` is the load generator instead (module `bench`).
+//!
 //! Exit status: 0 after a clean shutdown, 1 when something failed at run time, 2 for a
 //! bad flag or config, 128 + the signal number on a second signal (see `signals`).
 
 mod admin;
 mod api;
+mod bench;
 mod config;
 mod data_dir;
 mod metrics;
@@ -56,6 +59,11 @@ enum RunError {
 }
 
 fn main() -> ExitCode {
+    // The load generator is its own program: no daemon flags, no blocked signals (an
+    // interrupted run simply ends).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "bench") {
+        return bench::main(std::env::args_os().skip(1));
+    }
     // First, while this is the only thread: every thread spawned later inherits it.
     let signals = match BlockedSignals::block() {
         Ok(signals) => signals,

@@ -113,7 +113,7 @@ const SHARD_COUNTERS: [(&str, &str, ShardField); 10] = [
 ];
 
 /// The pub/sub model's per-shard counters (`PubSub::stats`), one family each.
-const PUBSUB_COUNTERS: [(&str, &str, PubSubField); 5] = [
+const PUBSUB_COUNTERS: [(&str, &str, PubSubField); 6] = [
     (
         "ringbroker_pubsub_published_total",
         "Messages published on the shard.",
@@ -138,6 +138,11 @@ const PUBSUB_COUNTERS: [(&str, &str, PubSubField); 5] = [
         "ringbroker_pubsub_dropped_slow_total",
         "Deliveries dropped by full subscription buffers on the shard.",
         |s| s.dropped_slow,
+    ),
+    (
+        "ringbroker_pubsub_dropped_outbox_total",
+        "Fire-and-forget publishes dropped because the shard's outbox was full.",
+        |s| s.dropped_outbox,
     ),
 ];
 
@@ -464,6 +469,7 @@ mod tests {
             no_interest: base + 3,
             unknown_target: base + 4,
             dropped_slow: base + 5,
+            dropped_outbox: base + 6,
         };
         Snapshot {
             shards: vec![shard(0, 0), shard(1, 100)],

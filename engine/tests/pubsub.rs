@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringbroker::pubsub::{
-    Message, PendingLimits, PubSub, PubSubError, ShardPubSub, SlowConsumerPolicy, SubscribeOptions,
-    Subscription,
+    Message, PendingLimits, PubSub, PubSubError, ShardPubSub, SlowConsumerPolicy, Subject,
+    SubscribeOptions, Subscription, OUTBOX_MESSAGES_MAX,
 };
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 
@@ -226,6 +226,34 @@ fn unsubscribe_stops_delivery_and_auto_unsubscribe_stops_after_n() {
         .sum();
     assert!(unknown <= 20, "{unknown}");
     drop(limited);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_batch_past_the_outbox_bound_counts_what_it_drops() {
+    let rt = runtime(1);
+    let pubsub = PubSub::new(rt.handle());
+    let _sub = subscribe(&pubsub, "flood");
+    let subject = Subject::new("flood").unwrap();
+    let payload = Bytes::from_static(b"x");
+    // One task routes the whole batch; its deliveries leave only when it yields, so
+    // past OUTBOX_MESSAGES_MAX the rest is refused: counted, not silently lost.
+    let batch: Vec<Message> = (0..OUTBOX_MESSAGES_MAX + 10)
+        .map(|_| Message::new(subject.clone(), payload.clone()))
+        .collect();
+    pubsub.publish_batch(batch).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = pubsub.stats().unwrap();
+        let published: u64 = stats.iter().map(|s| s.published).sum();
+        let refused: u64 = stats.iter().map(|s| s.dropped_outbox).sum();
+        if published + refused == (OUTBOX_MESSAGES_MAX + 10) as u64 {
+            assert_eq!(refused, 10, "{stats:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "batch not done: {stats:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     rt.shutdown().unwrap();
 }
 

@@ -147,8 +147,8 @@ pub unsafe extern "C" fn ringbroker_publish(
 /// before any is sent: a bad one returns `RINGBROKER_INVALID_ARGUMENT` naming it and
 /// publishes nothing. A remote batch travels in one frame: over the server's frame
 /// limit it is refused whole with `RINGBROKER_FRAME_TOO_LARGE`. If the engine's
-/// outbox fills in the middle of a batch, the rest is dropped (counted in the
-/// engine's drop statistics). Other statuses as `ringbroker_publish`. Any thread.
+/// outbox fills in the middle of a batch, the rest is dropped and counted (a
+/// daemon's `/metrics`: `ringbroker_pubsub_dropped_outbox_total`). Other statuses as `ringbroker_publish`. Any thread.
 ///
 /// # Safety
 /// `handle` NULL or live; `msgs` NULL or `count` live messages whose pointers are

@@ -129,11 +129,17 @@ impl PubSub {
     pub fn publish_batch(&self, batch: Vec<Message>) -> Result<(), PubSubError> {
         self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
             let pubsub = ShardPubSub::get(ctx);
+            let mut refused = 0usize;
             for message in batch {
+                // The outbox drains only when this task yields, so once it is full
+                // the rest of the batch is refused too: each refusal is counted in
+                // `dropped_outbox` (at most once, as every subject publish).
                 if pubsub.publish(ctx, message).is_err() {
-                    tracing::warn!("pub/sub outbox full: rest of a batch dropped");
-                    break;
+                    refused += 1;
                 }
+            }
+            if refused > 0 {
+                tracing::warn!(refused, "pub/sub outbox full: messages of a batch dropped");
             }
         })?;
         Ok(())

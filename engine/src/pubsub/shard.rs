@@ -113,6 +113,9 @@ pub struct PubSubStats {
     pub unknown_target: u64,
     /// Deliveries dropped by full subscription buffers on this shard.
     pub dropped_slow: u64,
+    /// Messages refused because this shard's outbox was full (`Backpressure`); a
+    /// fire-and-forget publish (one message or a batch) drops them here.
+    pub dropped_outbox: u64,
 }
 
 struct State {
@@ -205,6 +208,7 @@ impl ShardPubSub {
         let schedule = {
             let mut st = self.state.borrow_mut();
             if st.outboxed >= OUTBOX_MESSAGES_MAX {
+                st.stats.dropped_outbox += 1;
                 return Err(PubSubError::Backpressure);
             }
             let routed = st.route(message);

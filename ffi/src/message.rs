@@ -1,10 +1,13 @@
 //! `ringbroker_msg_t`: one received message of any model, and its accessors.
 //!
 //! Owns: the message (payload, subject, key, headers as the engine handed them, no
-//! copy) until `ringbroker_msg_free`, and the view that exposes it to C as pointer +
-//! length pairs into that memory. Never: copies a payload on the way out.
+//! copy) until `ringbroker_msg_free`, the view that exposes it to C as pointer +
+//! length pairs into that memory, and a small per-thread stock of spare message
+//! allocations. Never: copies a payload on the way out.
 
+use std::cell::RefCell;
 use std::ffi::c_char;
+use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 use engine::api::{QueueMessage, Record};
@@ -41,10 +44,58 @@ impl Msg {
         }
     }
 
-    /// Moves the message to the heap for C.
+    /// Moves the message to the heap for C, into a spare allocation of this thread's
+    /// when there is one.
     pub fn into_raw(self) -> *mut Msg {
-        Box::into_raw(Box::new(self))
+        match SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+        {
+            Some(mut slot) => {
+                slot.write(self);
+                Box::into_raw(slot).cast::<Msg>()
+            }
+            None => Box::into_raw(Box::new(self)),
+        }
     }
+
+    /// Drops a message made by `into_raw` and keeps its allocation for this thread's
+    /// next one (up to `SPARE_MAX`).
+    ///
+    /// # Safety
+    /// `msg` was returned by `into_raw` and is freed once, here.
+    unsafe fn free_raw(msg: *mut Msg) {
+        // SAFETY: `into_raw` made it from a `Box<Msg>` or a `Box<MaybeUninit<Msg>>`,
+        // which have one layout; it holds an initialised message, dropped once here.
+        let mut slot: Box<MaybeUninit<Msg>> = unsafe { Box::from_raw(msg.cast()) };
+        // SAFETY: initialised by `into_raw`, not dropped before.
+        unsafe { slot.assume_init_drop() };
+        let kept = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_MAX {
+                spare.push(slot);
+                None
+            } else {
+                Some(slot)
+            }
+        });
+        // The stock is full, or this thread is ending: the allocation goes back to
+        // the allocator (an uninitialised `MaybeUninit` drops nothing).
+        drop(kept);
+    }
+}
+
+/// Spare message allocations a thread keeps. A fetch hands C a burst of messages and
+/// the program frees them in a burst: glibc's per-thread cache holds 7 chunks of a
+/// size, so without this each burst went through the arena (`docs/benchmarks.md`,
+/// "C ABI"). Bounded: at most `SPARE_MAX` × 192 bytes per thread.
+const SPARE_MAX: usize = 256;
+
+thread_local! {
+    // Boxes on purpose: each is an allocation handed to C as a `ringbroker_msg_t*`.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<MaybeUninit<Msg>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Everything about a message, as pointers into it and numbers (`ringbroker_msg_view_t`).
@@ -265,7 +316,51 @@ pub unsafe extern "C" fn ringbroker_msg_free(msg: *mut Msg) {
     guard_value((), || {
         if !msg.is_null() {
             // SAFETY: every message is made by Msg::into_raw and freed once.
-            drop(unsafe { Box::from_raw(msg) });
+            unsafe { Msg::free_raw(msg) };
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::pubsub::Subject;
+
+    fn message(text: &'static str) -> Msg {
+        let subject = Subject::try_from("spare.test").expect("valid subject");
+        Msg::Subject(Message::new(subject, Bytes::from_static(text.as_bytes())))
+    }
+
+    fn payload(msg: *mut Msg) -> Vec<u8> {
+        // SAFETY: a live message made by `into_raw` in this test.
+        match unsafe { &*msg } {
+            Msg::Subject(m) => m.payload.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_freed_message_allocation_is_reused_with_the_new_contents() {
+        let first = message("one").into_raw();
+        assert_eq!(payload(first), b"one");
+        // SAFETY: made by `into_raw` above, freed once.
+        unsafe { Msg::free_raw(first) };
+        let second = message("two").into_raw();
+        assert_eq!(second, first, "the spare allocation was used again");
+        assert_eq!(payload(second), b"two");
+        // SAFETY: as above.
+        unsafe { Msg::free_raw(second) };
+    }
+
+    #[test]
+    fn the_stock_of_spares_is_bounded() {
+        let many: Vec<*mut Msg> = (0..SPARE_MAX + 50)
+            .map(|_| message("x").into_raw())
+            .collect();
+        for msg in many {
+            // SAFETY: each made by `into_raw` above, freed once.
+            unsafe { Msg::free_raw(msg) };
+        }
+        assert_eq!(SPARE.with(|s| s.borrow().len()), SPARE_MAX);
+    }
 }

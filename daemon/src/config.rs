@@ -89,8 +89,30 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub auth_token: Option<String>,
+    /// IP:PORT to serve the NATS client protocol on (off unless given; e.g.
+    /// 127.0.0.1:4222, port 0 picks a free port and the bound address is printed).
+    /// NATS clients authenticate with --auth-token (CONNECT auth_token) or
+    /// --nats-user/--nats-password when either is set.
+    #[arg(long, value_name = "IP:PORT")]
+    pub nats: Option<SocketAddr>,
+    /// Largest NATS payload (headers included) accepted and announced in INFO, in
+    /// bytes: 1024 to 67108864 (default 1048576).
+    #[arg(long, value_name = "BYTES")]
+    pub nats_max_payload: Option<u64>,
+    /// User NATS clients may authenticate as (with --nats-password).
+    #[arg(long, value_name = "USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// Password of --nats-user.
+    #[arg(
+        long,
+        env = "RINGBROKER_NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub nats_password: Option<String>,
     /// TOML file with the same settings as the flags (keys data_dir, shards, listen,
-    /// admin, max_frame, auth_token, log_level); flags override it.
+    /// admin, max_frame, auth_token, nats, nats_max_payload, nats_user, nats_password,
+    /// log_level); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such
@@ -146,6 +168,14 @@ pub struct FileConfig {
     pub max_frame: Option<u64>,
     /// As `--auth-token`.
     pub auth_token: Option<String>,
+    /// As `--nats`.
+    pub nats: Option<SocketAddr>,
+    /// As `--nats-max-payload`.
+    pub nats_max_payload: Option<u64>,
+    /// As `--nats-user`.
+    pub nats_user: Option<String>,
+    /// As `--nats-password`.
+    pub nats_password: Option<String>,
     /// As `--log-level`.
     pub log_level: Option<String>,
 }
@@ -201,8 +231,21 @@ pub struct Config {
     pub max_frame: u32,
     /// The token clients must present, if any.
     pub auth_token: Option<AuthToken>,
+    /// The NATS front end, if enabled.
+    pub nats: Option<NatsSettings>,
     /// The tracing filter (checked to parse).
     pub log_filter: String,
+}
+
+/// The NATS front end's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The largest payload, headers included.
+    pub max_payload: u32,
+    /// User and password NATS clients may present (besides the auth token).
+    pub user_password: Option<(String, AuthToken)>,
 }
 
 /// Why the configuration is unusable.
@@ -265,8 +308,22 @@ pub enum ConfigError {
         /// `HELLO_FIELD_BYTES_MAX`.
         max: usize,
     },
-    /// The native protocol and the admin endpoint were given the same address.
-    #[error("listen and admin are both {addr}")]
+    /// The NATS payload limit is out of range.
+    #[error("nats_max_payload must be {min} to {max} bytes, got {value}")]
+    NatsMaxPayload {
+        /// What was given.
+        value: u64,
+        /// 1024.
+        min: u32,
+        /// `MAX_PAYLOAD_LIMIT`.
+        max: u32,
+    },
+    /// Only one of the NATS user and password is set, or one is empty.
+    #[error("nats_user and nats_password go together, and neither may be empty")]
+    NatsUserPassword,
+    /// Two of the native protocol, the admin endpoint and NATS were given the same
+    /// address.
+    #[error("two of listen, admin and nats are both {addr}")]
     AddressClash {
         /// The address.
         addr: SocketAddr,
@@ -324,6 +381,12 @@ impl Config {
             },
             max_frame: check_max_frame(cli.max_frame.or(file.max_frame))?,
             auth_token: check_auth_token(cli.auth_token.or(file.auth_token))?,
+            nats: check_nats(
+                cli.nats.or(file.nats),
+                cli.nats_max_payload.or(file.nats_max_payload),
+                cli.nats_user.or(file.nats_user),
+                cli.nats_password.or(file.nats_password),
+            )?,
             log_filter: check_log_filter(cli.log_level, file.log_level, &env.rust_log)?,
         };
         config.validate()?;
@@ -343,8 +406,16 @@ impl Config {
             }
         }
         // Port 0 on both is fine: each gets its own free port.
-        if self.admin == Some(self.listen) && self.listen.port() != 0 {
-            return Err(ConfigError::AddressClash { addr: self.listen });
+        let nats = self.nats.as_ref().map(|n| n.listen);
+        let addresses = [Some(self.listen), self.admin, nats];
+        for (i, a) in addresses.iter().enumerate() {
+            for b in &addresses[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if a == b && a.port() != 0 {
+                        return Err(ConfigError::AddressClash { addr: *a });
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -397,6 +468,41 @@ fn check_auth_token(token: Option<String>) -> Result<Option<AuthToken>, ConfigEr
         });
     }
     Ok(Some(AuthToken(token)))
+}
+
+fn check_nats(
+    listen: Option<SocketAddr>,
+    max_payload: Option<u64>,
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<Option<NatsSettings>, ConfigError> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let limit = ringbroker::protocol::nats::MAX_PAYLOAD_LIMIT;
+    let max_payload = match max_payload {
+        None => ringbroker::protocol::nats::MAX_PAYLOAD_DEFAULT,
+        Some(value) => u32::try_from(value)
+            .ok()
+            .filter(|bytes| (1024..=limit).contains(bytes))
+            .ok_or(ConfigError::NatsMaxPayload {
+                value,
+                min: 1024,
+                max: limit,
+            })?,
+    };
+    let user_password = match (user, password) {
+        (None, None) => None,
+        (Some(user), Some(password)) if !user.is_empty() && !password.is_empty() => {
+            Some((user, AuthToken(password)))
+        }
+        _ => return Err(ConfigError::NatsUserPassword),
+    };
+    Ok(Some(NatsSettings {
+        listen,
+        max_payload,
+        user_password,
+    }))
 }
 
 /// `--log-level`, else the file's `log_level`, else `RUST_LOG`, else `info`; checked to
@@ -525,6 +631,33 @@ mod tests {
         };
         let result = resolve(cli, FileConfig::default());
         assert!(matches!(result, Err(ConfigError::AddressClash { .. })));
+    }
+
+    #[test]
+    fn nats_is_off_unless_given_and_checks_its_settings() {
+        let config = resolve(Cli::default(), FileConfig::default()).expect("defaults");
+        assert_eq!(config.nats, None);
+        let file = parse_file("nats = \"127.0.0.1:4222\"\nnats_max_payload = 2048").expect("file");
+        let nats = resolve(Cli::default(), file)
+            .expect("config")
+            .nats
+            .expect("nats");
+        assert_eq!(nats.listen, "127.0.0.1:4222".parse().expect("addr"));
+        assert_eq!(nats.max_payload, 2048);
+        let cli = |f: fn(&mut Cli)| {
+            let mut cli = Cli {
+                nats: Some("127.0.0.1:4222".parse().expect("addr")),
+                ..Cli::default()
+            };
+            f(&mut cli);
+            resolve(cli, FileConfig::default())
+        };
+        let big = cli(|c| c.nats_max_payload = Some(1 << 40));
+        assert!(matches!(big, Err(ConfigError::NatsMaxPayload { .. })));
+        let half = cli(|c| c.nats_user = Some("u".into()));
+        assert!(matches!(half, Err(ConfigError::NatsUserPassword)));
+        let clash = cli(|c| c.listen = Some("127.0.0.1:4222".parse().expect("addr")));
+        assert!(matches!(clash, Err(ConfigError::AddressClash { .. })));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::mpsc;
 
 use clap::Parser;
 use ringbroker::broker::{Broker, BrokerConfig, BrokerError};
-use ringbroker::net::{NetError, Server, ServerConfig};
+use ringbroker::net::{NatsConfig, NetError, Protocol, Server, ServerConfig};
 
 use crate::admin::{AdminError, AdminServer};
 use crate::config::{Cli, Config};
@@ -140,6 +140,10 @@ fn serve(
             ..ServerConfig::default()
         },
     )?;
+    let nats = match &config.nats {
+        Some(nats) => Some(start_nats(broker, config, nats)?),
+        None => None,
+    };
     let sources = Sources::of(broker).with_net(server.stats_reader());
     let admin = match config.admin {
         Some(addr) => Some(AdminServer::start(addr, sources)?),
@@ -148,10 +152,15 @@ fn serve(
     announce(
         broker.data_dir(),
         server.local_addr(),
+        nats.as_ref().map(Server::local_addr),
         admin.as_ref().map(AdminServer::local_addr),
     );
     if shutdown.recv().is_err() {
         tracing::error!("the signal thread ended; shutting down");
+    }
+    if let Some(nats) = nats {
+        let report = nats.stop(STOP_GRACE);
+        tracing::info!(?report, "NATS server stopped");
     }
     let report = server.stop(STOP_GRACE);
     tracing::info!(?report, "native protocol server stopped");
@@ -161,9 +170,46 @@ fn serve(
     Ok(())
 }
 
+/// Unsent output a NATS connection may hold (nats-server's default `max_pending`).
+const NATS_OUTBOUND_BYTES_MAX: usize = 64 << 20;
+
+/// Starts the NATS front end: a second server on the same broker, same token.
+fn start_nats(
+    broker: &Broker,
+    config: &Config,
+    nats: &crate::config::NatsSettings,
+) -> Result<Server, RunError> {
+    let protocol = Protocol::Nats(NatsConfig {
+        max_payload: nats.max_payload,
+        user_password: nats
+            .user_password
+            .as_ref()
+            .map(|(user, password)| (user.clone(), password.expose().to_owned())),
+        ..NatsConfig::default()
+    });
+    let server = Server::start(
+        broker,
+        ServerConfig {
+            listen: nats.listen,
+            auth_token: config.auth_token.as_ref().map(|t| t.expose().to_owned()),
+            // nats-server's default max_pending: a subscriber may fall this far behind
+            // before its messages are dropped.
+            outbound_bytes_max: NATS_OUTBOUND_BYTES_MAX,
+            protocol,
+            ..ServerConfig::default()
+        },
+    )?;
+    Ok(server)
+}
+
 /// The stdout lines: where data is stored, where clients connect, where the admin
 /// endpoint listens.
-fn announce(data_dir: &Path, listen: SocketAddr, admin: Option<SocketAddr>) {
+fn announce(
+    data_dir: &Path,
+    listen: SocketAddr,
+    nats: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) {
     let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let admin = match admin {
         Some(addr) => format!("http://{addr}"),
@@ -173,6 +219,10 @@ fn announce(data_dir: &Path, listen: SocketAddr, admin: Option<SocketAddr>) {
     let mut out = std::io::stdout().lock();
     let printed = writeln!(out, "data directory: {}", data_dir.display())
         .and_then(|()| writeln!(out, "listening on: ringbroker://{listen}"))
+        .and_then(|()| match nats {
+            Some(nats) => writeln!(out, "listening on: nats://{nats}"),
+            None => Ok(()),
+        })
         .and_then(|()| writeln!(out, "admin endpoint: {admin}"))
         .and_then(|()| out.flush());
     if let Err(error) = printed {
@@ -195,6 +245,18 @@ fn log_startup(config: &Config) {
             listen = %config.listen,
             "listen address is not loopback and no auth token is set: anyone who can reach it could use the broker"
         );
+    }
+    if let Some(nats) = config
+        .nats
+        .as_ref()
+        .filter(|n| !n.listen.ip().is_loopback())
+    {
+        if config.auth_token.is_none() && nats.user_password.is_none() {
+            tracing::warn!(
+                nats = %nats.listen,
+                "NATS address is not loopback and no credentials are set: anyone who can reach it could use the broker"
+            );
+        }
     }
     if let Some(admin) = config.admin.filter(|a| !a.ip().is_loopback()) {
         tracing::warn!(%admin, "admin endpoint is not on loopback; it has no authentication");

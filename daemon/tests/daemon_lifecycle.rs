@@ -2,7 +2,8 @@
 //! serves `/healthz` and `/metrics`, stops cleanly on SIGTERM (every publish it
 //! acknowledged before the stop is there after a restart), closes connections that send
 //! bad input with an error while another client publishes undisturbed, refuses a bad
-//! config file, and refuses a data directory another daemon holds.
+//! config file, refuses a data directory another daemon holds, and serves the NATS
+//! client protocol with `--nats`.
 //!
 //! Every wait has a deadline, and every child is killed (by pid) when its guard drops,
 //! so a failing assertion never leaves a daemon running.
@@ -441,4 +442,50 @@ fn bad_input_against_a_live_daemon_costs_other_clients_nothing() {
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+/// `--nats` serves the NATS client protocol next to the native one: the address is
+/// announced, a client gets `INFO`, publishes to its own subscription, and SIGTERM
+/// still stops the daemon cleanly.
+#[test]
+fn nats_flag_serves_the_nats_protocol_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 temp path");
+    let mut daemon = Daemon::spawn(&[
+        "--data-dir",
+        data_dir,
+        "--shards",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--nats",
+        "127.0.0.1:0",
+    ]);
+    let addr: SocketAddr = daemon
+        .line_starting("listening on: nats://")
+        .trim_start_matches("listening on: nats://")
+        .parse()
+        .expect("nats address");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(STEP_DEADLINE))
+        .expect("timeout");
+    stream
+        .write_all(b"CONNECT {}\r\nSUB d 1\r\nPUB d 2\r\nhi\r\nPING\r\n")
+        .expect("write");
+    let mut seen = String::new();
+    let deadline = Instant::now() + STEP_DEADLINE;
+    while !seen.contains("PONG\r\n") && Instant::now() < deadline {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "closed early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(seen.starts_with("INFO {"), "{seen:?}");
+    assert!(seen.ends_with("MSG d 1 2\r\nhi\r\nPONG\r\n"), "{seen:?}");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert!(status.success(), "exit {status:?}: {stderr}");
 }

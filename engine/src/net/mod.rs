@@ -6,10 +6,11 @@
 //! life). Each connection has an input buffer (frames are cut from it without copying)
 //! and a bounded output buffer sent with one `send` for everything queued.
 //!
-//! Never: interprets bytes (the `server` module parses frames and runs them against the
-//! broker), blocks, or buffers without bound: past `outbound_bytes_max` of unsent
-//! output a connection stops reading (TCP pushes back on the client) and sessions stop
-//! feeding it.
+//! Never: interprets bytes (the `server` module parses frames, or NATS commands on a
+//! `Protocol::Nats` server, and runs them against the broker; this layer only picks
+//! which encoder writes its heartbeat and its errors), blocks, or buffers without
+//! bound: past `outbound_bytes_max` of unsent output a connection stops reading (TCP
+//! pushes back on the client) and sessions stop feeding it.
 //!
 //! Byte path: the kernel writes a recv into a provided buffer; its bytes are copied
 //! once into the connection's input buffer, and frames (with their payloads) are
@@ -74,6 +75,51 @@ pub struct ServerConfig {
     /// buffer in place instead of copying it). `usize::MAX` turns it off. See
     /// `docs/benchmarks.md` ("SEND_ZC threshold") for how the default was chosen.
     pub send_zc_min_bytes: usize,
+    /// The protocol clients speak: the native one (default) or NATS's client protocol.
+    pub protocol: Protocol,
+}
+
+/// The protocol a server speaks; one server speaks one.
+#[derive(Debug, Clone, Default)]
+pub enum Protocol {
+    /// ringbroker's binary protocol (`docs/protocol.md`).
+    #[default]
+    Native,
+    /// The NATS client protocol (`docs/nats.md`); `auth_token` is NATS's token.
+    Nats(NatsConfig),
+}
+
+/// Settings of a NATS-protocol server.
+#[derive(Clone)]
+pub struct NatsConfig {
+    /// The largest payload (headers included) accepted and announced in `INFO`.
+    /// Default 1 MiB, at most 64 MiB.
+    pub max_payload: u32,
+    /// When set, a `CONNECT` with this user and password is accepted (as is one with
+    /// the server's `auth_token`, if that is set too).
+    pub user_password: Option<(String, String)>,
+    /// The name `INFO` gives.
+    pub server_name: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload: crate::protocol::nats::MAX_PAYLOAD_DEFAULT,
+            user_password: None,
+            server_name: "ringbroker".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("max_payload", &self.max_payload)
+            .field("user", &self.user_password.as_ref().map(|(user, _)| user))
+            .field("server_name", &self.server_name)
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -91,6 +137,7 @@ impl Default for ServerConfig {
             recv_buffers: 256,
             recv_buffer_bytes: 16 << 10,
             send_zc_min_bytes: SEND_ZC_MIN_BYTES_DEFAULT,
+            protocol: Protocol::Native,
         }
     }
 }
@@ -128,7 +175,34 @@ impl ServerConfig {
                 "must be above zero".into(),
             );
         }
+        if let Protocol::Nats(nats) = &self.protocol {
+            let limit = crate::protocol::nats::MAX_PAYLOAD_LIMIT;
+            if !(1024..=limit).contains(&nats.max_payload) {
+                return invalid(
+                    "max_payload",
+                    format!("{} bytes; between 1024 and {limit}", nats.max_payload),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The NATS settings, when this server speaks NATS.
+    pub(crate) fn nats(&self) -> Option<&NatsConfig> {
+        match &self.protocol {
+            Protocol::Native => None,
+            Protocol::Nats(nats) => Some(nats),
+        }
+    }
+
+    /// The most input one command (or frame) can need.
+    pub(crate) fn input_max(&self) -> usize {
+        match &self.protocol {
+            Protocol::Native => self.max_frame as usize,
+            Protocol::Nats(nats) => {
+                nats.max_payload as usize + crate::protocol::nats::CONTROL_LINE_MAX + 4
+            }
+        }
     }
 }
 
@@ -274,7 +348,8 @@ pub(crate) struct ServerShared {
     pub(crate) control: ControlLane,
 }
 
-/// A native-protocol server over a broker's shards. Stop it before the broker.
+/// A server over a broker's shards, speaking the native protocol or NATS's (one
+/// `Protocol` per server; start two for both). Stop it before the broker.
 pub struct Server {
     shared: Arc<ServerShared>,
     runtime: RuntimeHandle,

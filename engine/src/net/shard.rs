@@ -92,6 +92,20 @@ impl Conn {
         ShardNetCounters::add(&counters.frames_out, 1);
     }
 
+    /// Queues bytes written by `body` as they are (a text protocol's output), counted
+    /// as one frame.
+    pub(crate) fn queue_raw(
+        &mut self,
+        counters: &ShardNetCounters,
+        body: impl FnOnce(&mut BytesMut),
+    ) {
+        if self.state == ConnState::Closed {
+            return;
+        }
+        body(&mut self.output);
+        ShardNetCounters::add(&counters.frames_out, 1);
+    }
+
     /// Unsent output bytes.
     pub(crate) fn output_len(&self) -> usize {
         self.output.len()
@@ -120,6 +134,8 @@ type ConnRef = Rc<RefCell<Conn>>;
 
 struct Inner {
     shared: Arc<ServerShared>,
+    /// The address this shard listens on (the real port when the config had 0).
+    addr: SocketAddr,
     conns: RefCell<HashMap<u64, ConnRef>>,
     buffers: RefCell<Option<BufRing>>,
     listener: Cell<Option<RawFd>>,
@@ -168,6 +184,7 @@ impl ShardServer {
         let bound = socket::local_addr(fd).map_err(listen_err)?;
         let server = ShardServer(Rc::new(Inner {
             shared: shared.clone(),
+            addr: bound,
             conns: RefCell::new(HashMap::new()),
             buffers: RefCell::new(Some(buffers)),
             listener: Cell::new(Some(fd)),
@@ -196,6 +213,11 @@ impl ShardServer {
 
     pub(crate) fn counters<'a>(&'a self, ctx: &ShardCtx) -> &'a ShardNetCounters {
         &self.0.shared.counters[ctx.shard_id()]
+    }
+
+    /// The address this shard listens on.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.0.addr
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -296,6 +318,7 @@ impl ShardServer {
             session: Session::default(),
         }));
         self.0.conns.borrow_mut().insert(id, conn.clone());
+        crate::server::opened(ctx, self, &conn);
         self.arm_recv(ctx, &conn);
     }
 
@@ -400,7 +423,9 @@ impl ShardServer {
         }
     }
 
-    fn resume_reading(&self, ctx: &mut ShardCtx, conn: &ConnRef) {
+    /// Restarts reading `conn` (after `pause_reading`), running what its input holds
+    /// first.
+    pub(crate) fn resume_reading(&self, ctx: &mut ShardCtx, conn: &ConnRef) {
         {
             let mut c = conn.borrow_mut();
             if c.reading || !matches!(c.state, ConnState::Handshake | ConnState::Open) {
@@ -418,7 +443,7 @@ impl ShardServer {
     pub(crate) fn over_bound(&self, conn: &Conn) -> bool {
         let config = &self.0.shared.config;
         conn.output.len() > config.outbound_bytes_max
-            || conn.input.len() > config.max_frame as usize + INPUT_SLACK_BYTES
+            || conn.input.len() > config.input_max() + INPUT_SLACK_BYTES
     }
 
     /// Sends what `conn` has queued, if no send is in flight.
@@ -546,7 +571,8 @@ impl ShardServer {
     }
 
     /// Sends `ERROR code` (correlation `correlation`), stops reading, and closes once
-    /// it is sent.
+    /// it is sent, if the code is fatal. A NATS connection gets the `-ERR` that stands
+    /// for `code` instead (or, for `ShuttingDown`, nothing: it is just closed).
     pub(crate) fn fail(
         &self,
         ctx: &mut ShardCtx,
@@ -555,27 +581,52 @@ impl ShardServer {
         code: ErrorCode,
         message: &str,
     ) {
+        if self.0.shared.config.nats().is_some() {
+            let state = conn.borrow().state;
+            let error = crate::server::nats::error_for(code, state, message);
+            let encode = |out: &mut BytesMut| {
+                if let Some(error) = &error {
+                    crate::protocol::nats::encode_err(out, error.text());
+                }
+            };
+            return self.report(ctx, conn, code.is_fatal(), encode);
+        }
+        // An ERROR answers a request only when it carries one's correlation id.
+        let flags = if correlation == 0 {
+            0
+        } else {
+            crate::protocol::FLAG_REPLY
+        };
+        let encode = |out: &mut BytesMut| {
+            encode_frame(out, Op::Error, flags, correlation, |out| {
+                crate::protocol::session::ErrorBody::encode(code, message, out);
+            });
+        };
+        self.report(ctx, conn, code.is_fatal(), encode);
+    }
+
+    /// Queues an error `encode` writes; when `fatal`, stops reading and closes once it
+    /// is sent.
+    pub(crate) fn report(
+        &self,
+        ctx: &mut ShardCtx,
+        conn: &ConnRef,
+        fatal: bool,
+        encode: impl FnOnce(&mut BytesMut),
+    ) {
         {
             let mut c = conn.borrow_mut();
             if matches!(c.state, ConnState::Closed) {
                 return;
             }
             let counters = &self.0.shared.counters[ctx.shard_id()];
-            // An ERROR answers a request only when it carries one's correlation id.
-            let flags = if correlation == 0 {
-                0
-            } else {
-                crate::protocol::FLAG_REPLY
-            };
-            c.queue_frame(counters, Op::Error, flags, correlation, |out| {
-                crate::protocol::session::ErrorBody::encode(code, message, out);
-            });
+            c.queue_raw(counters, encode);
             ShardNetCounters::add(&counters.errors_sent, 1);
-            if code.is_fatal() {
+            if fatal {
                 c.state = ConnState::Closing;
             }
         }
-        if code.is_fatal() {
+        if fatal {
             self.pause_reading(ctx, conn);
         }
         self.flush(ctx, conn);
@@ -769,7 +820,11 @@ impl ShardServer {
                     {
                         let mut c = conn.borrow_mut();
                         c.last_ping = now;
-                        c.queue_frame(counters, Op::Ping, 0, 0, |_| {});
+                        if config.nats().is_some() {
+                            c.queue_raw(counters, crate::protocol::nats::encode_ping);
+                        } else {
+                            c.queue_frame(counters, Op::Ping, 0, 0, |_| {});
+                        }
                     }
                     self.flush(ctx, &conn);
                     crate::server::tick(ctx, self, &conn);
@@ -789,7 +844,7 @@ impl ShardServer {
 
 #[cfg(test)]
 mod tests {
-    /// `docs/architecture.md` gives an idle connection's cost from this size (392 bytes
+    /// `docs/architecture.md` gives an idle connection's cost from this size (400 bytes
     /// on x86-64 with rustc 1.95); a growth past the bound must update the doc.
     #[test]
     fn connection_struct_stays_small() {

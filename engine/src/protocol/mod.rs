@@ -11,6 +11,7 @@
 
 mod error;
 mod frame;
+pub mod nats;
 mod op;
 pub mod pubsub;
 pub mod queue;

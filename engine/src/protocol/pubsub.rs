@@ -44,6 +44,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, ProtocolError> {
         reply,
         headers,
         payload,
+        origin: 0,
     })
 }
 
@@ -182,6 +183,7 @@ mod tests {
             reply: reply.map(|r| Subject::new(r.to_owned()).expect("reply")),
             headers: (!headers.is_empty()).then(|| Arc::from(headers)),
             payload: Bytes::from(payload),
+            origin: 0,
         }
     }
 

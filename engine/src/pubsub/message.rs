@@ -87,6 +87,10 @@ pub struct Message {
     pub headers: Option<Headers>,
     /// The payload.
     pub payload: Bytes,
+    /// Who published it, when the publisher asked not to receive its own messages
+    /// (a NATS connection with `echo: false`); 0 otherwise. Not carried over the native
+    /// protocol.
+    pub origin: u64,
 }
 
 impl Message {
@@ -97,6 +101,7 @@ impl Message {
             reply: None,
             headers: None,
             payload: payload.into(),
+            origin: 0,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The native protocol's sessions: what each frame a client sends does to the broker.
+//! The native protocol's sessions: what each frame a client sends does to the broker
+//! (`nats` does the same for the NATS client protocol, sharing the input loop).
 //!
 //! Owns: per connection, the handshake state, the subscriptions it made (by the
 //! client's ids), and the count of requests whose answers are still to come. Cutting
@@ -10,6 +11,7 @@
 
 mod control;
 mod feed;
+pub(crate) mod nats;
 mod pubsub;
 mod queue;
 mod session;
@@ -45,6 +47,8 @@ pub(crate) struct Session {
     /// Consumer ids claimed by requests still on the control lane (so two pipelined
     /// requests cannot both take one id).
     reserved: std::collections::HashSet<u64>,
+    /// The NATS protocol state, on a NATS server's connections.
+    nats: Option<Box<nats::NatsSession>>,
 }
 
 impl Session {
@@ -66,46 +70,89 @@ fn id_in_use(id: u64) -> Failure {
 
 type ConnRef = Rc<RefCell<Conn>>;
 
-/// Runs every whole frame in `conn`'s input, stopping early if the connection starts
-/// closing or its output goes over its bound (the rest waits for `resume_reading`).
+/// Runs every whole frame (or NATS command) in `conn`'s input, stopping early if the
+/// connection starts closing or its output goes over its bound (the rest waits for
+/// `resume_reading`).
 pub(crate) fn on_input(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef) {
+    if server.shared().config.nats().is_some() {
+        return nats::on_input(ctx, server, conn);
+    }
     let max_frame = server.shared().config.max_frame;
+    let cut = |c: &mut Conn| match split_frame(c.input_mut(), max_frame) {
+        Ok(Some((header, total))) => {
+            let frame = c.input_mut().split_to(total).freeze();
+            Ok(Some((header, frame.slice(crate::protocol::HEADER_BYTES..))))
+        }
+        Ok(None) => Ok(None),
+        Err(error) => Err(error),
+    };
+    let run = |ctx: &mut ShardCtx, conn: &ConnRef, (header, body)| {
+        dispatch(ctx, server, conn, header, body);
+    };
+    let fail = |ctx: &mut ShardCtx, conn: &ConnRef, error: crate::protocol::ProtocolError| {
+        server.fail(ctx, conn, 0, error.code(), &error.to_string());
+    };
+    drain_input(ctx, server, conn, cut, run, fail);
+}
+
+/// The input loop both protocols share: `cut` takes the next whole unit off the
+/// connection's input (`None`: incomplete, or not to be read now), `run` runs it, and
+/// `fail` reports input that cannot be cut (and ends the loop). Stops when the
+/// connection leaves `Handshake`/`Open`, and pauses reading while its output is over
+/// its bound. Then releases an emptied input buffer and sends what was queued.
+pub(crate) fn drain_input<T, E>(
+    ctx: &mut ShardCtx,
+    server: &ShardServer,
+    conn: &ConnRef,
+    mut cut: impl FnMut(&mut Conn) -> Result<Option<T>, E>,
+    mut run: impl FnMut(&mut ShardCtx, &ConnRef, T),
+    fail: impl FnOnce(&mut ShardCtx, &ConnRef, E),
+) {
+    // Counted and time-stamped once per call, not per unit: a recv brings many.
+    let mut units = 0u64;
     loop {
         let next = {
             let mut c = conn.borrow_mut();
             if !matches!(c.state, ConnState::Handshake | ConnState::Open) {
-                return;
+                break;
             }
             if server.over_bound(&c) && c.output_len() > 0 {
                 drop(c);
                 server.pause_reading(ctx, conn);
                 break;
             }
-            match split_frame(c.input_mut(), max_frame) {
-                Ok(Some((header, total))) => {
-                    let frame = c.input_mut().split_to(total).freeze();
-                    c.last_frame_in = std::time::Instant::now();
-                    Ok(Some((header, frame.slice(crate::protocol::HEADER_BYTES..))))
-                }
-                Ok(None) => Ok(None),
-                Err(error) => Err(error),
+            let next = cut(&mut c);
+            if units == 0 && matches!(next, Ok(Some(_))) {
+                c.last_frame_in = std::time::Instant::now();
             }
+            next
         };
         match next {
-            Ok(Some((header, body))) => {
-                let counters = &server.shared().counters[ctx.shard_id()];
-                crate::net::ShardNetCounters::add(&counters.frames_in, 1);
-                dispatch(ctx, server, conn, header, body);
+            Ok(Some(unit)) => {
+                units += 1;
+                run(ctx, conn, unit);
             }
             Ok(None) => break,
             Err(error) => {
-                server.fail(ctx, conn, 0, error.code(), &error.to_string());
+                fail(ctx, conn, error);
                 break;
             }
         }
     }
+    let counters = &server.shared().counters[ctx.shard_id()];
+    crate::net::ShardNetCounters::add(&counters.frames_in, units);
+    if !conn.borrow().is_live() {
+        return;
+    }
     conn.borrow_mut().release_empty_input();
     server.flush(ctx, conn);
+}
+
+/// A connection was accepted: a NATS server greets it with `INFO`.
+pub(crate) fn opened(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef) {
+    if server.shared().config.nats().is_some() {
+        nats::opened(ctx, server, conn);
+    }
 }
 
 fn dispatch(
@@ -446,4 +493,5 @@ pub(crate) fn closed(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef) {
     for id in subscriptions {
         pubsub.unsubscribe(ctx, id);
     }
+    nats::closed(ctx, conn);
 }

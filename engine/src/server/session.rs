@@ -66,7 +66,7 @@ fn millis(d: std::time::Duration) -> u32 {
 
 /// Compares two secrets in time that depends only on their lengths, so a wrong token
 /// reveals nothing about how much of it matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

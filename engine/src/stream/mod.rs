@@ -58,7 +58,8 @@ use cursor::CursorConfig;
 use member::Member;
 use partition::write_ops;
 use partition::PublishReply;
-use shard::{ShardStreams, StreamDef};
+pub(crate) use shard::ShardStreams;
+use shard::StreamDef;
 
 use crate::runtime::{shard_for, RuntimeHandle, ShardCtx};
 use crate::storage::meta::{MetaConfig, MetaStore, Op};

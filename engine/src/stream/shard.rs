@@ -275,6 +275,13 @@ impl ShardStreams {
         }
     }
 
+    /// Whether a stream on this shard's copy of the definitions captures `subject`
+    /// (cheap: a cached matcher lookup, nothing at all when no stream exists).
+    pub(crate) fn captures(&self, subject: &str) -> bool {
+        let mut state = self.state.borrow_mut();
+        !state.routes.is_empty() && !state.routes.matches(subject).is_empty()
+    }
+
     /// Routes `records` (published on this shard) to their partitions; `reply` gets one
     /// result per record, in order.
     pub(crate) fn publish(&self, ctx: &mut ShardCtx, records: Vec<Publish>, reply: PublishReply) {

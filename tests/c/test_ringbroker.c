@@ -183,6 +183,29 @@ static void subject_batches_and_async_requests(ringbroker_t *h) {
     }
     ringbroker_msg_free(m);
   }
+  /* A batch over the server's frame limit (16 MiB by default) is refused whole
+     remotely, and the connection stays usable; embedded there is no frame. */
+  {
+    size_t big_len = 1u << 20;
+    uint8_t *big = calloc(big_len, 1);
+    ringbroker_subject_msg huge[17];
+    for (int i = 0; i < 17; i++)
+      huge[i] = (ringbroker_subject_msg){.subject = "cb.nobody", .payload = big,
+                                         .payload_len = big_len};
+    ringbroker_status s = ringbroker_publish_batch(h, huge, 17);
+    if (strcmp(mode, "remote") == 0)
+      CHECK(s == RINGBROKER_FRAME_TOO_LARGE, "a 17 MiB batch remotely (status %s)",
+            ringbroker_status_name(s));
+    else
+      CHECK(s == RINGBROKER_OK, "a 17 MiB batch embedded (status %s)", ringbroker_status_name(s));
+    free(big);
+    OK(ringbroker_publish(h, subject, NULL, (const uint8_t *)"after", 5));
+    ringbroker_msg_t *m = NULL;
+    OK(ringbroker_next(sub, WAIT_MS, &m));
+    CHECK(m && payload_is(m, "after"), "the handle still works after the refusal");
+    ringbroker_msg_free(m);
+  }
+
   /* One bad message refuses the whole batch: nothing is published. */
   batch[1].subject = "bad subject";
   CHECK(ringbroker_publish_batch(h, batch, 3) == RINGBROKER_INVALID_ARGUMENT, "a bad subject");

@@ -67,6 +67,10 @@ pub struct Cli {
     /// per available core).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
+    /// Pin each shard's thread to its own core (default true). `false` lets the kernel
+    /// move them: better when clients share a machine with few cores.
+    #[arg(long, value_name = "BOOL")]
+    pub pin_to_cores: Option<bool>,
     /// IP:PORT the native protocol is to listen on (default 127.0.0.1:7070); a
     /// non-loopback address should come with --auth-token.
     #[arg(long, value_name = "IP:PORT")]
@@ -110,8 +114,8 @@ pub struct Cli {
         value_name = "PASSWORD"
     )]
     pub nats_password: Option<String>,
-    /// TOML file with the same settings as the flags (keys data_dir, shards, listen,
-    /// admin, max_frame, auth_token, nats, nats_max_payload, nats_user, nats_password,
+    /// TOML file with the same settings as the flags (keys data_dir, shards,
+    /// pin_to_cores, listen, admin, max_frame, auth_token, nats, nats_max_payload, nats_user, nats_password,
     /// log_level); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -160,6 +164,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// As `--shards`.
     pub shards: Option<usize>,
+    /// As `--pin-to-cores`.
+    pub pin_to_cores: Option<bool>,
     /// As `--listen`.
     pub listen: Option<SocketAddr>,
     /// As `--admin`.
@@ -223,6 +229,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Shards; `None` is one per available core.
     pub shards: Option<usize>,
+    /// Whether each shard's thread is pinned to a core.
+    pub pin_to_cores: bool,
     /// The native protocol's address (for the network listener).
     pub listen: SocketAddr,
     /// The admin endpoint's address; `None` when disabled.
@@ -374,6 +382,7 @@ impl Config {
         let config = Self {
             data_dir,
             shards: cli.shards.or(file.shards),
+            pin_to_cores: cli.pin_to_cores.or(file.pin_to_cores).unwrap_or(true),
             listen: cli.listen.or(file.listen).unwrap_or(LISTEN_DEFAULT),
             admin: match admin {
                 AdminAddr::Off => None,
@@ -552,6 +561,10 @@ mod tests {
         assert_eq!(config.admin, Some("127.0.0.1:7071".parse().expect("addr")));
         assert_eq!(config.max_frame, 16 << 20);
         assert_eq!(config.shards, None);
+        assert!(
+            config.pin_to_cores,
+            "shards are pinned unless told otherwise"
+        );
         assert_eq!(config.auth_token, None);
         assert_eq!(config.log_filter, "info");
         assert_eq!(config.data_dir, PathBuf::from("./ringbroker-data"));
@@ -559,8 +572,10 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file =
-            parse_file("shards = 4\nlisten = \"127.0.0.1:9000\"\nmax_frame = 4096").expect("file");
+        let file = parse_file(
+            "shards = 4\nlisten = \"127.0.0.1:9000\"\nmax_frame = 4096\npin_to_cores = false",
+        )
+        .expect("file");
         let cli = Cli {
             shards: Some(2),
             ..Cli::default()
@@ -569,6 +584,19 @@ mod tests {
         assert_eq!(config.shards, Some(2));
         assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
         assert_eq!(config.max_frame, 4096);
+        assert!(
+            !config.pin_to_cores,
+            "the file's pin_to_cores = false holds"
+        );
+        let cli = Cli {
+            pin_to_cores: Some(true),
+            ..Cli::default()
+        };
+        let file = parse_file("pin_to_cores = false").expect("file");
+        assert!(
+            resolve(cli, file).expect("config").pin_to_cores,
+            "the flag wins"
+        );
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn run(config: &Config, signals: BlockedSignals) -> Result<(), RunError> {
     log_startup(config);
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.runtime.shards = config.shards;
+    broker_config.runtime.pin_to_cores = config.pin_to_cores;
     let broker = Broker::open(broker_config)?;
     // The broker shuts down whether or not serving went well.
     let served = serve(&broker, config, &shutdown);
@@ -234,6 +235,7 @@ fn log_startup(config: &Config) {
     tracing::info!(
         data_dir = %config.data_dir.display(),
         shards = ?config.shards,
+        pin_to_cores = config.pin_to_cores,
         listen = %config.listen,
         max_frame = config.max_frame,
         auth = config.auth_token.is_some(),

@@ -20,6 +20,7 @@ use ringbroker::client::{Client, ClientConfig, ClientError};
 use ringbroker::net::ServerConfig;
 use ringbroker::protocol::session::{ErrorBody, Hello};
 use ringbroker::protocol::{encode_frame, split_frame, ErrorCode, Op, HEADER_BYTES, VERSION};
+use ringbroker::pubsub::Subject;
 
 fn hello_frame(token: &str) -> BytesMut {
     let mut out = BytesMut::new();
@@ -514,4 +515,133 @@ fn connections_share_one_receive_buffer_without_losing_bytes() {
         );
         next[p] += 1;
     }
+}
+
+#[test]
+fn a_client_subscription_is_bounded_in_bytes_and_taken_in_batches() {
+    let fx = Fixture::start(ServerConfig::default());
+    let publisher = fx.client();
+    let mut config = ClientConfig::new(fx.url());
+    config.reconnect = None;
+    // 16 KiB: sixteen messages of 1000 B payload + the 4 B subject (1004 B each).
+    config.subscription_pending_bytes_max = 16 << 10;
+    let subscriber = Client::connect(config).expect("connect");
+    let sub = subscriber.subscribe("bulk", None).expect("subscribe");
+    let batch: Vec<ringbroker::pubsub::Message> = (0..200u32)
+        .map(|i| {
+            let mut payload = vec![0u8; 1000];
+            payload[..4].copy_from_slice(&i.to_le_bytes());
+            ringbroker::pubsub::Message::new(Subject::new("bulk").expect("subject"), payload)
+        })
+        .collect();
+    publisher.publish_batch(&batch).expect("publish");
+    let deadline = Instant::now() + WAIT;
+    while sub.dropped() < 184 {
+        assert!(
+            Instant::now() < deadline,
+            "dropped {} of 200, expected 184 past the byte bound",
+            sub.dropped()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut taken = Vec::new();
+    assert_eq!(sub.try_next_batch(10, &mut taken).expect("batch"), 10);
+    assert_eq!(sub.try_next_batch(100, &mut taken).expect("batch"), 6);
+    assert_eq!(sub.try_next_batch(100, &mut taken).expect("batch"), 0);
+    let firsts: Vec<u32> = taken
+        .iter()
+        .map(|m| u32::from_le_bytes(m.payload[..4].try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(firsts, (0..16).collect::<Vec<u32>>(), "the oldest are kept");
+    assert_eq!(sub.dropped(), 184);
+    // Room again: the next message is taken in.
+    publisher.publish("bulk", vec![1u8; 1000]).expect("publish");
+    let next = sub.next_timeout(WAIT).expect("room after taking");
+    assert_eq!(next.payload.len(), 1000);
+}
+
+/// A server of one connection, written by hand: answers the handshake and SUBSCRIBE,
+/// then answers a PING with `messages` MESSAGE frames for subscription 1 and the PONG
+/// in one write, so the client reads them in one go.
+fn one_write_server(messages: u32) -> (String, std::thread::JoinHandle<()>) {
+    use ringbroker::protocol::pubsub::encode_delivery;
+    use ringbroker::protocol::session::Welcome;
+    use ringbroker::protocol::FLAG_REPLY;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ringbroker://{}", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = BytesMut::new();
+        loop {
+            let Some((header, total)) = split_frame(&buf, u32::MAX).expect("frame") else {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            };
+            let _ = buf.split_to(total);
+            let mut out = BytesMut::new();
+            match header.op {
+                Op::Hello => {
+                    let welcome = Welcome {
+                        version: VERSION,
+                        max_frame: 1 << 20,
+                        heartbeat_ms: 60_000,
+                        idle_timeout_ms: 0,
+                        connection_id: 1,
+                        server_name: "one-write".into(),
+                    };
+                    encode_frame(&mut out, Op::Hello, FLAG_REPLY, header.correlation, |b| {
+                        welcome.encode(b)
+                    });
+                }
+                Op::Subscribe => {
+                    encode_frame(
+                        &mut out,
+                        Op::Subscribe,
+                        FLAG_REPLY,
+                        header.correlation,
+                        |_| {},
+                    );
+                }
+                Op::Ping => {
+                    for i in 0..messages {
+                        let message = ringbroker::pubsub::Message::new(
+                            Subject::new("early").expect("subject"),
+                            i.to_le_bytes().to_vec(),
+                        );
+                        encode_frame(&mut out, Op::Message, 0, 0, |b| {
+                            encode_delivery(b, 1, &message)
+                        });
+                    }
+                    encode_frame(&mut out, Op::Pong, FLAG_REPLY, header.correlation, |_| {});
+                }
+                _ => {}
+            }
+            stream.write_all(&out).expect("write");
+        }
+    });
+    (url, server)
+}
+
+#[test]
+fn messages_read_before_a_reply_are_queued_before_the_reply_returns() {
+    let (url, server) = one_write_server(300);
+    let mut config = ClientConfig::new(url);
+    config.reconnect = None;
+    let client = Client::connect(config).expect("connect");
+    let sub = client.subscribe("early", None).expect("subscribe");
+    client.ping().expect("ping");
+    // No waiting: the reader queued the 300 messages before it answered the PING.
+    let mut taken = Vec::new();
+    while sub.try_next_batch(64, &mut taken).expect("open") > 0 {}
+    assert_eq!(taken.len(), 300);
+    for (i, message) in taken.iter().enumerate() {
+        assert_eq!(&message.payload[..], &(i as u32).to_le_bytes());
+    }
+    client.close();
+    server.join().expect("server thread");
 }

@@ -585,3 +585,60 @@ fn a_full_outbox_refuses_with_backpressure_then_delivers_what_it_took() {
     assert_eq!(count, max);
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn batch_receive_takes_in_order_frees_the_bound_and_reports_the_close() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut sub = pubsub
+        .subscribe(
+            "batch",
+            SubscribeOptions {
+                max_messages: Some(50),
+                ..SubscribeOptions::default()
+            },
+        )
+        .unwrap();
+    for i in 0..50u8 {
+        pubsub.publish("batch", Bytes::from(vec![i; 10])).unwrap();
+    }
+    // Auto-unsubscribe after 50: the queue closes after its last push.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sub.delivered() < 50 {
+        assert!(Instant::now() < deadline, "{} delivered", sub.delivered());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sub.pending(), 50);
+    assert_eq!(sub.pending_bytes(), 50 * (10 + "batch".len()));
+    let mut got = Vec::new();
+    assert_eq!(sub.try_next_batch(0, &mut got).unwrap(), 0);
+    assert_eq!(sub.try_next_batch(20, &mut got).unwrap(), 20);
+    assert_eq!(sub.pending(), 30, "one counter update for the batch");
+    assert_eq!(sub.pending_bytes(), 30 * 15);
+    assert_eq!(sub.try_next_batch(100, &mut got).unwrap(), 30);
+    assert_eq!((sub.pending(), sub.pending_bytes()), (0, 0));
+    let firsts: Vec<u8> = got.iter().map(|m| m.payload[0]).collect();
+    assert_eq!(firsts, (0..50).collect::<Vec<u8>>());
+    assert!(matches!(
+        sub.try_next_batch(10, &mut got),
+        Err(PubSubError::Closed)
+    ));
+    assert_eq!(got.len(), 50, "a failed call adds nothing");
+    drop(sub);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn batch_receive_returns_zero_while_open_and_empty() {
+    let rt = runtime(1);
+    let pubsub = PubSub::new(rt.handle());
+    let mut sub = subscribe(&pubsub, "quiet");
+    let mut got = Vec::new();
+    assert_eq!(sub.try_next_batch(64, &mut got).unwrap(), 0);
+    pubsub.publish("quiet", Bytes::from_static(b"x")).unwrap();
+    let message = sub.next_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(&message.payload[..], b"x");
+    assert_eq!(sub.try_next_batch(64, &mut got).unwrap(), 0);
+    drop(sub);
+    rt.shutdown().unwrap();
+}

@@ -15,8 +15,8 @@
 //! - `fetch_64`: taking 64 buffered messages and freeing them. Each iteration publishes
 //!   64 messages through the Rust API (the same for both sides) and sleeps 1 ms untimed
 //!   so that all are buffered, then times
-//!   `ringbroker_fetch` of 64 + 64 `ringbroker_msg_free` (`c`) against `next` + 63
-//!   `try_next` + drop (`rust`).
+//!   `ringbroker_fetch` of 64 + 64 `ringbroker_msg_free` (`c`) against `next` +
+//!   `try_next_batch` of the rest + drop (`rust`).
 //! - `publish_batch_64x16B`: 64 messages of 16 B in one `ringbroker_publish_batch`
 //!   (`c`) or `publish_batch` (`rust`, 64 clones of a prebuilt message) call.
 //! - `pubsub_64B`: throughput, one publisher thread → one subscription drained by a
@@ -256,9 +256,13 @@ fn fetch_64(c: &mut Criterion, broker: &Broker) {
                         .expect("first message"),
                 );
                 while taken.len() < BATCH {
-                    match rust_sub.try_next().expect("try_next") {
-                        Some(m) => taken.push(m),
-                        None => taken.push(rust_sub.next(Duration::from_secs(1)).expect("message")),
+                    let want = BATCH - taken.len();
+                    if rust_sub
+                        .try_next_batch(want, &mut taken)
+                        .expect("try_next_batch")
+                        == 0
+                    {
+                        taken.push(rust_sub.next(Duration::from_secs(1)).expect("message"));
                     }
                 }
                 taken.clear();
@@ -365,15 +369,11 @@ fn pubsub_64b(c: &mut Criterion, broker: &Broker) {
                 .next(Duration::from_secs(5))
                 .expect("message within 5 s"),
         );
-        while n < remaining.min(BATCH) {
-            match rust_sub.try_next().expect("try_next") {
-                Some(m) => {
-                    black_box(m);
-                    n += 1;
-                }
-                None => break,
-            }
-        }
+        let mut taken = Vec::with_capacity(BATCH);
+        n += rust_sub
+            .try_next_batch(remaining.min(BATCH) - 1, &mut taken)
+            .expect("try_next_batch");
+        black_box(taken);
         n
     };
     let subject = Subject::new("bench.flow.rust").expect("valid subject");

@@ -19,6 +19,9 @@ use crate::arguments::{items, out_param, reference, timeout};
 use crate::message::Msg;
 use crate::status::{guard, guard_value, Failure, Outcome, Status, StatusCode};
 
+/// The most subject messages `take_buffered` moves in one batch.
+const FETCH_BATCH_MAX: usize = 256;
+
 /// Stream positions handed out and not yet acknowledged.
 type Outstanding = Mutex<BTreeSet<(u32, u64)>>;
 
@@ -102,6 +105,27 @@ impl Consumer {
             self.handed_out(msg);
         }
         Ok(msg)
+    }
+
+    /// Up to `max` buffered messages without waiting, each handed to `put`; returns
+    /// how many (0: none buffered). Subject subscriptions take them in one batch (one
+    /// update of the queue's shared counters); other consumers one at a time.
+    pub fn take_buffered(&self, max: usize, mut put: impl FnMut(Msg)) -> api::Result<usize> {
+        match &self.source {
+            Source::Subject(s) => {
+                let mut batch = Vec::with_capacity(max.min(FETCH_BATCH_MAX));
+                let taken = s.try_next_batch(max.min(FETCH_BATCH_MAX), &mut batch)?;
+                batch.into_iter().map(Msg::Subject).for_each(put);
+                Ok(taken)
+            }
+            _ => match self.try_next()? {
+                Some(msg) => {
+                    put(msg);
+                    Ok(1)
+                }
+                None => Ok(0),
+            },
+        }
     }
 
     /// The next message if one is buffered; when none is, arms the eventfd so it turns
@@ -350,18 +374,29 @@ pub unsafe extern "C" fn ringbroker_fetch(
             return Ok(());
         };
         put(0, first);
-        *count = 1;
-        while *count < capacity {
-            match c.poll() {
-                Ok(Some(m)) => {
-                    put(*count, m);
-                    *count += 1;
-                }
-                Ok(None) => break,
+        let mut filled = 1;
+        while filled < capacity {
+            let taken = c.take_buffered(capacity - filled, |m| {
+                put(filled, m);
+                filled += 1;
+            });
+            match taken {
+                Ok(0) => {}
+                Ok(_) => continue,
                 // The messages already taken are returned; the error comes next call.
                 Err(_) => break,
             }
+            // Nothing buffered: `poll` arms the fd for the caller's event loop (and
+            // takes a message that slipped in before the arm).
+            match c.poll() {
+                Ok(Some(m)) => {
+                    put(filled, m);
+                    filled += 1;
+                }
+                Ok(None) | Err(_) => break,
+            }
         }
+        *count = filled;
         Ok(())
     })
 }

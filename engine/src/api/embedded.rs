@@ -47,6 +47,9 @@ impl SubscriptionApi for EmbeddedSubscription {
     fn try_next(&self) -> Result<Option<Message>> {
         Ok(lock(&self.subscription).try_next()?)
     }
+    fn try_next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize> {
+        Ok(lock(&self.subscription).try_next_batch(max, out)?)
+    }
     fn dropped(&self) -> u64 {
         lock(&self.subscription).dropped()
     }

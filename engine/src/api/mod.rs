@@ -44,6 +44,10 @@ pub trait SubscriptionApi: Send + Sync {
     fn next(&self, timeout: Duration) -> Result<Message>;
     /// The next message if one is buffered.
     fn try_next(&self) -> Result<Option<Message>>;
+    /// Moves up to `max` buffered messages to the end of `out` without waiting and
+    /// returns how many (0: none buffered). Cheaper per message than `try_next`. `Err`
+    /// as `try_next`, only when nothing was taken.
+    fn try_next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize>;
     /// Messages dropped because the subscriber fell behind (subjects are at most once).
     fn dropped(&self) -> u64;
     /// The eventfd that becomes readable when messages arrive (after `arm`).

@@ -22,6 +22,9 @@ impl SubscriptionApi for ClientSubscription {
     fn try_next(&self) -> Result<Option<Message>> {
         Ok(ClientSubscription::try_next(self)?)
     }
+    fn try_next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize> {
+        Ok(ClientSubscription::try_next_batch(self, max, out)?)
+    }
     fn dropped(&self) -> u64 {
         ClientSubscription::dropped(self)
     }

@@ -11,19 +11,21 @@
 //! exponential backoff, `Reconnect`) re-establishes the subscriptions and consumers:
 //! subjects stay at-most-once (messages published while disconnected are lost), and
 //! consumers are at-least-once (unacknowledged records and deliveries come again).
-//! Subscription buffers are bounded; a subscription that is not read loses messages
-//! past its bound (subjects are at-most-once), counted in `dropped`.
+//! Subscription buffers are bounded in messages and bytes (the embedded subscription's
+//! queue, `pubsub::SubQueue`, with the reader thread as its producer); a subscription
+//! that is not read loses messages past its bound (subjects are at-most-once), counted
+//! in `dropped`. The reader hands over the subject messages of each read together.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::protocol::pubsub::{decode_delivery, decode_reply, encode_publish, Request, Subscribe};
 use crate::protocol::session::{ErrorBody, Hello, Welcome};
@@ -31,7 +33,9 @@ use crate::protocol::{
     encode_frame, split_frame, ErrorCode, FrameHeader, Op, ProtocolError, FLAG_NO_REPLY,
     FLAG_REPLY, FRAME_MAX_LIMIT, HEADER_BYTES, VERSION,
 };
-use crate::pubsub::{Message, Subject};
+use crate::pubsub::{
+    Message, Offer, PendingLimits, PubSubError, SlowConsumerPolicy, SubQueue, Subject,
+};
 
 mod push;
 mod queue;
@@ -60,6 +64,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Messages a subscription buffers before it drops. Default 65536.
     pub subscription_pending_max: usize,
+    /// Bytes (`Message::size`: subject, reply, headers, payload) a subscription
+    /// buffers before it drops. Default 64 MiB.
+    pub subscription_pending_bytes_max: usize,
     /// Reconnecting after the connection drops; `None`: never (the client is then
     /// closed for good at the first drop).
     pub reconnect: Option<Reconnect>,
@@ -97,6 +104,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             subscription_pending_max: 65536,
+            subscription_pending_bytes_max: 64 << 20,
             reconnect: Some(Reconnect::default()),
         }
     }
@@ -214,24 +222,19 @@ impl Drop for Waiter {
     }
 }
 
-/// Where a subscription's messages go. The channel is unbounded in type but bounded by
-/// `pending` (a `sync_channel` would allocate its whole capacity up front).
+/// Where a subscription's messages go: the same bounded queue an embedded
+/// subscription has (`pubsub::SubQueue`), with the reader thread as its one producer.
 struct SubSink {
     /// What to send again after a reconnect.
     request: Subscribe,
-    /// `None` only while dropping.
-    tx: Option<mpsc::Sender<Message>>,
-    ready: Arc<push::Readiness>,
-    pending_max: usize,
-    dropped: Arc<AtomicU64>,
+    queue: Arc<SubQueue>,
 }
 
 impl Drop for SubSink {
-    /// No more messages will come: a waiting event loop wakes to see the end. The
-    /// channel closes first, so whoever wakes finds it disconnected, not empty.
+    /// No more messages will come: a waiting receiver or event loop wakes to see the
+    /// end once it has taken what is queued.
     fn drop(&mut self) {
-        drop(self.tx.take());
-        self.ready.end();
+        self.queue.close();
     }
 }
 
@@ -349,9 +352,13 @@ impl Client {
         queue_group: Option<&str>,
     ) -> Result<ClientSubscription, ClientError> {
         let sub_id = self.inner.next_id();
-        let (tx, rx) = mpsc::channel();
-        let dropped = Arc::new(AtomicU64::new(0));
-        let ready = push::Readiness::new()?;
+        let limits = PendingLimits {
+            messages: self.inner.config.subscription_pending_max,
+            bytes: self.inner.config.subscription_pending_bytes_max,
+            policy: SlowConsumerPolicy::DropNewest,
+        };
+        let queue =
+            SubQueue::new(limits).map_err(|e| ClientError::Resource(format!("eventfd: {e}")))?;
         let request = Subscribe {
             sub_id,
             pattern: pattern.to_owned(),
@@ -362,10 +369,7 @@ impl Client {
             sub_id,
             SubSink {
                 request: request.clone(),
-                tx: Some(tx),
-                ready: ready.clone(),
-                pending_max: self.inner.config.subscription_pending_max,
-                dropped: dropped.clone(),
+                queue: queue.clone(),
             },
         );
         if let Err(error) = self.call(Op::Subscribe, |out| request.encode(out), None) {
@@ -374,9 +378,7 @@ impl Client {
         }
         Ok(ClientSubscription {
             sub_id,
-            rx: Mutex::new(rx),
-            ready,
-            dropped,
+            queue,
             inner: self.inner.clone(),
             active: true,
         })
@@ -749,18 +751,40 @@ fn resubscribe(inner: &Inner) {
     queue::resubscribe(inner);
 }
 
+/// Subject messages decoded from what one read brought, handed to their
+/// subscriptions together (one lock of the table, one wake-up per subscription) before
+/// the reader blocks again or handles any other frame, so a reply that follows a
+/// message on the wire never overtakes it.
+const DELIVERIES_MAX: usize = 1024;
+
 fn read_loop(inner: &Inner, stream: &mut TcpStream) -> String {
     let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut deliveries: Vec<(u64, Message)> = Vec::with_capacity(DELIVERIES_MAX);
+    // The handshake of this connection is done: its frame limit holds until it drops.
+    let max_frame = lock(&inner.welcome).max_frame.max(FRAME_MAX_LIMIT);
     loop {
-        let max_frame = lock(&inner.welcome).max_frame.max(FRAME_MAX_LIMIT);
         match split_frame(&buf, max_frame) {
             Ok(Some((header, total))) => {
-                let frame = buf.split_to(total).freeze();
-                if let Err(why) = on_frame(inner, header, frame.slice(HEADER_BYTES..)) {
+                let mut frame = buf.split_to(total);
+                frame.advance(HEADER_BYTES);
+                let body = frame.freeze();
+                if header.op == Op::Message {
+                    match decode_delivery(body) {
+                        Ok(delivery) => deliveries.push(delivery),
+                        Err(e) => return e.to_string(),
+                    }
+                    if deliveries.len() >= DELIVERIES_MAX {
+                        deliver(inner, &mut deliveries);
+                    }
+                    continue;
+                }
+                deliver(inner, &mut deliveries);
+                if let Err(why) = on_frame(inner, header, body) {
                     return why;
                 }
             }
             Ok(None) => {
+                deliver(inner, &mut deliveries);
                 if let Err(e) = read_some(stream, &mut buf) {
                     return e.to_string();
                 }
@@ -770,18 +794,46 @@ fn read_loop(inner: &Inner, stream: &mut TcpStream) -> String {
     }
 }
 
+/// Queues each decoded subject message on its subscription (dropped and counted past
+/// the subscription's bound; ignored if it is gone), then wakes each subscription that
+/// got any, once.
+fn deliver(inner: &Inner, deliveries: &mut Vec<(u64, Message)>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let mut touched: Vec<Arc<SubQueue>> = Vec::new();
+    {
+        let subs = lock(&inner.subs);
+        let mut last: Option<(u64, Option<&SubSink>)> = None;
+        for (sub_id, message) in deliveries.drain(..) {
+            let sink = match last {
+                Some((id, sink)) if id == sub_id => sink,
+                _ => subs.get(&sub_id),
+            };
+            last = Some((sub_id, sink));
+            let Some(sink) = sink else {
+                continue;
+            };
+            // Past the bound the queue counts the drop itself (subjects are at most
+            // once); what it took needs a wake-up.
+            if sink.queue.offer(message) == Offer::Queued
+                && !touched.last().is_some_and(|q| Arc::ptr_eq(q, &sink.queue))
+            {
+                touched.push(sink.queue.clone());
+            }
+        }
+    }
+    for queue in touched {
+        queue.notify();
+    }
+}
+
 /// Handles one frame from the server; `Err` ends the connection with that reason.
 fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), String> {
     match header.op {
         Op::Message => {
-            let (sub_id, message) = decode_delivery(body).map_err(|e| e.to_string())?;
-            if let Some(sink) = lock(&inner.subs).get(&sub_id) {
-                if sink.ready.buffered() >= sink.pending_max {
-                    sink.dropped.fetch_add(1, Ordering::Relaxed);
-                } else if let Some(tx) = &sink.tx {
-                    sink.ready.deliver(|| tx.send(message).is_ok());
-                }
-            }
+            let mut one = vec![decode_delivery(body).map_err(|e| e.to_string())?];
+            deliver(inner, &mut one);
             Ok(())
         }
         Op::StreamMessage | Op::ConsumerClosed => stream::on_push(inner, header.op, body),
@@ -824,9 +876,7 @@ fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), Strin
 /// receives at a time.
 pub struct ClientSubscription {
     sub_id: u64,
-    rx: Mutex<Receiver<Message>>,
-    ready: Arc<push::Readiness>,
-    dropped: Arc<AtomicU64>,
+    queue: Arc<SubQueue>,
     inner: Arc<Inner>,
     active: bool,
 }
@@ -842,49 +892,58 @@ impl std::fmt::Debug for ClientSubscription {
 impl ClientSubscription {
     /// The next message, waiting up to `timeout`.
     pub fn next_timeout(&self, timeout: Duration) -> Result<Message, ClientError> {
-        let received = lock(&self.rx).recv_timeout(timeout);
-        match received {
-            Ok(message) => Ok(self.taken(message)),
-            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout(timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err(self.inner.lost_error()),
-        }
+        self.queue
+            .next_timeout(timeout)
+            .map_err(|e| self.receive_error(e, timeout))
     }
 
     /// The next message if one is buffered; `Err` once the subscription ended (the
     /// client closed) and every message was taken.
     pub fn try_next(&self) -> Result<Option<Message>, ClientError> {
-        let received = lock(&self.rx).try_recv();
-        match received {
-            Ok(message) => Ok(Some(self.taken(message))),
-            Err(mpsc::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::TryRecvError::Disconnected) => Err(self.inner.lost_error()),
-        }
+        self.queue
+            .try_next()
+            .map_err(|e| self.receive_error(e, Duration::ZERO))
     }
 
-    fn taken(&self, message: Message) -> Message {
-        self.ready.taken();
-        message
+    /// Moves up to `max` buffered messages to the end of `out` without waiting and
+    /// returns how many (0: none buffered); `Err` as `try_next`, only when nothing was
+    /// taken.
+    pub fn try_next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize, ClientError> {
+        self.queue
+            .try_next_batch(max, out)
+            .map_err(|e| self.receive_error(e, Duration::ZERO))
+    }
+
+    /// The queue's errors in the client's terms: it closes only when the client is gone.
+    fn receive_error(&self, error: PubSubError, timeout: Duration) -> ClientError {
+        match error {
+            PubSubError::Timeout => ClientError::Timeout(timeout),
+            PubSubError::Wait(e) => ClientError::Resource(format!("eventfd: {e}")),
+            _ => self.inner.lost_error(),
+        }
     }
 
     /// The eventfd that becomes readable when messages arrive (after `arm`).
     pub fn fd(&self) -> std::os::fd::RawFd {
-        self.ready.fd()
+        self.queue.fd()
     }
 
     /// Announces the caller is about to wait on `fd()`; true if messages (or the end
     /// of the subscription) are already there.
     pub fn arm(&self) -> bool {
-        self.ready.arm()
+        self.queue.arm()
     }
 
     /// Clears the eventfd after it was readable.
     pub fn clear_notification(&self) -> Result<(), ClientError> {
-        self.ready.clear_notification()
+        self.queue
+            .clear_notification()
+            .map_err(|e| ClientError::Resource(format!("eventfd: {e}")))
     }
 
     /// Messages dropped because this subscription's buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.queue.dropped()
     }
 
     /// Ends the subscription (messages already buffered are discarded).

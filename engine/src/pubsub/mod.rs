@@ -46,7 +46,7 @@ pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
 use crate::routing::{Pattern, Syntax};
 use crate::runtime::{CallError, RuntimeHandle, ShardCtx, SubmitError};
 use shard::{Interest, Sink};
-use subscription::SubQueue;
+pub(crate) use subscription::{Offer, SubQueue};
 
 /// How a subscription is made.
 #[derive(Debug, Clone, Default)]

@@ -148,6 +148,131 @@ impl SubQueue {
         self.count.fetch_sub(1, Ordering::AcqRel);
         Some(message)
     }
+
+    /// Consumer side: the next queued message. `Err` once closed and drained:
+    /// `Closed`, or `SlowConsumer` after an overflow under `SlowConsumerPolicy::Close`.
+    pub(crate) fn try_next(&self) -> Result<Option<Message>, PubSubError> {
+        if let Some(message) = self.pop() {
+            return Ok(Some(message));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            // Pushes happen before `closed` is set: one more look catches the last.
+            if let Some(message) = self.pop() {
+                return Ok(Some(message));
+            }
+            return Err(self.end_error());
+        }
+        Ok(None)
+    }
+
+    /// Consumer side: moves up to `max` queued messages to the end of `out` and
+    /// returns how many, updating the shared counters once for all of them (the
+    /// per-message cost `try_next` pays twice). 0: none queued. `Err` as `try_next`.
+    pub(crate) fn try_next_batch(
+        &self,
+        max: usize,
+        out: &mut Vec<Message>,
+    ) -> Result<usize, PubSubError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut taken = 0;
+        let mut bytes = 0;
+        let mut look_again = true;
+        loop {
+            while taken < max {
+                let Some(message) = self.queue.pop() else {
+                    break;
+                };
+                bytes += message.size();
+                out.push(message);
+                taken += 1;
+            }
+            // Pushes happen before `closed` is set: after seeing it, one more look
+            // catches the last.
+            if taken > 0 || !look_again || !self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            look_again = false;
+        }
+        if taken > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.count.fetch_sub(taken, Ordering::AcqRel);
+            return Ok(taken);
+        }
+        if !look_again {
+            return Err(self.end_error());
+        }
+        Ok(0)
+    }
+
+    fn end_error(&self) -> PubSubError {
+        if self.slow.load(Ordering::Acquire) {
+            PubSubError::SlowConsumer
+        } else {
+            PubSubError::Closed
+        }
+    }
+
+    /// Consumer side: waits up to `timeout` for the next message: `Err(Timeout)` if
+    /// none came.
+    pub(crate) fn next_timeout(&self, timeout: Duration) -> Result<Message, PubSubError> {
+        let timeout = timeout.min(Duration::from_secs(365 * 24 * 3600));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(message) = self.try_next()? {
+                return Ok(message);
+            }
+            if Instant::now() >= deadline {
+                return Err(PubSubError::Timeout);
+            }
+            let ready = || !self.queue.is_empty() || self.closed.load(Ordering::Acquire);
+            self.bell
+                .sleep(deadline, ready)
+                .map_err(PubSubError::Wait)?;
+        }
+    }
+
+    /// Messages waiting for the consumer.
+    pub(crate) fn pending(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Bytes (`Message::size`) waiting for the consumer.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Messages dropped because the pending buffer was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued for the consumer so far.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// The eventfd that becomes readable when messages arrive (after `arm`).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.bell.notifier().as_raw_fd()
+    }
+
+    /// Consumer side: announces it is about to wait on `fd()`. True if messages (or the
+    /// close) are already there: drain again instead of waiting.
+    pub(crate) fn arm(&self) -> bool {
+        self.bell.arm();
+        let ready = !self.queue.is_empty() || self.closed.load(Ordering::Acquire);
+        if ready {
+            self.bell.disarm();
+        }
+        ready
+    }
+
+    /// Clears the eventfd after it was readable.
+    pub(crate) fn clear_notification(&self) -> std::io::Result<()> {
+        self.bell.notifier().read_count().map(drop)
+    }
 }
 
 /// A subscription read by a thread that is not a shard. Dropping it unsubscribes.
@@ -183,82 +308,60 @@ impl Subscription {
     /// drained: `Closed` (unsubscribed, auto-unsubscribe reached, shutdown) or
     /// `SlowConsumer` (the pending buffer overflowed under `SlowConsumerPolicy::Close`).
     pub fn try_next(&mut self) -> Result<Option<Message>, PubSubError> {
-        if let Some(message) = self.queue.pop() {
-            return Ok(Some(message));
-        }
-        if self.queue.closed.load(Ordering::Acquire) {
-            // Pushes happen before `closed` is set: one more look catches the last.
-            if let Some(message) = self.queue.pop() {
-                return Ok(Some(message));
-            }
-            return Err(if self.queue.slow.load(Ordering::Acquire) {
-                PubSubError::SlowConsumer
-            } else {
-                PubSubError::Closed
-            });
-        }
-        Ok(None)
+        self.queue.try_next()
+    }
+
+    /// Moves up to `max` pending messages to the end of `out` without waiting and
+    /// returns how many (0: none pending). Cheaper per message than `try_next`: the
+    /// pending counters the shard also writes are updated once per call. `Err` as
+    /// `try_next`, only when nothing was taken.
+    pub fn try_next_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Message>,
+    ) -> Result<usize, PubSubError> {
+        self.queue.try_next_batch(max, out)
     }
 
     /// Waits up to `timeout` for the next message: `Err(Timeout)` if none came.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Message, PubSubError> {
-        let timeout = timeout.min(Duration::from_secs(365 * 24 * 3600));
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(message) = self.try_next()? {
-                return Ok(message);
-            }
-            if Instant::now() >= deadline {
-                return Err(PubSubError::Timeout);
-            }
-            let queue = &self.queue;
-            let ready = || !queue.queue.is_empty() || queue.closed.load(Ordering::Acquire);
-            queue
-                .bell
-                .sleep(deadline, ready)
-                .map_err(PubSubError::Wait)?;
-        }
+        self.queue.next_timeout(timeout)
     }
 
     /// Messages waiting for this consumer.
     pub fn pending(&self) -> usize {
-        self.queue.count.load(Ordering::Acquire)
+        self.queue.pending()
     }
 
     /// Bytes (`Message::size`) waiting for this consumer.
     pub fn pending_bytes(&self) -> usize {
-        self.queue.bytes.load(Ordering::Acquire)
+        self.queue.pending_bytes()
     }
 
     /// Messages dropped because the pending buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.queue.dropped.load(Ordering::Relaxed)
+        self.queue.dropped()
     }
 
     /// Messages queued for this consumer so far.
     pub fn delivered(&self) -> u64 {
-        self.queue.delivered.load(Ordering::Relaxed)
+        self.queue.delivered()
     }
 
     /// The eventfd that becomes readable when messages arrive (after `arm`).
     pub fn fd(&self) -> RawFd {
-        self.queue.bell.notifier().as_raw_fd()
+        self.queue.fd()
     }
 
     /// Announces the consumer is about to wait on `fd()`. Returns true if messages (or
     /// the close) are already there: drain again instead of waiting.
     pub fn arm(&self) -> bool {
-        self.queue.bell.arm();
-        let ready = !self.queue.queue.is_empty() || self.queue.closed.load(Ordering::Acquire);
-        if ready {
-            self.queue.bell.disarm();
-        }
-        ready
+        self.queue.arm()
     }
 
     /// Clears the eventfd after it was readable.
     pub fn clear_notification(&self) -> std::io::Result<()> {
-        self.queue.bell.notifier().read_count().map(drop)
+        self.queue.clear_notification()
     }
 
     /// Stops the subscription: no message published after this returns is delivered

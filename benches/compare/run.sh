@@ -37,33 +37,11 @@ mkdir -p "$OUT/raw" "$OUT/bin" "$OUT/data"
 RESULTS="$OUT/results.tsv"   # round, workload, system, durability, msgs/s, p99 µs or -, lost %
 : > "$RESULTS"
 
-# Every process this script starts, by pid; all stopped on exit.
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] || continue
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] || continue
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT INT TERM
+LOG_TAG=compare
+# shellcheck source=../lib/servers.sh
+. "$REPO/benches/lib/servers.sh"
 
 skipped() { case ",$SKIP," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-log() { echo "compare: $*" >&2; }
-wait_port() {   # host port seconds
-    local i
-    for i in $(seq 1 $(( $3 * 10 ))); do
-        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "nothing listens on $1:$2 after $3 s"; return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:--}" >> "$RESULTS"; }
 # The first "<number> msgs/sec" on a line matching $2 in file $1, without commas.
 rate_of() { grep -E "$2" "$1" | grep -oE '[0-9,.]+ msgs/sec' | head -1 | tr -d ', ' | sed 's/msgs\/sec//'; }
@@ -82,12 +60,7 @@ install_tools() {
         apt+=(default-jre-headless maven)
     fi
     if [ ${#apt[@]} -gt 0 ]; then
-        # The packages' own services must not start: this script starts its own.
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.compare && chmod +x /usr/sbin/policy-rc.d.compare
-        [ -e /usr/sbin/policy-rc.d ] || cp /usr/sbin/policy-rc.d.compare /usr/sbin/policy-rc.d
-        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt[@]}"
-        cmp -s /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.compare && rm -f /usr/sbin/policy-rc.d
-        rm -f /usr/sbin/policy-rc.d.compare
+        apt_install_quietly "${apt[@]}"
     fi
     if ! skipped nats; then
         export GOBIN="$OUT/bin"
@@ -119,83 +92,6 @@ EOF
     mvn -q -f "$OUT/pom.xml" dependency:copy-dependencies -DoutputDirectory="$OUT/jars.part" >&2 || return 1
     mv "$OUT/jars.part" "$OUT/jars"
     JARS="$OUT/jars"
-}
-
-# ---------------------------------------------------------------------------------
-# Servers (127.0.0.1 only; pids recorded)
-
-start_ringbroker() {
-    RB_PORT=$(free_port)
-    "$RB" --data-dir "$OUT/data/ringbroker" --listen "127.0.0.1:$RB_PORT" --admin off \
-        > "$OUT/raw/ringbrokerd.log" 2>&1 &
-    PIDS+=($!)
-    wait_port 127.0.0.1 "$RB_PORT" 30
-    RB_URL="ringbroker://127.0.0.1:$RB_PORT"
-}
-
-start_nats() {
-    NATS_PORT=$(free_port)
-    "$OUT/bin/nats-server" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/data/nats" \
-        > "$OUT/raw/nats-server.log" 2>&1 &
-    PIDS+=($!)
-    wait_port 127.0.0.1 "$NATS_PORT" 30
-    NATS_URL="nats://127.0.0.1:$NATS_PORT"
-}
-
-start_redis() {
-    REDIS_PORT=$(free_port)
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-        --dir "$OUT/data" > "$OUT/raw/redis-server.log" 2>&1 &
-    PIDS+=($!)
-    wait_port 127.0.0.1 "$REDIS_PORT" 30
-}
-
-start_rabbitmq() {
-    RABBIT_PORT=$(free_port)
-    local epmd_port; epmd_port=$(free_port)
-    export ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT="$epmd_port"
-    epmd -address 127.0.0.1 -port "$epmd_port" > "$OUT/raw/epmd.log" 2>&1 &
-    PIDS+=($!)
-    mkdir -p "$OUT/data/rabbitmq"
-    # Debian's rabbitmq-server drops to the rabbitmq user when started as root.
-    if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq: "$OUT/data/rabbitmq"; fi
-    RABBITMQ_NODENAME="compare@localhost" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-        RABBITMQ_NODE_PORT="$RABBIT_PORT" RABBITMQ_DIST_PORT="$(free_port)" \
-        RABBITMQ_MNESIA_BASE="$OUT/data/rabbitmq" RABBITMQ_LOG_BASE="$OUT/data/rabbitmq" \
-        RABBITMQ_ENABLED_PLUGINS_FILE="$OUT/data/rabbitmq/plugins" \
-        RABBITMQ_PID_FILE="$OUT/data/rabbitmq/node.pid" \
-        rabbitmq-server > "$OUT/raw/rabbitmq-server.log" 2>&1 &
-    PIDS+=($!)
-    wait_port 127.0.0.1 "$RABBIT_PORT" 120
-    # The wrapper switches user and its SIGTERM does not reach the Erlang node: stop
-    # the node itself, by the pid it wrote, first.
-    local node; node=$(cat "$OUT/data/rabbitmq/node.pid" 2>/dev/null || true)
-    if [ -n "$node" ]; then PIDS=("$node" "${PIDS[@]}"); else log "RabbitMQ wrote no pid file"; fi
-    RABBIT_URI="amqp://guest:guest@127.0.0.1:$RABBIT_PORT"
-}
-
-start_kafka() {
-    KAFKA_PORT=$(free_port)
-    local ctl; ctl=$(free_port)
-    local dir="$OUT/data/kafka"; mkdir -p "$dir"
-    cat > "$dir/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$ctl
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$ctl
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$dir/logs
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-num.partitions=1
-EOF
-    java -cp "$JARS/*" kafka.tools.StorageTool format -t "$(java -cp "$JARS/*" kafka.tools.StorageTool random-uuid)" \
-        -c "$dir/server.properties" > "$OUT/raw/kafka-format.log" 2>&1
-    java -Xmx1g -cp "$JARS/*" kafka.Kafka "$dir/server.properties" > "$OUT/raw/kafka.log" 2>&1 &
-    PIDS+=($!)
-    wait_port 127.0.0.1 "$KAFKA_PORT" 120
 }
 
 # ---------------------------------------------------------------------------------

@@ -645,3 +645,32 @@ fn messages_read_before_a_reply_are_queued_before_the_reply_returns() {
     client.close();
     server.join().expect("server thread");
 }
+
+#[test]
+fn single_publishes_in_a_burst_arrive_complete_and_in_order_and_close_flushes() {
+    let fx = Fixture::start(ServerConfig::default());
+    let subscriber = fx.client();
+    let sub = subscriber.subscribe("burst", None).expect("subscribe");
+    let publisher = fx.client();
+    // Buffered publishes and calls interleave: a call writes everything before it.
+    for i in 0..20_000u32 {
+        publisher
+            .publish("burst", i.to_le_bytes().to_vec())
+            .expect("publish");
+        if i % 1000 == 999 {
+            publisher.ping().expect("ping");
+        }
+    }
+    // The last burst is still buffered (or being written): close writes it first.
+    for i in 20_000..20_500u32 {
+        publisher
+            .publish("burst", i.to_le_bytes().to_vec())
+            .expect("publish");
+    }
+    publisher.close();
+    for i in 0..20_500u32 {
+        let message = sub.next_timeout(WAIT).expect("message");
+        assert_eq!(&message.payload[..], &i.to_le_bytes(), "message {i}");
+    }
+    assert_eq!(sub.dropped(), 0);
+}

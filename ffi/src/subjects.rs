@@ -112,7 +112,9 @@ unsafe fn request_of<'a>(
 /// Publishes `payload` (`len` bytes, copied) on `subject`, with `reply` (NULL: none)
 /// as the subject a responder answers to. Fire and forget: returns once queued.
 /// Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL handle or subject or an invalid
-/// subject, `RINGBROKER_BACKPRESSURE` if the engine is saturated,
+/// subject, `RINGBROKER_BACKPRESSURE` if the engine is saturated (embedded: the
+/// home shard's queue of calls from other threads holds 4096 not yet run; retry after a
+/// moment),
 /// `RINGBROKER_DISCONNECTED` if the connection is down. Any thread.
 ///
 /// # Safety

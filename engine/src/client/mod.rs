@@ -3,7 +3,8 @@
 //! Owns: one TCP connection to a `ringbrokerd` (or any `net::Server`), the handshake,
 //! correlation of replies to requests (so requests pipeline: many may be in flight),
 //! and routing pushed messages to their subscriptions. A reader thread reads frames;
-//! callers write frames under a lock, one `write` per frame.
+//! callers write frames through the `outbox` (a burst of fire-and-forget frames is
+//! written by its flusher thread, many per `write`).
 //!
 //! Never: waits without a deadline (every request has one), or lets a request hang
 //! when the connection drops: every pending request fails with `Disconnected` then,
@@ -37,6 +38,7 @@ use crate::pubsub::{
     Message, Offer, PendingLimits, PubSubError, SlowConsumerPolicy, SubQueue, Subject,
 };
 
+mod outbox;
 mod push;
 mod queue;
 mod stream;
@@ -239,7 +241,7 @@ impl Drop for SubSink {
 }
 
 struct Inner {
-    stream: Mutex<TcpStream>,
+    outbox: outbox::Outbox,
     pending: Mutex<HashMap<u64, Waiter>>,
     subs: Mutex<HashMap<u64, SubSink>>,
     consumers: push::Sinks<crate::protocol::stream::Attach, crate::protocol::stream::Record>,
@@ -266,6 +268,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Client {
     inner: Arc<Inner>,
     reader: Option<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -286,7 +289,7 @@ impl Client {
             source,
         })?;
         let inner = Arc::new(Inner {
-            stream: Mutex::new(stream),
+            outbox: outbox::Outbox::new(stream),
             pending: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
@@ -300,16 +303,34 @@ impl Client {
             config,
         });
         let reader_inner = inner.clone();
+        let spawn_error = |source| ClientError::Connect {
+            addr: inner.config.url.clone(),
+            source,
+        };
         let reader = std::thread::Builder::new()
             .name("ringbroker-client".into())
             .spawn(move || run_reader(&reader_inner, reader_stream))
-            .map_err(|source| ClientError::Connect {
-                addr: inner.config.url.clone(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
+        let flusher_inner = inner.clone();
+        let flusher = std::thread::Builder::new()
+            .name("ringbroker-flush".into())
+            .spawn(move || flusher_inner.outbox.run_flusher());
+        let flusher = match flusher {
+            Ok(flusher) => flusher,
+            Err(source) => {
+                let mut client = Self {
+                    inner: inner.clone(),
+                    reader: Some(reader),
+                    flusher: None,
+                };
+                client.shutdown();
+                return Err(spawn_error(source));
+            }
+        };
         Ok(Self {
             inner,
             reader: Some(reader),
+            flusher: Some(flusher),
         })
     }
 
@@ -489,16 +510,36 @@ impl Client {
         self.inner.send(op, flags, correlation, body)
     }
 
-    /// Closes the connection; pending requests fail with `Disconnected`.
+    /// `write` calls made on this client's connections so far (each carries one or
+    /// more frames): with the messages sent, how well publishes were batched.
+    pub fn writes(&self) -> u64 {
+        self.inner.outbox.writes()
+    }
+
+    /// Writes the publishes (and other fire-and-forget frames) still buffered. They
+    /// leave within microseconds anyway (a flusher thread writes each burst); `ping`
+    /// after `flush` returns once the server has handled them.
+    pub fn flush(&self) -> Result<(), ClientError> {
+        if !self.inner.connected.load(Ordering::Acquire) {
+            return Err(self.inner.lost_error());
+        }
+        self.inner.outbox.flush()
+    }
+
+    /// Closes the connection after writing what is buffered; pending requests fail
+    /// with `Disconnected`.
     pub fn close(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         self.inner.closed.store(true, Ordering::Release);
-        let _ = lock(&self.inner.stream).shutdown(std::net::Shutdown::Both);
+        self.inner.outbox.close();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
+        }
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
         }
     }
 }
@@ -513,9 +554,15 @@ impl Inner {
     /// Sends a request that wants no reply (`FLAG_NO_REPLY`). It still gets its own
     /// correlation id, so an `ERROR` the server answers it with is told apart from a
     /// connection-level one (correlation 0) and only logged.
+    /// Buffered when it follows another fire within microseconds (see `outbox`).
     fn fire(&self, op: Op, body: impl FnOnce(&mut BytesMut)) -> Result<(), ClientError> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Err(self.lost_error());
+        }
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        self.send(op, FLAG_NO_REPLY, correlation, body)
+        let max_frame = lock(&self.welcome).max_frame;
+        self.outbox
+            .fire(max_frame, op, FLAG_NO_REPLY, correlation, body)
     }
 
     /// A fresh id for a subscription or consumer on this connection.
@@ -533,20 +580,8 @@ impl Inner {
         if !self.connected.load(Ordering::Acquire) {
             return Err(self.lost_error());
         }
-        let mut frame = BytesMut::new();
-        let len = encode_frame(&mut frame, op, flags, correlation, body);
         let max_frame = lock(&self.welcome).max_frame;
-        if len > max_frame as usize {
-            return Err(ClientError::Server {
-                code: ErrorCode::FrameTooLarge,
-                message: format!(
-                    "frame of {len} bytes exceeds the server's maximum of {max_frame}"
-                ),
-            });
-        }
-        lock(&self.stream)
-            .write_all(&frame)
-            .map_err(|e| ClientError::Disconnected(e.to_string()))
+        self.outbox.send(max_frame, op, flags, correlation, body)
     }
 
     fn lost_error(&self) -> ClientError {
@@ -708,7 +743,7 @@ fn reconnect(inner: &Inner, policy: Reconnect) -> Option<TcpStream> {
         let Ok(reader) = stream.try_clone() else {
             continue;
         };
-        *lock(&inner.stream) = stream;
+        inner.outbox.replace_stream(stream);
         *lock(&inner.welcome) = welcome;
         *lock(&inner.lost) = None;
         inner.connected.store(true, Ordering::Release);

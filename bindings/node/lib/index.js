@@ -100,6 +100,20 @@ function consumerOptions(options = {}) {
  * subscriber's). The engine's message is freed once the Message is garbage-collected;
  * `data` stays valid after that. Fields that do not apply to the kind are absent.
  */
+/**
+ * The engine message behind `msg`, for acknowledging: subject messages have none that
+ * can be acknowledged (those without headers keep none at all).
+ */
+function refOf(msg) {
+  if (msg === null || typeof msg !== 'object') {
+    throw new InvalidArgumentError('expected a received message');
+  }
+  if (msg.kind === 'subject') {
+    throw new WrongKindError('a subject message is not acknowledged');
+  }
+  return msg._ref;
+}
+
 class Message {
   constructor(broker, consumer) {
     this[kBroker] = broker;
@@ -168,6 +182,7 @@ class Message {
   #consumer() {
     const consumer = this[kConsumer];
     if (!consumer) throw new WrongKindError('a request\'s reply is not acknowledged');
+    refOf(this);
     return consumer;
   }
 }
@@ -341,22 +356,22 @@ class Consumer {
 
   /** Acknowledges one stream record or queue delivery this consumer received. */
   ack(msg) {
-    native.ack(this.#ext, msg._ref);
+    native.ack(this.#ext, refOf(msg));
   }
 
   /** Acknowledges several messages (stream records in one request). */
   ackAll(msgs) {
-    native.ackBatch(this.#ext, msgs.map((m) => m._ref));
+    native.ackBatch(this.#ext, msgs.map(refOf));
   }
 
   /** Stream records: again after `delay` ms. Queue deliveries: requeued or rejected. */
   nack(msg, { requeue = true, delay = 0 } = {}) {
-    native.nack(this.#ext, msg._ref, delay, requeue);
+    native.nack(this.#ext, refOf(msg), delay, requeue);
   }
 
   /** Stream consumers: acknowledges every record of `msg`'s partition up to it. */
   commit(msg) {
-    native.commit(this.#ext, msg._ref);
+    native.commit(this.#ext, refOf(msg));
   }
 }
 
@@ -586,7 +601,16 @@ class Broker {
   /** Answers request `msg` with `data` (same as msg.respond(data)). */
   respond(msg, data) {
     this.#check();
-    native.respond(this.#ext, msg._ref, toBytes(data));
+    if (msg._ref !== undefined) {
+      native.respond(this.#ext, msg._ref, toBytes(data));
+      return;
+    }
+    // A subject message without headers keeps no engine message (see the addon's
+    // make_detached_message): its reply subject is all an answer needs.
+    if (typeof msg.reply !== 'string' || msg.reply === '') {
+      throw new InvalidArgumentError('the message has no reply subject');
+    }
+    native.publish(this.#ext, msg.reply, null, toBytes(data));
   }
 
   // -- streams ---------------------------------------------------------------------

@@ -396,6 +396,34 @@ static napi_value payload_buffer(napi_env env, const uint8_t *p, size_t len) {
 #define PROP(name_, value_, attrs_) \
   props[n++] = (napi_property_descriptor){name_, NULL, NULL, NULL, NULL, value_, attrs_, NULL}
 
+/* A subject message without headers, as a Message that keeps nothing of the engine's:
+ * its payload is copied and its subject and reply made strings, then `msg` is freed at
+ * once (no external, no finalizer, no allocation to track: the cheap path of the
+ * common case). It is answered by publishing to `reply` and is never acknowledged. */
+static napi_value make_detached_message(napi_env env, ringbroker_msg_t *msg,
+                                        const ringbroker_msg_view_t *v, napi_value broker,
+                                        napi_value owner) {
+  napi_value ctor, obj, args[2] = {broker, owner};
+  napi_value data = payload_buffer(env, v->payload, v->payload_len);
+  napi_value subject = str_n(env, v->subject, v->subject_len);
+  napi_value reply = str_n(env, v->reply, v->reply_len);
+  ringbroker_msg_free(msg);
+  if (!data) return NULL;
+  addon_t *a = addon_of(env);
+  NAPI_OK(env, napi_get_reference_value(env, a->message_ctor, &ctor));
+  NAPI_OK(env, napi_new_instance(env, ctor, 2, args, &obj));
+  napi_property_descriptor props[5];
+  size_t n = 0;
+  const napi_property_attributes pub = napi_enumerable;
+  PROP("data", data, pub);
+  PROP("subject", subject, pub);
+  PROP("headerCount", num(env, 0), napi_default);
+  PROP("kind", str_n(env, "subject", 7), pub);
+  PROP("reply", reply, pub);
+  NAPI_OK(env, napi_define_properties(env, obj, n, props));
+  return obj;
+}
+
 /* Wraps `msg` (now owned here) as a Message: new Message(broker, owner) with its
  * fields. On failure the message is freed and an exception is pending. */
 static napi_value make_message(napi_env env, ringbroker_msg_t *msg, napi_value broker,
@@ -406,6 +434,8 @@ static napi_value make_message(napi_env env, ringbroker_msg_t *msg, napi_value b
     ringbroker_msg_free(msg);
     return throw_status(env, RINGBROKER_INTERNAL);
   }
+  if (v.kind == RINGBROKER_MSG_SUBJECT && v.header_count == 0)
+    return make_detached_message(env, msg, &v, broker, owner);
   msg_ref_t *m = malloc(sizeof *m);
   if (!m) {
     ringbroker_msg_free(msg);

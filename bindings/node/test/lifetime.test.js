@@ -45,7 +45,10 @@ describe('released messages free engine memory', () => {
     assert.equal(f.whileHeld, 256, 'each received message is held');
     assert.equal(f.afterRelease, 1, 'only the kept Message\'s engine message stays');
     assert.equal(f.keptMessageIntact, true, 'the kept Message reads its payload');
+    assert.equal(f.keptHeaderIntact, true, 'the kept Message reads its header');
     assert.equal(f.afterAll, 0, 'every message freed, the kept payload Buffer\'s included');
+    assert.equal(f.plainHeld, 0, 'a subject message without headers holds no engine message');
+    assert.equal(f.plainIntact, true, 'and reads its payload');
     assert.equal(f.keptDataIntact, true, 'a kept payload Buffer outlives its engine message');
     // The payloads were 64 MiB; at least a quarter of it must come back.
     assert.ok(f.rssHeld - f.rssReleased > f.payloadBytes / 4,

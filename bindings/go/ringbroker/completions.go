@@ -143,6 +143,9 @@ func (d *dispatcher) deliver(it *C.ringbroker_completion, v *C.ringbroker_msg_vi
 	}
 	if it.reply != nil {
 		c.reply = newMsg(it.reply, v, nil, d.b)
+		if c.reply.detached {
+			C.ringbroker_msg_free(it.reply)
+		}
 	}
 	token := uint64(it.token)
 	d.mu.Lock()

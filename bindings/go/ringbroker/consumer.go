@@ -29,6 +29,16 @@ static ringbroker_status rbgo_fetch(const ringbroker_consumer_t *c, rbgo_batch *
 	}
 	return s;
 }
+
+// Frees the messages of a fetched batch that the Go side detached (subject messages
+// without headers: everything copied, see newMsg), in one crossing.
+static void rbgo_free_detached(rbgo_batch *b) {
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->views[i].kind == RINGBROKER_MSG_SUBJECT && b->views[i].header_count == 0) {
+			ringbroker_msg_free(b->msgs[i]);
+		}
+	}
+}
 */
 import "C"
 
@@ -206,8 +216,14 @@ func (c *Consumer) fetch() error {
 	n := int(c.batch.n)
 	msgs := unsafe.Slice(&c.batch.msgs[0], fetchMax)
 	views := unsafe.Slice(&c.batch.views[0], fetchMax)
+	detached := false
 	for i := 0; i < n; i++ {
-		c.buf = append(c.buf, newMsg(msgs[i], &views[i], c, c.b))
+		m := newMsg(msgs[i], &views[i], c, c.b)
+		detached = detached || m.detached
+		c.buf = append(c.buf, m)
+	}
+	if detached {
+		C.rbgo_free_detached(c.batch)
 	}
 	return err
 }
@@ -421,10 +437,12 @@ func (c *Consumer) AckBatch(msgs []*Msg) error {
 	}
 	ptrs := make([]*C.ringbroker_msg_t, len(msgs))
 	for i, m := range msgs {
-		if m.c == nil {
-			return ErrReleased
+		if err := m.withLocked(func(c *C.ringbroker_msg_t) error {
+			ptrs[i] = c
+			return nil
+		}); err != nil {
+			return err
 		}
-		ptrs[i] = m.c
 	}
 	return c.do(func(cc *C.ringbroker_consumer_t) C.ringbroker_status {
 		return C.ringbroker_ack_batch(cc, &ptrs[0], C.uintptr_t(len(ptrs)))

@@ -65,7 +65,9 @@ type Header struct {
 
 // Msg is a received message. Its fields are copies in Go memory, valid for as long
 // as the program keeps them. The library's message behind it is what Ack, Nak,
-// Nack, Commit, Respond and Headers work on; Release frees it. A Msg that is never
+// Nack, Commit, Respond and Headers work on; Release frees it. A subject message
+// without headers keeps no library message at all (it was freed when received:
+// Respond publishes to Reply, Release only marks it released). A Msg that is never
 // released is freed when the garbage collector finds it unreachable, but releasing
 // deterministically keeps the library's memory bounded under load. A Msg may be
 // used from several goroutines.
@@ -107,12 +109,19 @@ type Msg struct {
 	broker      *Broker
 
 	mu      sync.Mutex
-	c       *C.ringbroker_msg_t // nil once released
+	c       *C.ringbroker_msg_t // nil once released, and always nil when detached
 	cleanup runtime.Cleanup
+	// detached: a subject message without headers, every field copied and the
+	// library's message freed at once (see newMsg); released is its Release.
+	detached bool
+	released bool
 }
 
 // newMsg wraps a message the library handed over, copying its view's fields into
-// Go memory (one allocation for all of its bytes).
+// Go memory (one allocation for all of its bytes). A subject message without headers
+// needs nothing more from the library (Respond publishes to Reply; it is never
+// acknowledged), so it comes back detached: no cleanup is registered and the caller
+// frees c at once (rbgo_free_detached frees a fetched batch's in one crossing).
 func newMsg(c *C.ringbroker_msg_t, v *C.ringbroker_msg_view_t, consumer *Consumer, b *Broker) *Msg {
 	m := &Msg{
 		Kind:          Kind(v.kind),
@@ -156,8 +165,18 @@ func newMsg(c *C.ringbroker_msg_t, v *C.ringbroker_msg_view_t, consumer *Consume
 	m.Reply = str(unsafe.Pointer(v.reply), v.reply_len)
 	m.Exchange = str(unsafe.Pointer(v.exchange), v.exchange_len)
 	m.Queue = str(unsafe.Pointer(v.queue), v.queue_len)
+	if isDetached(v) {
+		m.c, m.detached = nil, true
+		return m
+	}
 	m.cleanup = runtime.AddCleanup(m, freeMsg, c)
 	return m
+}
+
+// isDetached says whether newMsg detaches the message of view v (the same test as
+// rbgo_free_detached's).
+func isDetached(v *C.ringbroker_msg_view_t) bool {
+	return Kind(v.kind) == KindSubject && v.header_count == 0
 }
 
 // freeMsg is the safety net: it frees a message the program dropped unreleased.
@@ -169,6 +188,10 @@ func freeMsg(c *C.ringbroker_msg_t) { C.ringbroker_msg_free(c) }
 func (m *Msg) Release() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.detached {
+		m.released = true
+		return
+	}
 	if m.c == nil {
 		return
 	}
@@ -177,15 +200,26 @@ func (m *Msg) Release() {
 	m.c = nil
 }
 
-// with runs f with the live message; ErrReleased once released.
+// with runs f with the live message; ErrReleased once released, ErrWrongKind for a
+// detached subject message (f only acknowledges or reads headers, which it has none).
 func (m *Msg) with(f func(*C.ringbroker_msg_t) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.withLocked(f)
+}
+
+func (m *Msg) withLocked(f func(*C.ringbroker_msg_t) error) error {
+	if m.detached && !m.released {
+		return errNotAcknowledged
+	}
 	if m.c == nil {
 		return ErrReleased
 	}
 	return f(m.c)
 }
+
+// errNotAcknowledged is what acknowledging a subject message returns.
+var errNotAcknowledged = newError(StatusWrongKind, "a subject message is not acknowledged")
 
 // Headers returns the message's headers, in order.
 func (m *Msg) Headers() ([]Header, error) {
@@ -282,6 +316,18 @@ func (m *Msg) Commit() error {
 // Respond answers a request (a subject message with a Reply) with data.
 // ErrInvalidArgument if the message has no reply subject.
 func (m *Msg) Respond(data []byte) error {
+	m.mu.Lock()
+	detached, released := m.detached, m.released
+	m.mu.Unlock()
+	if detached {
+		if released {
+			return ErrReleased
+		}
+		if m.Reply == "" {
+			return newError(StatusInvalidArgument, "the message has no reply subject")
+		}
+		return m.broker.Publish(m.Reply, data)
+	}
 	return m.with(func(c *C.ringbroker_msg_t) error {
 		return m.broker.do(func() C.ringbroker_status {
 			return C.ringbroker_respond(m.broker.h, c, bytesPtr(data), C.uintptr_t(len(data)))

@@ -28,6 +28,9 @@ func TestSubjectsPublishSubscribe(t *testing.T) {
 		if m.Subject != root+".one" || string(m.Data) != "hello" || m.Kind != KindSubject {
 			t.Fatalf("got %q %q %v", m.Subject, m.Data, m.Kind)
 		}
+		if !m.detached || m.c != nil {
+			t.Fatal("a subject message without headers keeps no library message")
+		}
 		m.Release()
 		m.Release() // twice is a no-op
 		if string(m.Data) != "hello" {
@@ -40,6 +43,9 @@ func TestSubjectsPublishSubscribe(t *testing.T) {
 		must(t, err)
 		if m.Reply != root+".inbox" {
 			t.Fatalf("reply %q", m.Reply)
+		}
+		if m.detached {
+			t.Fatal("a message with headers keeps its library message (read by Headers)")
 		}
 		if v, ok := m.Header("Trace"); !ok || string(v) != "t-1" {
 			hs, herr := m.Headers()

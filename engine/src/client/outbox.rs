@@ -60,7 +60,10 @@ impl Outbox {
         }
     }
 
-    /// Writes one frame now, after everything buffered before it.
+    /// Writes one frame now, after everything buffered before it. The socket is held
+    /// from the append to the write, so a reconnect (`replace_stream`) cannot come in
+    /// between and drop the frame while its caller waits for an answer: it goes to the
+    /// connection current at the append, or the write fails.
     pub(super) fn send(
         &self,
         max_frame: u32,
@@ -69,15 +72,13 @@ impl Outbox {
         correlation: u64,
         body: impl FnOnce(&mut BytesMut),
     ) -> Result<(), ClientError> {
-        append(
-            &mut lock(&self.buffered).bytes,
-            max_frame,
-            op,
-            flags,
-            correlation,
-            body,
-        )?;
-        self.write_buffered()
+        let mut stream = lock(&self.stream);
+        let bytes = {
+            let mut buffered = lock(&self.buffered);
+            append(&mut buffered.bytes, max_frame, op, flags, correlation, body)?;
+            buffered.bytes.split()
+        };
+        self.write_locked(&mut stream, &bytes)
     }
 
     /// Sends a fire-and-forget frame: buffered for the flusher when it follows another
@@ -118,12 +119,16 @@ impl Outbox {
     fn write_buffered(&self) -> Result<(), ClientError> {
         let mut stream = lock(&self.stream);
         let bytes = lock(&self.buffered).bytes.split();
+        self.write_locked(&mut stream, &bytes)
+    }
+
+    fn write_locked(&self, stream: &mut TcpStream, bytes: &[u8]) -> Result<(), ClientError> {
         if bytes.is_empty() {
             return Ok(());
         }
         self.writes.fetch_add(1, Ordering::Relaxed);
         stream
-            .write_all(&bytes)
+            .write_all(bytes)
             .map_err(|e| ClientError::Disconnected(e.to_string()))
     }
 

@@ -289,7 +289,7 @@ impl Client {
             source,
         })?;
         let inner = Arc::new(Inner {
-            outbox: outbox::Outbox::new(stream),
+            outbox: outbox::Outbox::new(stream, welcome.max_frame),
             pending: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
@@ -560,9 +560,7 @@ impl Inner {
             return Err(self.lost_error());
         }
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let max_frame = lock(&self.welcome).max_frame;
-        self.outbox
-            .fire(max_frame, op, FLAG_NO_REPLY, correlation, body)
+        self.outbox.fire(op, FLAG_NO_REPLY, correlation, body)
     }
 
     /// A fresh id for a subscription or consumer on this connection.
@@ -580,8 +578,7 @@ impl Inner {
         if !self.connected.load(Ordering::Acquire) {
             return Err(self.lost_error());
         }
-        let max_frame = lock(&self.welcome).max_frame;
-        self.outbox.send(max_frame, op, flags, correlation, body)
+        self.outbox.send(op, flags, correlation, body)
     }
 
     fn lost_error(&self) -> ClientError {
@@ -743,7 +740,7 @@ fn reconnect(inner: &Inner, policy: Reconnect) -> Option<TcpStream> {
         let Ok(reader) = stream.try_clone() else {
             continue;
         };
-        inner.outbox.replace_stream(stream);
+        inner.outbox.replace_stream(stream, welcome.max_frame);
         *lock(&inner.welcome) = welcome;
         *lock(&inner.lost) = None;
         inner.connected.store(true, Ordering::Release);
@@ -863,14 +860,10 @@ fn deliver(inner: &Inner, deliveries: &mut Vec<(u64, Message)>) {
     }
 }
 
-/// Handles one frame from the server; `Err` ends the connection with that reason.
+/// Handles one frame from the server other than a subject `MESSAGE` (`read_loop`
+/// queues those in batches); `Err` ends the connection with that reason.
 fn on_frame(inner: &Inner, header: FrameHeader, body: Bytes) -> Result<(), String> {
     match header.op {
-        Op::Message => {
-            let mut one = vec![decode_delivery(body).map_err(|e| e.to_string())?];
-            deliver(inner, &mut one);
-            Ok(())
-        }
         Op::StreamMessage | Op::ConsumerClosed => stream::on_push(inner, header.op, body),
         Op::QueueMessage => queue::on_push(inner, body),
         Op::Ping if !header.has(FLAG_REPLY) => inner

@@ -15,7 +15,7 @@
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,15 +48,18 @@ pub(super) struct Outbox {
     wake: Condvar,
     /// `write` calls made (each writes one or more frames).
     writes: AtomicU64,
+    /// The current connection's largest frame (from its handshake).
+    max_frame: AtomicU32,
 }
 
 impl Outbox {
-    pub(super) fn new(stream: TcpStream) -> Self {
+    pub(super) fn new(stream: TcpStream, max_frame: u32) -> Self {
         Self {
             stream: Mutex::new(stream),
             buffered: Mutex::new(Buffered::default()),
             wake: Condvar::new(),
             writes: AtomicU64::new(0),
+            max_frame: AtomicU32::new(max_frame),
         }
     }
 
@@ -66,7 +69,6 @@ impl Outbox {
     /// connection current at the append, or the write fails.
     pub(super) fn send(
         &self,
-        max_frame: u32,
         op: Op,
         flags: u16,
         correlation: u64,
@@ -75,6 +77,7 @@ impl Outbox {
         let mut stream = lock(&self.stream);
         let bytes = {
             let mut buffered = lock(&self.buffered);
+            let max_frame = self.max_frame.load(Ordering::Relaxed);
             append(&mut buffered.bytes, max_frame, op, flags, correlation, body)?;
             buffered.bytes.split()
         };
@@ -85,7 +88,6 @@ impl Outbox {
     /// within `BURST` and the buffer has room, else written now as `send` does.
     pub(super) fn fire(
         &self,
-        max_frame: u32,
         op: Op,
         flags: u16,
         correlation: u64,
@@ -94,6 +96,7 @@ impl Outbox {
         let now = Instant::now();
         {
             let mut buffered = lock(&self.buffered);
+            let max_frame = self.max_frame.load(Ordering::Relaxed);
             append(&mut buffered.bytes, max_frame, op, flags, correlation, body)?;
             let burst = buffered
                 .last_fire
@@ -160,9 +163,10 @@ impl Outbox {
 
     /// A new connection replaces the lost one; frames buffered for the old one are
     /// dropped (fire-and-forget: at most once).
-    pub(super) fn replace_stream(&self, stream: TcpStream) {
+    pub(super) fn replace_stream(&self, stream: TcpStream, max_frame: u32) {
         let mut current = lock(&self.stream);
         lock(&self.buffered).bytes.clear();
+        self.max_frame.store(max_frame, Ordering::Relaxed);
         *current = stream;
     }
 
@@ -212,7 +216,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let near = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (far, _) = listener.accept().expect("accept");
-        let outbox = Arc::new(Outbox::new(near));
+        let outbox = Arc::new(Outbox::new(near, 1 << 20));
         let flusher = {
             let outbox = outbox.clone();
             std::thread::spawn(move || outbox.run_flusher())
@@ -248,15 +252,13 @@ mod tests {
         let reader = std::thread::spawn(move || read_frames(&mut far, 10_001));
         for i in 0..10_000u64 {
             outbox
-                .fire(1 << 20, Op::Publish, FLAG_NO_REPLY, i, |out| {
+                .fire(Op::Publish, FLAG_NO_REPLY, i, |out| {
                     out.extend_from_slice(&[7u8; 32]);
                 })
                 .expect("fire");
         }
         // A frame that waits for an answer goes out after everything before it.
-        outbox
-            .send(1 << 20, Op::Ping, 0, 10_000, |_| {})
-            .expect("send");
+        outbox.send(Op::Ping, 0, 10_000, |_| {}).expect("send");
         let got = reader.join().expect("reader");
         assert!(
             got == (0..=10_000).collect::<Vec<u64>>(),
@@ -279,7 +281,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
             let before = outbox.writes();
             outbox
-                .fire(1 << 20, Op::Publish, FLAG_NO_REPLY, i, |_| {})
+                .fire(Op::Publish, FLAG_NO_REPLY, i, |_| {})
                 .expect("fire");
             assert_eq!(outbox.writes(), before + 1, "written by the caller");
         }
@@ -291,8 +293,8 @@ mod tests {
     #[test]
     fn an_oversized_frame_is_refused_and_leaves_nothing_behind() {
         let (outbox, mut far, flusher) = outbox();
-        let refused = outbox.fire(64, Op::Publish, FLAG_NO_REPLY, 1, |out| {
-            out.extend_from_slice(&[0u8; 100]);
+        let refused = outbox.fire(Op::Publish, FLAG_NO_REPLY, 1, |out| {
+            out.extend_from_slice(&vec![0u8; 2 << 20]);
         });
         assert!(matches!(
             refused,
@@ -302,7 +304,7 @@ mod tests {
             })
         ));
         outbox
-            .send(64, Op::Ping, 0, 2, |_| {})
+            .send(Op::Ping, 0, 2, |_| {})
             .expect("the next frame goes");
         assert_eq!(read_frames(&mut far, 1), vec![2]);
         outbox.close();
@@ -315,10 +317,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let near = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (mut far, _) = listener.accept().expect("accept");
-        let outbox = Outbox::new(near);
+        let outbox = Outbox::new(near, 1 << 20);
         for i in 0..500u64 {
             outbox
-                .fire(1 << 20, Op::Publish, FLAG_NO_REPLY, i, |_| {})
+                .fire(Op::Publish, FLAG_NO_REPLY, i, |_| {})
                 .expect("fire");
         }
         assert!(outbox.writes() < 500, "the burst was buffered");

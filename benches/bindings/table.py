@@ -9,7 +9,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-CLIENTS = ["ringbroker-embedded", "ringbroker-remote", "nats", "rabbitmq"]
+CLIENTS = ["ringbroker-embedded", "ringbroker-embedded-asyncio", "ringbroker-remote",
+           "ringbroker-remote-asyncio", "nats", "rabbitmq"]
 PEERS = ["nats", "rabbitmq"]
 
 

@@ -55,14 +55,19 @@ def _define_line(line: str) -> str:
 
 
 def make_builder(repo: Path, static_library: Path) -> cffi.FFI:
-    """The FFI builder for ``ringbroker._native``, linking ``static_library``."""
+    """The FFI builder for ``ringbroker._native``, linking ``static_library``, with the
+    binding's batch helpers (``native/rbpy.h``, ``native/rbpy.c``) compiled in."""
     include = repo / "include"
+    native = Path(__file__).resolve().parent / "native"
     ffibuilder = cffi.FFI()
     ffibuilder.cdef(cdef_from_header((include / "ringbroker.h").read_text()))
+    ffibuilder.cdef(cdef_from_header((native / "rbpy.h").read_text()))
     ffibuilder.set_source(
         "ringbroker._native",
-        '#include "ringbroker.h"',
-        include_dirs=[str(include)],
+        '#include "ringbroker.h"\n#include "rbpy.h"',
+        sources=[str(native / "rbpy.c")],
+        include_dirs=[str(include), str(native)],
+        extra_compile_args=["-O2"],
         extra_objects=[str(static_library)],
         libraries=["pthread", "dl", "m"],
         # Keep the Rust library's own symbols private to the extension, and drop

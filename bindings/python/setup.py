@@ -5,9 +5,10 @@
 1. ``cargo build --release -p ringbroker-ffi`` at the repository root, which makes
    ``target/release/libringbroker.a`` (``$CARGO_TARGET_DIR`` is honoured);
 2. cffi in API mode: the declarations come from ``include/ringbroker.h`` as committed
-   (see ``ringbroker_build.py``), and ``ringbroker._native`` is compiled against that
-   header and linked with the static library (plus pthread, dl, m), so the installed
-   package needs no ``libringbroker.so`` at run time.
+   and from the binding's batch helpers, ``native/rbpy.h`` (see ``ringbroker_build.py``),
+   and ``ringbroker._native`` is compiled against those headers with ``native/rbpy.c``
+   and linked with the static library (plus pthread, dl, m), so the installed package
+   needs no ``libringbroker.so`` at run time.
 
 The package is built from the repository only: it needs the Rust sources and the
 header two directories up. An sdist would not contain them, so ``sdist`` fails with
@@ -90,9 +91,10 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             if ext.name == "ringbroker._native":
                 for field in ("sources", "include_dirs", "libraries", "extra_objects",
-                              "extra_link_args", "define_macros"):
+                              "extra_compile_args", "extra_link_args", "define_macros"):
                     setattr(ext, field, getattr(generated, field))
-                ext.depends = [str(library), str(REPO / "include" / "ringbroker.h")]
+                ext.depends = [str(library), str(REPO / "include" / "ringbroker.h"),
+                               str(HERE / "native" / "rbpy.h"), str(HERE / "native" / "rbpy.c")]
         super().run()
 
 

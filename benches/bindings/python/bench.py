@@ -15,6 +15,11 @@ Workloads, 64-byte payloads, each capped by BENCH_SECONDS and a message count:
   publish-batch-64B  ringbroker only: as pubsub-64B with publish_batch(BATCH) and the
                      subscription's batch receive, fetch(FETCH).
 
+The ringbroker rows come twice: the synchronous API with a thread per consumer
+(ringbroker-embedded, ringbroker-remote), and ringbroker.aio in one event loop
+(ringbroker-*-asyncio), the model nats-py runs in: publisher and subscriber are
+coroutines of one thread, the publisher yielding after each CHUNK publishes.
+
 One JSON object per measurement on stdout; everything else on stderr.
 """
 
@@ -78,6 +83,15 @@ class Tally:
         self.received = 0
         self.nbytes = 0   # every payload's length is read, as a consumer would use it
         self.last = 0.0   # perf_counter of the last receive
+
+    def add_batch(self, msgs) -> None:
+        """Counts a batch of the binding's messages, reading each payload's length."""
+        nbytes = 0
+        for m in msgs:
+            nbytes += len(m.data)
+        self.nbytes += nbytes
+        self.received += len(msgs)
+        self.last = now()
 
 
 def drain_done(tally: Tally, sent: int, state: dict) -> bool:
@@ -147,6 +161,49 @@ def report_rr(client: str, latencies: list, sent: int, elapsed: float, extra: st
     emit(client, "request-reply-64B", rate, p50, p99, sent, len(latencies))
 
 
+class Requests:
+    """The requester's side of a request-reply measurement, for every client: ``more()``
+    while the time and count allow, ``begin()`` before each request, then
+    ``replied(data)`` or ``timed_out()`` (True at the third: stop), ``stop()`` after
+    the loop, ``report()`` once the responder is stopped."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        self.latencies: list = []
+        self.sent = self.timeouts = 0
+        self.t0 = now()
+        self.deadline = self.t0 + SECONDS
+        self.elapsed = 0.0
+        self._start = 0.0
+
+    def more(self) -> bool:
+        return self.sent < RR_CAP and now() < self.deadline
+
+    def begin(self) -> None:
+        self.sent += 1
+        self._start = now()
+
+    def replied(self, data) -> None:
+        self.latencies.append(now() - self._start)
+        if len(data) != len(PAYLOAD):
+            raise RuntimeError(f"{self.client}: a reply of {len(data)} bytes")
+
+    def timed_out(self) -> bool:
+        self.timeouts += 1
+        if self.timeouts >= 3:
+            log(f"{self.client}: {self.timeouts} requests timed out; stopping")
+            return True
+        return False
+
+    def stop(self) -> None:
+        self.elapsed = now() - self.t0
+
+    def report(self, extra: str = "") -> None:
+        if self.timeouts:
+            extra = f"; {self.timeouts} timeouts{extra}"
+        report_rr(self.client, self.latencies, self.sent, self.elapsed, extra)
+
+
 # -- ringbroker (the binding, synchronous API, a thread per consumer) ----------------------
 
 def rb_pubsub(client: str, pub, sub_broker, batch: bool) -> None:
@@ -166,12 +223,7 @@ def rb_pubsub(client: str, pub, sub_broker, batch: bool) -> None:
                 while not stop.is_set():
                     msgs = fetch(FETCH, 0.1)
                     if msgs:
-                        nbytes = 0
-                        for m in msgs:
-                            nbytes += len(m.data)
-                        tally.nbytes += nbytes
-                        tally.received += len(msgs)
-                        tally.last = now()
+                        tally.add_batch(msgs)
             else:
                 # `for msg in sub` (the idiomatic loop; it takes up to 64 buffered
                 # messages per C call), ended now and then to look at `stop`.
@@ -250,40 +302,152 @@ def rb_request_reply(client: str, requester, responder_broker) -> None:
 
     server = threading.Thread(target=serve, name="responder", daemon=True)
     server.start()
-    latencies: list = []
-    sent = timeouts = 0
+    requests = Requests(client)
     try:
         request = requester.request
         Timeout = ringbroker.Timeout
-        t0 = now()
-        deadline = t0 + SECONDS
-        while sent < RR_CAP and now() < deadline and not failure:
-            s = now()
-            sent += 1
+        while requests.more() and not failure:
+            requests.begin()
             try:
                 reply = request(subj, PAYLOAD, REQUEST_TIMEOUT_S)
             except Timeout:
-                timeouts += 1
-                if timeouts >= 3:
-                    log(f"{client}: {timeouts} requests timed out; stopping")
+                if requests.timed_out():
                     break
                 continue
-            latencies.append(now() - s)
-            if len(reply.data) != len(PAYLOAD):
-                raise RuntimeError(f"{client}: a reply of {len(reply.data)} bytes")
-        elapsed = now() - t0
+            requests.replied(reply.data)
+        requests.stop()
     finally:
         stop.set()
         server.join(5)
         service.close()
     if failure:
         raise failure[0]
-    report_rr(client, latencies, sent, elapsed, f"; {timeouts} timeouts" if timeouts else "")
+    requests.report()
+
+
+# -- ringbroker.aio (asyncio, one event loop: the model nats-py's numbers come from) ----
+
+async def rb_aio_pubsub(client: str, pub, sub_broker) -> None:
+    import ringbroker
+
+    subj = subject("pubsub-64B")
+    sub = await sub_broker.subscribe(subj)
+    tally = Tally()
+    stop = asyncio.Event()
+
+    async def consume() -> None:
+        fetch = sub.fetch
+        while not stop.is_set():
+            msgs = await fetch(FETCH, 0.1)
+            if msgs:
+                tally.add_batch(msgs)
+
+    consumer = asyncio.create_task(consume())
+    refused = attempts = 0
+    try:
+        publish = pub.publish
+        Backpressure = ringbroker.Backpressure
+        t0 = now()
+        deadline = t0 + SECONDS
+        while attempts < PUBSUB_CAP and now() < deadline:
+            for _ in range(CHUNK):
+                try:
+                    publish(subj, PAYLOAD)
+                except Backpressure:   # refused, not sent: count and ease off
+                    refused += 1
+                    await asyncio.sleep(0.0002)
+            attempts += CHUNK
+            await asyncio.sleep(0)     # the subscriber's turn (nats-py yields in its flusher)
+        sent = attempts - refused
+        published = now()
+        await await_drain(tally, sent)
+    finally:
+        stop.set()
+        await asyncio.wait_for(consumer, 5)
+        sub.close()
+    extra = published_rate(sent, t0, published)
+    if refused:
+        extra += f"; {refused} publishes refused (Backpressure)"
+    report_pubsub(client, "pubsub-64B", tally, t0, sent, extra)
+
+
+async def rb_aio_request_reply(client: str, requester, responder_broker) -> None:
+    import ringbroker
+
+    subj = subject("request-reply-64B")
+    service = await responder_broker.subscribe(subj)
+
+    async def serve() -> None:
+        async for req in service:   # ends when the subscription is closed
+            responder_broker.respond(req, req.data)
+
+    server = asyncio.create_task(serve())
+    requests = Requests(client)
+    try:
+        request = requester.request
+        Timeout = ringbroker.Timeout
+        while requests.more() and not server.done():
+            requests.begin()
+            try:
+                reply = await request(subj, PAYLOAD, REQUEST_TIMEOUT_S)
+            except Timeout:
+                if requests.timed_out():
+                    break
+                continue
+            requests.replied(reply.data)
+        requests.stop()
+    finally:
+        service.close()
+        await asyncio.wait_for(server, 5)   # re-raises what failed in the responder
+    requests.report()
+
+
+async def rb_aio_workload(client: str, workload: str, a, b) -> None:
+    if workload == "request-reply-64B":
+        await rb_aio_request_reply(client, a, b)
+    else:
+        await rb_aio_pubsub(client, a, b)
+
+
+def aio_embedded_workload(workload: str) -> None:
+    import ringbroker.aio
+
+    async def body() -> None:
+        data_dir = tempfile.mkdtemp(prefix="rb-bench-py-")
+        try:
+            broker = await ringbroker.aio.open(data_dir, shards=2, pin_to_cores=PIN)
+            try:
+                await rb_aio_workload("ringbroker-embedded-asyncio", workload, broker, broker)
+            finally:
+                await broker.aclose()
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    asyncio.run(asyncio.wait_for(body(), HARD_LIMIT_S - 10))
+
+
+def aio_remote_workload(url: str, workload: str) -> None:
+    import ringbroker.aio
+
+    async def body() -> None:
+        a = await ringbroker.aio.connect(url, connect_timeout_ms=5000)
+        try:
+            b = await ringbroker.aio.connect(url, connect_timeout_ms=5000)
+            try:
+                await rb_aio_workload("ringbroker-remote-asyncio", workload, a, b)
+            finally:
+                await b.aclose()
+        finally:
+            await a.aclose()
+
+    asyncio.run(asyncio.wait_for(body(), HARD_LIMIT_S - 10))
 
 
 def run_ringbroker_embedded() -> None:
     for workload in ("pubsub-64B", "request-reply-64B", "publish-batch-64B"):
         measure("ringbroker-embedded", workload, lambda: embedded_workload(workload))
+    for workload in ("pubsub-64B", "request-reply-64B"):
+        measure("ringbroker-embedded-asyncio", workload, lambda: aio_embedded_workload(workload))
 
 
 def embedded_workload(workload: str) -> None:
@@ -302,6 +466,8 @@ def embedded_workload(workload: str) -> None:
 def run_ringbroker_remote(url: str) -> None:
     for workload in ("pubsub-64B", "request-reply-64B", "publish-batch-64B"):
         measure("ringbroker-remote", workload, lambda: remote_workload(url, workload))
+    for workload in ("pubsub-64B", "request-reply-64B"):
+        measure("ringbroker-remote-asyncio", workload, lambda: aio_remote_workload(url, workload))
 
 
 def remote_workload(url: str, workload: str) -> None:
@@ -388,27 +554,18 @@ async def nats_request_reply(url: str) -> None:
         await resp_nc.subscribe(subj, cb=echo)
         await resp_nc.flush()
         request = req_nc.request
-        latencies: list = []
-        sent = timeouts = 0
-        t0 = now()
-        deadline = t0 + SECONDS
-        while sent < RR_CAP and now() < deadline:
-            s = now()
-            sent += 1
+        requests = Requests("nats")
+        while requests.more():
+            requests.begin()
             try:
                 reply = await request(subj, PAYLOAD, timeout=REQUEST_TIMEOUT_S)
             except nats.errors.TimeoutError:
-                timeouts += 1
-                if timeouts >= 3:
-                    log(f"nats: {timeouts} requests timed out; stopping")
+                if requests.timed_out():
                     break
                 continue
-            latencies.append(now() - s)
-            if len(reply.data) != len(PAYLOAD):
-                raise RuntimeError(f"nats: a reply of {len(reply.data)} bytes")
-        elapsed = now() - t0
-        extra = (f"; {timeouts} timeouts" if timeouts else "") + (f"; client errors {errors}" if errors else "")
-        report_rr("nats", latencies, sent, elapsed, extra)
+            requests.replied(reply.data)
+        requests.stop()
+        requests.report(f"; client errors {errors}" if errors else "")
     finally:
         await nats_close(req_nc)
         await nats_close(resp_nc)
@@ -583,8 +740,7 @@ def rabbit_request_reply(url: str) -> None:
     if not responder.ready.wait(30) or responder.error:
         raise RuntimeError(f"rabbitmq responder did not start: {responder.error!r}")
     conn = pika.BlockingConnection(pika_params(url))
-    latencies: list = []
-    sent = timeouts = 0
+    requests = Requests("rabbitmq")
     try:
         ch = conn.channel()
         box: list = []
@@ -596,15 +752,12 @@ def rabbit_request_reply(url: str) -> None:
         ch.basic_consume("amq.rabbitmq.reply-to", on_reply, auto_ack=True)
         publish = ch.basic_publish
         process = conn.process_data_events
-        t0 = now()
-        deadline = t0 + SECONDS
-        while sent < RR_CAP and now() < deadline:
-            s = now()
-            sent += 1
-            corr = str(sent)
+        while requests.more():
+            requests.begin()
+            corr = str(requests.sent)
             publish("", rpc_queue, PAYLOAD,
                     pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=corr))
-            give_up = s + REQUEST_TIMEOUT_S
+            give_up = now() + REQUEST_TIMEOUT_S
             got = None
             while got is None:
                 left = give_up - now()
@@ -616,15 +769,11 @@ def rabbit_request_reply(url: str) -> None:
                     if c == corr:
                         got = body
             if got is None:
-                timeouts += 1
-                if timeouts >= 3:
-                    log(f"rabbitmq: {timeouts} requests timed out; stopping")
+                if requests.timed_out():
                     break
                 continue
-            latencies.append(now() - s)
-            if len(got) != len(PAYLOAD):
-                raise RuntimeError(f"rabbitmq: a reply of {len(got)} bytes")
-        elapsed = now() - t0
+            requests.replied(got)
+        requests.stop()
     finally:
         responder.stop()
         try:
@@ -633,7 +782,7 @@ def rabbit_request_reply(url: str) -> None:
             pass
     if responder.error:
         raise responder.error
-    report_rr("rabbitmq", latencies, sent, elapsed, f"; {timeouts} timeouts" if timeouts else "")
+    requests.report()
 
 
 def run_rabbitmq(url: str) -> None:

@@ -211,6 +211,56 @@ def test_one_consumer_shared_by_threads(broker, ns):
         assert sorted(got, key=int) == [str(i) for i in range(200)]
 
 
+def test_close_while_threads_publish_ends_each_with_shutting_down(opener, ns):
+    # publish() is counted by the guard in C (native/rbpy.h), not by the Python one:
+    # close() from another thread must still wait for the publishes in flight and
+    # refuse the later ones, so every publisher ends with ShuttingDown, none inside a
+    # call on a closed handle (which would crash the process).
+    b = opener()
+    sub = b.subscribe(f"{ns}.flood")  # something to deliver to
+    outcomes: list = []
+    started = threading.Barrier(5)
+
+    def publish_until_closed() -> None:
+        started.wait()
+        deadline = time.monotonic() + 10 * WAIT  # bounded even if close never came
+        while time.monotonic() < deadline:
+            try:
+                b.publish(f"{ns}.flood", b"x")
+            except ringbroker.Backpressure:
+                time.sleep(0.0001)
+            except Exception as e:  # noqa: BLE001 - checked below
+                outcomes.append(type(e))
+                return
+        outcomes.append(None)
+
+    threads = [threading.Thread(target=publish_until_closed) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.2)  # all four publishing
+    b.close()
+    for t in threads:
+        t.join(WAIT * 11)
+    assert outcomes == [ringbroker.ShuttingDown] * 4
+    assert sub.closed
+
+
+def test_the_publish_guard_refuses_once_closed(broker, ns):
+    from ringbroker._native import ffi, lib
+
+    guard = ffi.new("rbpy_guard *")
+    handle = broker._guard.enter()
+    try:
+        assert lib.rbpy_publish(guard, handle, f"{ns}.g".encode(), ffi.NULL, b"x", 1) == 0
+        lib.rbpy_guard_close(guard)
+        lib.rbpy_guard_close(guard)  # idempotent
+        assert lib.rbpy_publish(guard, handle, f"{ns}.g".encode(), ffi.NULL, b"x", 1) == lib.RBPY_CLOSED
+        assert guard.users == 0
+    finally:
+        broker._guard.leave()
+
+
 def test_close_closes_the_consumers_after_their_receives_in_flight(opener, ns):
     # Broker.close() closes each consumer made from it, waiting for the receives in
     # progress on other threads (they end with ShuttingDown), before closing the
@@ -233,7 +283,7 @@ def test_close_closes_the_consumers_after_their_receives_in_flight(opener, ns):
     threads = [threading.Thread(target=receive, args=(c,)) for c in consumers]
     for t in threads:
         t.start()
-    time.sleep(0.2)  # all four wait inside ringbroker_next
+    time.sleep(0.2)  # all four wait inside ringbroker_fetch
     start = time.monotonic()
     b.close()
     assert all(c.closed for c in consumers)

@@ -15,7 +15,7 @@ import threading
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple, Union
 
 from ._native import ffi, lib
-from .errors import ShuttingDown, check
+from .errors import InvalidArgument, ShuttingDown, check
 
 Bytes = Union[bytes, bytearray, memoryview, str]
 """What a payload, a key or a header value may be given as (``str`` is UTF-8 encoded)."""
@@ -27,9 +27,13 @@ NO_BYTES = (ffi.NULL, 0)
 
 
 def encode(text: str) -> bytes:
-    """A NUL-terminated-ready UTF-8 encoding of ``text`` (cffi adds the NUL)."""
+    """The UTF-8 encoding of ``text`` for a NUL-terminated C string argument (cffi adds
+    the NUL). Raises :class:`~ringbroker.InvalidArgument` if ``text`` holds a NUL,
+    where C would cut it short."""
     if not isinstance(text, str):
         raise TypeError(f"expected str, got {type(text).__name__}")
+    if "\0" in text:
+        raise InvalidArgument(f"{text!r} holds a NUL character")
     return text.encode("utf-8")
 
 
@@ -113,27 +117,39 @@ class _Guard:
     def closed(self) -> bool:
         return self._closed
 
+    # enter and leave run around every C call, so they take the lock with explicit
+    # acquire/release: on CPython 3.11 that costs about half of a `with` block.
+
     def enter(self) -> Any:
         """Marks a call in flight and returns the pointer; raises ShuttingDown if the
         object was closed."""
-        with self._lock:
-            if self._closed:
-                raise ShuttingDown(f"the {self._what} is closed")
-            self._users += 1
-            return self._ptr
+        lock = self._lock
+        lock.acquire()
+        if self._closed:
+            lock.release()
+            raise ShuttingDown(f"the {self._what} is closed")
+        self._users += 1
+        ptr = self._ptr
+        lock.release()
+        return ptr
 
     def leave(self) -> None:
         """Ends a call; frees the object if it was closed meanwhile and this was the
         last call."""
-        with self._lock:
-            self._users -= 1
-            if self._users or not self._closed:
-                return
+        lock = self._lock
+        lock.acquire()
+        self._users -= 1
+        if self._users or not self._closed:
+            lock.release()
+            return
+        try:
             if self._waiting:
                 self._drained.notify_all()
-                return
-            # Freed under the lock: a retire() returning means the object is gone.
-            self._free_now()
+            else:
+                # Freed under the lock: a retire() returning means the object is gone.
+                self._free_now()
+        finally:
+            lock.release()
 
     def _free_now(self) -> None:
         """Frees the object (the lock is held)."""

@@ -46,7 +46,7 @@ from ._outgoing import (
     with_msg_id,
 )
 from .broker import Broker, Confirm, PublishResult, _error_of
-from .consumer import Consumer, QueueConsumer
+from .consumer import FETCH_MAX, Consumer, QueueConsumer
 from .errors import RingbrokerError, ShuttingDown, Timeout, last_error
 from .message import Message
 
@@ -54,7 +54,9 @@ COMPLETIONS_PER_POLL = 256
 """How many completions one ``ringbroker_completions_poll`` takes at most."""
 
 FETCH_PER_WAKE = 64
-"""How many messages an :class:`AsyncConsumer` takes per ``try_fetch``."""
+"""The fewest messages an :class:`AsyncConsumer` asks ``try_fetch`` for (more when a
+``fetch`` asks for more, up to ``FETCH_MAX``); what the caller did not ask for stays
+buffered for the next receive."""
 
 CLOSE_DRAIN_S = 5.0
 """How long :meth:`AsyncBroker.aclose` waits for outstanding publishes and requests."""
@@ -441,7 +443,8 @@ class AsyncConsumer:
             try:
                 if error is not None:
                     raise error
-                batch = self._consumer.try_fetch(FETCH_PER_WAKE)
+                # One C call takes what this receive asks for (at least FETCH_PER_WAKE).
+                batch = self._consumer.try_fetch(min(FETCH_MAX, max(FETCH_PER_WAKE, max_messages - len(out))))
             except Exception as e:
                 if out:
                     self._pending_error = e

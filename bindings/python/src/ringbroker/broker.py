@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Type, TypeVar
 
 from ._cdata import Bytes, Headers, _Guard, byte_arg, encode, header_array, make_config, optional_text
 from ._native import ffi, lib
@@ -25,14 +25,15 @@ from ._outgoing import (
     RecordLike,
     SubjectMessage,
     SubjectMessageLike,
+    packed_subject_batch,
     queue_array,
     record_array,
     subject_array,
     with_msg_id,
 )
 from .consumer import Consumer, QueueConsumer, StreamConsumer, Subscription
-from .errors import error_for, last_error
-from .message import Message
+from .errors import ShuttingDown, error_for, last_error
+from .message import Message, _SubjectCopy
 
 _OK = 0
 _C = TypeVar("_C", bound=Consumer)
@@ -81,18 +82,25 @@ class Confirm(NamedTuple):
     status: int = 0
 
 
-def _close_handle(guard: _Guard, consumers: "weakref.WeakSet[Consumer]") -> int:
-    # 1. No new call on the handle, and the calls in flight are done: no consumer is
-    #    being made any more (one is registered inside the handle's guard).
+def _close_handle(guard: _Guard, publish_guard: Any, consumers: "weakref.WeakSet[Consumer]") -> int:
+    # 1. No new call on the handle, and the calls in flight are done (those counted
+    #    in Python and the publishes counted in C): no consumer is being made any
+    #    more (one is registered inside the handle's guard).
     ptr = guard.close(wait=True)
     if ptr is None:
         return _OK
+    lib.rbpy_guard_close(publish_guard)
     # 2. Each live consumer closed, its calls in flight done (a receive waits in slices
     #    of WAIT_SLICE_MS), and freed, so nothing uses an object of the handle while
     # 3. the handle closes.
     for consumer in list(consumers):
         consumer._retire()
     return int(lib.ringbroker_close(ptr))
+
+
+_NULL = ffi.NULL
+_CLOSED = int(lib.RBPY_CLOSED)
+_SUBJECTS_CACHED = 1024  # encoded subjects a broker keeps for publish (emptied when full)
 
 
 def _timeout_ms(timeout: float) -> int:
@@ -108,8 +116,13 @@ class Broker:
     def __init__(self, ptr: Any, description: str) -> None:
         """Takes ownership of ``ptr`` (a ``ringbroker_t *``). Not called by users."""
         self._guard = _Guard(ptr, None, "broker")
+        # publish() is counted by a guard in C instead (native/rbpy.h): no Python lock
+        # on the hottest call. It holds the handle's pointer for that one call.
+        self._publish_guard = ffi.new("rbpy_guard *")
+        self._handle = ptr
         self._consumers: "weakref.WeakSet[Consumer]" = weakref.WeakSet()  # closed by close()
-        self._finalizer = weakref.finalize(self, _close_handle, self._guard, self._consumers)
+        self._finalizer = weakref.finalize(self, _close_handle, self._guard, self._publish_guard,
+                                           self._consumers)
         self.description = description
         """The data directory or the URL it was made from."""
         self.embedded = bool(lib.ringbroker_is_embedded(ptr) == 1)
@@ -118,6 +131,7 @@ class Broker:
         # Tokens of asynchronous calls: unique for the handle's life, whichever
         # AsyncBroker (one at a time) starts them, as its completion queue is the handle's.
         self._async_tokens = itertools.count(1)
+        self._subjects: Dict[str, bytes] = {}  # publish's encoded subjects
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -187,8 +201,32 @@ class Broker:
         if headers:
             self.publish_batch([SubjectMessage(subject, data, reply, headers)])
             return
-        payload, length = byte_arg(data)
-        self._call(lib.ringbroker_publish, encode(subject), optional_text(reply), payload, length)
+        # The hot path of fire-and-forget publishing: a subject's encoding comes from
+        # a small cache, a bytes payload is handed over as it is (cffi passes C a
+        # pointer into the bytes object), and the call is counted by the guard in C.
+        encoded = self._subjects.get(subject)
+        if encoded is None:
+            encoded = self._subject_bytes(subject)
+        if type(data) is bytes:
+            payload, length = data, len(data)
+        else:
+            payload, length = byte_arg(data)
+        status = lib.rbpy_publish(self._publish_guard, self._handle, encoded,
+                                  _NULL if reply is None else encode(reply), payload, length)
+        if status != _OK:
+            if status == _CLOSED:
+                raise ShuttingDown("the broker is closed")
+            raise last_error(status)
+
+    def _subject_bytes(self, subject: str) -> bytes:
+        """``encode(subject)``, remembered for the next :meth:`publish` (up to
+        :data:`_SUBJECTS_CACHED` subjects; the cache is emptied when full)."""
+        encoded = encode(subject)
+        subjects = self._subjects
+        if len(subjects) >= _SUBJECTS_CACHED:
+            subjects.clear()
+        subjects[subject] = encoded
+        return encoded
 
     def publish_batch(self, messages: Iterable[SubjectMessageLike]) -> None:
         """Publishes several messages in one call (``SubjectMessage`` or
@@ -197,8 +235,18 @@ class Broker:
         :class:`InvalidArgument`; a remote batch over the server's frame limit is
         refused whole with :class:`FrameTooLarge`. If the engine's outbox fills in
         the middle of a batch the rest is dropped (at most once)."""
+        items = messages if isinstance(messages, (list, tuple)) else list(messages)
+        if not items:
+            return
+        packed = packed_subject_batch(items)  # type: ignore[arg-type]
+        if packed is not None:
+            subjects, payloads, lengths = packed
+            array = ffi.new("ringbroker_subject_msg[]", len(items))
+            self._call(lib.rbpy_publish_packed, array, len(items), subjects, len(subjects),
+                       payloads, len(payloads), ffi.new("uint32_t[]", lengths))
+            return
         keep: List[Any] = []
-        array, count = subject_array(messages, keep)
+        array, count = subject_array(items, keep)
         if count:
             self._call(lib.ringbroker_publish_batch, array, count)
 
@@ -221,6 +269,9 @@ class Broker:
     def respond(self, request: Message, data: Bytes = b"") -> None:
         """Answers ``request`` (a subject message with a reply subject) with ``data``.
         Raises :class:`InvalidArgument` if it has no reply subject."""
+        if isinstance(request, _SubjectCopy):  # its C message is gone: publish the reply
+            self.publish(request._respond_to(), data)
+            return
         msg, owner = request._pointer()
         payload, length = byte_arg(data)
         self._call(lib.ringbroker_respond, msg, payload, length)

@@ -16,12 +16,12 @@ import math
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ._cdata import _Guard
 from ._native import ffi, lib
-from .errors import RingbrokerError, ShuttingDown, check, last_error
-from .message import Message
+from .errors import RingbrokerError, ShuttingDown, Timeout, last_error
+from .message import Message, _SubjectCopy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .broker import Broker
@@ -32,10 +32,31 @@ WAIT_SLICE_MS = 250
 FETCH_MAX = 4096
 """The most messages one ``fetch`` returns."""
 
+_SUBJECTS_CACHED = 1024  # decoded subjects a consumer keeps (emptied when full)
+_NO_REPLY = int(lib.RBPY_NO_REPLY)
+_NEW_SUBJECT = int(lib.RBPY_NEW_SUBJECT)
+
+
+class _FetchSpace:
+    """A consumer's C memory for ``rbpy_fetch`` (``native/rbpy.h``), reused by every
+    fetch of up to ``capacity`` messages: the message pointers, one entry per
+    message, and the bytes the small subject messages are copied to (256 bytes a
+    message, between 16 and 256 KiB; a message that does not fit stays a C message).
+    Used only under the consumer's receive lock."""
+
+    __slots__ = ("capacity", "msgs", "entries", "flat", "bytes", "bytes_cap", "count", "used")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.msgs = ffi.new("ringbroker_msg_t *[]", capacity)
+        self.entries = ffi.new("rbpy_entry[]", capacity)
+        self.flat = ffi.cast("uint32_t *", self.entries)  # 4 uint32_t an entry
+        self.bytes_cap = max(16 << 10, min(256 << 10, capacity * 256))
+        self.bytes = ffi.new("uint8_t[]", self.bytes_cap)
+        self.count = ffi.new("size_t *")
+        self.used = ffi.new("size_t *")
+
 _OK = 0
-_TIMEOUT = int(lib.RINGBROKER_TIMEOUT)
-_WOULD_BLOCK = int(lib.RINGBROKER_WOULD_BLOCK)
-_SHUTTING_DOWN = int(lib.RINGBROKER_SHUTTING_DOWN)
 
 
 def _wait_ms(deadline: Optional[float]) -> int:
@@ -62,6 +83,8 @@ class Consumer:
         self._pending_error: Optional[RingbrokerError] = None
         self._close_hooks: List[Callable[[], Optional[Callable[[], None]]]] = []  # weak methods
         self._finalizer = weakref.finalize(self, self._guard.close, False)
+        self._space: Optional[_FetchSpace] = None  # made by the first fetch
+        self._subjects: Dict[bytes, str] = {}  # decoded subjects of detached messages
         self.what = what
         """What it consumes, for messages and ``repr``."""
         fd = ffi.new("int *")
@@ -134,16 +157,51 @@ class Consumer:
     def _wrap(self, ptr: Any) -> Message:
         return Message(ptr, self, self._broker)
 
-    def _wrap_all(self, array: Any, count: int) -> List[Message]:
-        """Messages for ``array[:count]``; if one cannot be made (its C message is
-        then freed by ``Message``), the ones after it are freed too before raising."""
+    def _take(self, space: "_FetchSpace") -> List[Message]:
+        """The messages of the last ``rbpy_fetch`` into ``space``: a ``_SubjectCopy``
+        for each one it detached, a :class:`Message` over each other one. If a
+        :class:`Message` cannot be made (its C message is then freed by
+        ``Message``), the C messages after it are freed too before raising."""
+        count = int(space.count[0])
+        if count == 0:
+            return []
+        used = int(space.used[0])
+        raw = ffi.buffer(space.bytes, used)[:] if used else b""
+        flat = ffi.unpack(space.flat, 4 * count)
+        msgs = space.msgs
+        subjects = self._subjects
+        broker = self._broker
         got: List[Message] = []
+        append = got.append
+        pos = 0
+        i = 0
+        subject = ""
+        it = iter(flat)
         try:
-            for i in range(count):
-                got.append(self._wrap(array[i]))
+            for subject_len, reply_len, payload_len, detached in zip(it, it, it, it):
+                if detached:
+                    end = pos
+                    if detached == _NEW_SUBJECT:
+                        end += subject_len
+                        raw_subject = raw[pos:end]
+                        subject = subjects.get(raw_subject)
+                        if subject is None:
+                            if len(subjects) >= _SUBJECTS_CACHED:
+                                subjects.clear()
+                            subject = subjects[raw_subject] = raw_subject.decode("utf-8", "replace")
+                    reply = None
+                    if reply_len != _NO_REPLY:
+                        reply = raw[end:end + reply_len].decode("utf-8", "replace")
+                        end += reply_len
+                    pos = end + payload_len
+                    append(_SubjectCopy(subject, reply, memoryview(raw[end:pos]), broker))
+                else:
+                    append(self._wrap(msgs[i]))
+                i += 1
         except BaseException:
-            for j in range(len(got) + 1, count):
-                lib.ringbroker_msg_free(array[j])
+            for j in range(i + 1, count):
+                if msgs[j] != ffi.NULL:
+                    lib.ringbroker_msg_free(msgs[j])
             raise
         return got
 
@@ -152,37 +210,15 @@ class Consumer:
         Raises :class:`Timeout` if none came, :class:`NotFound` or
         :class:`ShuttingDown` once the consumer ended, :class:`Disconnected` if the
         connection is lost."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out = ffi.new("ringbroker_msg_t **")
-        with self._receiving:
-            self._raise_pending()
-            while True:
-                ptr = self._guard.enter()
-                try:
-                    status = lib.ringbroker_next(ptr, _wait_ms(deadline), out)
-                    error = None if status == _OK else last_error(status)
-                finally:
-                    self._guard.leave()
-                if error is None:
-                    return self._wrap(out[0])
-                if status == _TIMEOUT and (deadline is None or time.monotonic() < deadline):
-                    continue
-                raise error
+        got = self._fetch(1, timeout, wait=True)
+        if not got:
+            raise Timeout("no message within the timeout")
+        return got[0]
 
     def try_next(self) -> Optional[Message]:
         """The next message if one is buffered, else ``None`` (never waits)."""
-        out = ffi.new("ringbroker_msg_t **")
-        with self._receiving:
-            self._raise_pending()
-            ptr = self._guard.enter()
-            try:
-                status = lib.ringbroker_try_next(ptr, out)
-                error = None if status in (_OK, _WOULD_BLOCK) else last_error(status)
-            finally:
-                self._guard.leave()
-        if error is not None:
-            raise error
-        return self._wrap(out[0]) if status == _OK else None
+        got = self._fetch(1, 0, wait=False)
+        return got[0] if got else None
 
     def fetch(self, max_messages: int = 64, timeout: Optional[float] = None) -> List[Message]:
         """Waits up to ``timeout`` seconds (``None``: no limit; 0: never waits) for a
@@ -199,21 +235,21 @@ class Consumer:
         if not 0 < max_messages <= FETCH_MAX:
             raise ValueError(f"max_messages must be 1 to {FETCH_MAX}, not {max_messages}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        array = ffi.new("ringbroker_msg_t *[]", max_messages)
-        count = ffi.new("uintptr_t *")
         with self._receiving:
             self._raise_pending()
+            space = self._space
+            if space is None or space.capacity < max_messages:
+                space = self._space = _FetchSpace(max_messages)
             while True:
                 ptr = self._guard.enter()
                 try:
-                    if wait:
-                        status = lib.ringbroker_fetch(ptr, array, max_messages, count, _wait_ms(deadline))
-                    else:
-                        status = lib.ringbroker_try_fetch(ptr, array, max_messages, count)
+                    status = lib.rbpy_fetch(ptr, 1 if wait else 0, _wait_ms(deadline) if wait else 0,
+                                            space.msgs, space.entries, max_messages,
+                                            space.bytes, space.bytes_cap, space.count, space.used)
                     error = None if status == _OK else last_error(status)
                 finally:
                     self._guard.leave()
-                got = self._wrap_all(array, int(count[0]))
+                got = self._take(space)
                 if error is not None:
                     if got:
                         self._pending_error = error

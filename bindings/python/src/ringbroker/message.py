@@ -6,6 +6,13 @@ engine's buffer, with no copy. The C message is freed when nothing refers to it 
 more: not the :class:`Message` (after :meth:`Message.release`, or when it is garbage)
 and not any ``memoryview`` of its data, or a slice of one. So a view taken from a
 message can never outlive the memory it shows.
+
+A small subject message without headers (payload up to ``RBPY_DETACH_MAX``, 4 KiB)
+is different: a consumer's batch receive copies its subject, reply and payload out
+and frees the C message at once (``native/rbpy.c``), because for a few dozen bytes
+one copy costs far less than keeping the engine's memory alive and finalising it.
+Such a message is a :class:`Message` too (a ``_SubjectCopy``) and behaves the same:
+``data`` is a read-only ``memoryview``, of the copy.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ._cdata import Bytes
 from ._native import ffi, lib
-from .errors import ShuttingDown, WrongKind, check
+from .errors import InvalidArgument, ShuttingDown, WrongKind, check
 
 if TYPE_CHECKING:  # pragma: no cover
     from .broker import Broker
@@ -296,3 +303,87 @@ class Message:
         elif self.kind == QUEUE:
             where = f" tag={self.delivery_tag}"
         return f"<ringbroker.Message {kind} {self.subject!r}{where} {len(self)} bytes>"
+
+
+class _SubjectCopy(Message):
+    """A subject message without headers whose fields were copied out of the C
+    message, which is already freed (see the module doc). Made by
+    :meth:`Consumer.fetch` and the receives built on it; never by users. Its
+    ``_data`` is set when made and ``_owner`` is ``True`` until :meth:`release`;
+    ``_ptr``, ``_view`` and ``_consumer`` are never set (nothing here reads them)."""
+
+    __slots__ = ("_subject", "_reply")
+
+    def __init__(self, subject: str, reply: Optional[str], data: memoryview, broker: Optional["Broker"]) -> None:
+        self._subject = subject
+        self._reply = reply
+        self._data = data
+        self._owner = True  # released() is `_owner is None`, as for every message
+        self._broker = broker
+
+    def release(self) -> None:
+        self._owner = None
+
+    def _alive(self) -> None:
+        if self._owner is None:
+            raise ShuttingDown("the message was released")
+
+    def _v(self) -> Any:
+        self._alive()
+        raise WrongKind("a copied subject message has no C view")
+
+    def _pointer(self) -> Tuple[Any, Any]:
+        self._alive()
+        raise WrongKind("subject messages are not acknowledged")
+
+    def _from_consumer(self) -> "Consumer":
+        self._alive()
+        raise WrongKind("subject messages are not acknowledged")
+
+    @property
+    def kind(self) -> int:
+        self._alive()
+        return SUBJECT
+
+    @property
+    def data(self) -> memoryview:
+        if self._owner is None:
+            raise ShuttingDown("the message was released")
+        return self._data  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        self._alive()
+        return len(self._data)  # type: ignore[arg-type]
+
+    @property
+    def subject(self) -> Optional[str]:
+        self._alive()
+        return self._subject
+
+    @property
+    def reply(self) -> Optional[str]:
+        self._alive()
+        return self._reply
+
+    def header_items(self) -> List[Tuple[str, _Bytes]]:
+        self._alive()
+        return []
+
+    def _respond_to(self) -> str:
+        """The reply subject :meth:`Broker.respond` publishes to."""
+        self._alive()
+        if self._reply is None:
+            raise InvalidArgument("the message has no reply subject")
+        return self._reply
+
+    def __repr__(self) -> str:
+        if self._owner is None:
+            return "<ringbroker.Message released>"
+        return f"<ringbroker.Message subject {self._subject!r} {len(self)} bytes>"
+
+
+# The attributes of other kinds of message: None (or False) on a subject message.
+for _name in ("key", "exchange", "queue", "partition", "offset", "timestamp_ms",
+              "delivery_count", "delivery_tag", "priority", "persistent"):
+    setattr(_SubjectCopy, _name, property(lambda self: self._alive()))
+_SubjectCopy.redelivered = property(lambda self: self._alive() or False)  # type: ignore[assignment]

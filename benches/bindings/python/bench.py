@@ -14,6 +14,9 @@ Workloads, 64-byte payloads, each capped by BENCH_SECONDS and a message count:
                      requester making sequential requests; p50/p99 over every request.
   publish-batch-64B  ringbroker only: as pubsub-64B with publish_batch(BATCH) and the
                      subscription's batch receive, fetch(FETCH).
+  publish-only-64B   the publisher alone, nothing subscribed: single publishes
+                     (nats-py: flushed at the end, inside the time measured);
+  publish-only-batch-64B  ringbroker embedded: the same with publish_batch(BATCH).
 
 The ringbroker rows come twice: the synchronous API with a thread per consumer
 (ringbroker-embedded, ringbroker-remote), and ringbroker.aio in one event loop
@@ -444,7 +447,8 @@ def aio_remote_workload(url: str, workload: str) -> None:
 
 
 def run_ringbroker_embedded() -> None:
-    for workload in ("pubsub-64B", "request-reply-64B", "publish-batch-64B"):
+    for workload in ("pubsub-64B", "request-reply-64B", "publish-batch-64B",
+                     "publish-only-64B", "publish-only-batch-64B"):
         measure("ringbroker-embedded", workload, lambda: embedded_workload(workload))
     for workload in ("pubsub-64B", "request-reply-64B"):
         measure("ringbroker-embedded-asyncio", workload, lambda: aio_embedded_workload(workload))
@@ -481,8 +485,45 @@ def remote_workload(url: str, workload: str) -> None:
 def rb_workload(client: str, workload: str, a, b) -> None:
     if workload == "request-reply-64B":
         rb_request_reply(client, a, b)
+    elif workload.startswith("publish-only"):
+        rb_publish_only(client, a, batch=(workload == "publish-only-batch-64B"))
     else:
         rb_pubsub(client, a, b, batch=(workload == "publish-batch-64B"))
+
+
+def rb_publish_only(client: str, pub, batch: bool) -> None:
+    """The publisher alone (nothing subscribes): what the issue's "embedded publish
+    with batch calls" goal measures."""
+    import ringbroker
+
+    workload = "publish-only-batch-64B" if batch else "publish-only-64B"
+    subj = subject(workload)
+    sent = refused = 0
+    t0 = now()
+    deadline = t0 + SECONDS
+    if batch:
+        messages = [(subj, PAYLOAD)] * BATCH
+        publish_batch = pub.publish_batch
+        per_look = max(1, CHUNK // BATCH)
+        while sent < BATCH_CAP and now() < deadline:
+            for _ in range(per_look):
+                publish_batch(messages)
+            sent += per_look * BATCH
+    else:
+        publish = pub.publish
+        Backpressure = ringbroker.Backpressure
+        attempts = 0
+        while attempts < PUBSUB_CAP and now() < deadline:
+            for _ in range(CHUNK):
+                try:
+                    publish(subj, PAYLOAD)
+                except Backpressure:
+                    refused += 1
+            attempts += CHUNK
+        sent = attempts - refused
+    rate = sent / (now() - t0)
+    log(f"{client} {workload}: {sent} published, {rate:,.0f} msgs/s" + (f"; {refused} refused" if refused else ""))
+    emit(client, workload, rate, None, None, 0, 0)   # nothing is received: no loss to show
 
 
 # -- nats-py (asyncio) -----------------------------------------------------------------
@@ -578,8 +619,32 @@ async def nats_close(nc) -> None:
         log(f"nats: close: {e!r}")
 
 
+async def nats_publish_only(url: str) -> None:
+    errors: dict = {}
+    nc = await nats_connect(url, errors)
+    try:
+        subj = subject("publish-only-64B")
+        publish = nc.publish
+        sent = 0
+        t0 = now()
+        deadline = t0 + SECONDS
+        while sent < PUBSUB_CAP and now() < deadline:
+            for _ in range(CHUNK):
+                await publish(subj, PAYLOAD)
+            sent += CHUNK
+        await nc.flush(timeout=30)
+        rate = sent / (now() - t0)
+        log(f"nats publish-only-64B: {sent} published, {rate:,.0f} msgs/s"
+            + (f"; client errors {errors}" if errors else ""))
+        emit("nats", "publish-only-64B", rate, None, None, 0, 0)
+    finally:
+        await nats_close(nc)
+
+
 def run_nats(url: str) -> None:
     measure("nats", "pubsub-64B", lambda: asyncio.run(asyncio.wait_for(nats_pubsub(url), HARD_LIMIT_S - 10)))
+    measure("nats", "publish-only-64B",
+            lambda: asyncio.run(asyncio.wait_for(nats_publish_only(url), HARD_LIMIT_S - 10)))
     measure("nats", "request-reply-64B",
             lambda: asyncio.run(asyncio.wait_for(nats_request_reply(url), HARD_LIMIT_S - 10)))
 

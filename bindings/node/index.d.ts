@@ -146,7 +146,9 @@ export interface BindOptions {
  * A received message. `data` is a copy of the payload (one copy, made on receipt),
  * the caller's to keep and to write: JavaScript has no read-only Buffer, and the
  * engine's memory may be read-only or shared between subscribers. The engine's
- * message is freed once the Message is garbage-collected; `data` outlives it.
+ * message is freed once the Message is garbage-collected; `data` outlives it. A small
+ * subject message without headers has its `data` in a Buffer shared by the messages
+ * of one receive (its own range of it, as pooled Buffers share a slab).
  */
 export class Message {
   private constructor();

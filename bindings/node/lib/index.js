@@ -19,6 +19,9 @@ const native = require(path.join(__dirname, '..', 'build', 'Release', 'ringbroke
 
 /** Messages taken from a consumer per fetch at most. */
 const FETCH_BATCH_MAX = 256;
+// native.fetch's packing; equal to the addon's PACK_* constants.
+const PACK_NO_REPLY = 0xffffffff;
+const PACK_NEW_SUBJECT = 1;
 /** Default bound on received messages a consumer buffers before the reader takes them. */
 const HIGH_WATER_MARK_DEFAULT = 1024;
 /** Bound on a consumer's buffer, whatever the caller asks. */
@@ -93,12 +96,13 @@ function consumerOptions(options = {}) {
 
 /**
  * A received message: a subject message (`kind` "subject"), a stream record
- * ("stream") or a queue delivery ("queue"). `data` is the payload copied once into a
- * Buffer of its own, the caller's to keep and to write: JavaScript has no read-only
+ * ("stream") or a queue delivery ("queue"). `data` is the payload copied once into
+ * memory of its own, the caller's to keep and to write: JavaScript has no read-only
  * Buffer, and the engine's memory may be read-only (records read from sealed segments
  * are mapped read-only) or shared (one subject message's payload is every
- * subscriber's). The engine's message is freed once the Message is garbage-collected;
- * `data` stays valid after that. Fields that do not apply to the kind are absent.
+ * subscriber's). The engine's message is freed once the Message is garbage-collected
+ * (at once for a subject message without headers); `data` stays valid after that.
+ * Fields that do not apply to the kind are absent.
  */
 /**
  * The engine message behind `msg`, for acknowledging: subject messages have none that
@@ -187,6 +191,26 @@ class Message {
   }
 }
 
+/**
+ * A subject message without headers (and a payload of at most 16 KiB) as a receive
+ * packs it (the addon's js_fetch): made here from the batch's bytes, it holds nothing
+ * of the engine's. Its `data` is its own range of one Buffer shared by the messages
+ * of one receive (as Node's pooled Buffers share a slab).
+ */
+class PackedSubjectMessage extends Message {
+  constructor(broker, consumer, subject, reply, data) {
+    super(broker, consumer);
+    this.data = data;
+    this.subject = subject;
+    this.kind = 'subject';
+    this.reply = reply;
+  }
+
+  get headerCount() {
+    return 0;
+  }
+}
+
 // ------------------------------------------------------------------------------------
 // Consumers
 
@@ -200,6 +224,7 @@ class Consumer {
   #ext;
   #broker;
   #hwm;
+  #meta = new Uint32Array(4 * FETCH_BATCH_MAX); // written by native.fetch
   #buffer = [];
   #head = 0;
   #waiters = [];
@@ -243,19 +268,48 @@ class Consumer {
         return;
       }
       const want = Math.min(room, FETCH_BATCH_MAX);
-      let msgs;
+      let got;
       try {
-        msgs = native.fetch(this.#ext, want, this.#broker, this);
+        got = native.fetch(this.#ext, want, this.#broker, this, this.#meta);
       } catch (err) {
         this.#end(err);
         return;
       }
-      for (const m of msgs) {
+      // [count, bytes, others]: see the addon's js_fetch. Packed messages are made
+      // here, the others came made.
+      const count = got[0];
+      const bytes = got[1];
+      const others = got[2];
+      const meta = this.#meta;
+      const broker = this.#broker;
+      let pos = 0;
+      let subject;
+      for (let i = 0; i < count; i++) {
+        const k = 4 * i;
+        const packed = meta[k + 3];
+        let m;
+        if (packed === 0) {
+          m = others[i];
+        } else {
+          if (packed === PACK_NEW_SUBJECT) {
+            subject = bytes.toString('utf8', pos, pos + meta[k]);
+            pos += meta[k];
+          }
+          let reply;
+          const replyLen = meta[k + 1];
+          if (replyLen !== PACK_NO_REPLY) {
+            reply = bytes.toString('utf8', pos, pos + replyLen);
+            pos += replyLen;
+          }
+          const end = pos + meta[k + 2];
+          m = new PackedSubjectMessage(broker, this, subject, reply, bytes.subarray(pos, end));
+          pos = end;
+        }
         const waiter = this.#waiters.shift();
         if (waiter) waiter.resolve({ value: m, done: false });
         else this.#buffer.push(m);
       }
-      if (msgs.length < want) {
+      if (count < want) {
         this.#watch(true);
         return;
       }
@@ -606,7 +660,7 @@ class Broker {
       return;
     }
     // A subject message without headers keeps no engine message (see the addon's
-    // make_detached_message): its reply subject is all an answer needs.
+    // js_fetch and make_detached_message): its reply subject is all an answer needs.
     if (typeof msg.reply !== 'string' || msg.reply === '') {
       throw new InvalidArgumentError('the message has no reply subject');
     }

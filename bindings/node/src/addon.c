@@ -29,6 +29,13 @@
 #define COMPLETIONS_BATCH_MAX 256
 /* The most messages one fetch() takes (the JavaScript side asks for less). */
 #define FETCH_BATCH_MAX 1024
+/* fetch()'s packing (see js_fetch): the largest payload packed, the reply length
+ * that means "no reply", and how a packed message's subject is given. Keep equal to
+ * lib/index.js's PACK_* constants. */
+#define PACK_PAYLOAD_MAX (16u << 10)
+#define PACK_NO_REPLY 0xFFFFFFFFu
+#define PACK_NEW_SUBJECT 1u
+#define PACK_SAME_SUBJECT 2u
 /* The longest string argument copied for a call (longer is a caller's bug). */
 #define STRING_BYTES_MAX (1u << 20)
 
@@ -1366,33 +1373,115 @@ static napi_value js_consumer_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fetch(consumer, max, broker, owner) => Message[] without waiting (fewer than `max`:
- * the fd is armed). Throws the consumer's end (NOT_FOUND, SHUTTING_DOWN,
- * DISCONNECTED, ...) once nothing is left. */
+/* Whether js_fetch packs `v` (see there): a subject message without headers and with
+ * a payload of at most PACK_PAYLOAD_MAX bytes. */
+static bool packable(const ringbroker_msg_view_t *v) {
+  return v->kind == RINGBROKER_MSG_SUBJECT && v->header_count == 0 &&
+         v->payload_len <= PACK_PAYLOAD_MAX;
+}
+
+/* fetch(consumer, max, broker, owner, meta) => [count, bytes, others] without waiting
+ * (fewer than `max`: the fd is armed). Throws the consumer's end (NOT_FOUND,
+ * SHUTTING_DOWN, DISCONNECTED, ...) once nothing is left.
+ *
+ * The common message, a small subject message without headers (packable), costs no
+ * JavaScript object here: its subject, reply and payload are copied, in that order, to
+ * one Buffer `bytes` for the whole batch, and its engine message freed. `meta` (a
+ * Uint32Array of at least 4 * max) gets 4 numbers per message: subject length, reply
+ * length (PACK_NO_REPLY: none), payload length, and 0 / PACK_NEW_SUBJECT /
+ * PACK_SAME_SUBJECT (a subject equal to the previous packed message's is not copied
+ * again). lib/index.js makes the Messages of packed ones; any other message i is made
+ * here, as `others[i]` (`others` is undefined when there is none). Each of the two
+ * passes reads the messages' views; nothing is freed before the second. */
 static napi_value js_fetch(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  ARGS(5);
   consumer_t *c = consumer_of(env, argv[0]);
   if (!c) return NULL;
   int64_t max = 0;
   if (!get_i64(env, argv[1], &max)) return NULL;
   if (max < 1) max = 1;
   if (max > FETCH_BATCH_MAX) max = FETCH_BATCH_MAX;
+  napi_typedarray_type meta_type;
+  size_t meta_len = 0;
+  void *meta_data = NULL;
+  if (napi_get_typedarray_info(env, argv[4], &meta_type, &meta_len, &meta_data, NULL, NULL) !=
+          napi_ok ||
+      meta_type != napi_uint32_array || meta_len < 4 * (size_t)max) {
+    return throw_type(env, "meta must be a Uint32Array of 4 * max numbers");
+  }
+  uint32_t *meta = meta_data;
   size_t n = 0;
   ringbroker_status s = ringbroker_try_fetch(c->c, c->batch, (size_t)max, &n);
   if (s != RINGBROKER_OK && n == 0) return throw_status(env, s);
-  napi_value out;
-  if (napi_create_array_with_length(env, n, &out) != napi_ok) {
+
+  /* Pass 1: what is packed, and how many bytes it takes. */
+  size_t total = 0, others = 0;
+  const char *last = NULL;
+  size_t last_len = 0;
+  for (size_t i = 0; i < n; i++) {
+    ringbroker_msg_view_t v;
+    uint32_t *e = &meta[4 * i];
+    e[0] = e[1] = e[2] = e[3] = 0;
+    if (ringbroker_msg_view(c->batch[i], &v) != RINGBROKER_OK || !packable(&v)) {
+      others++;
+      continue;
+    }
+    bool same = last && v.subject_len == last_len && memcmp(last, v.subject, last_len) == 0;
+    if (!same) {
+      last = v.subject;
+      last_len = v.subject_len;
+      total += v.subject_len;
+    }
+    total += (v.reply ? v.reply_len : 0) + v.payload_len;
+    e[0] = same ? 0 : (uint32_t)v.subject_len;
+    e[1] = v.reply ? (uint32_t)v.reply_len : PACK_NO_REPLY;
+    e[2] = (uint32_t)v.payload_len;
+    e[3] = same ? PACK_SAME_SUBJECT : PACK_NEW_SUBJECT;
+  }
+
+  napi_value out, count, bytes, rest;
+  void *base = NULL;
+  napi_get_undefined(env, &rest);
+  if (napi_create_array_with_length(env, 3, &out) != napi_ok ||
+      napi_create_uint32(env, (uint32_t)n, &count) != napi_ok ||
+      napi_create_buffer(env, total, &base, &bytes) != napi_ok ||
+      (others && napi_create_array_with_length(env, n, &rest) != napi_ok)) {
     for (size_t i = 0; i < n; i++) ringbroker_msg_free(c->batch[i]);
     return NULL;
   }
+
+  /* Pass 2: copy and free the packed ones, make the others. */
+  uint8_t *at = base;
   for (size_t i = 0; i < n; i++) {
-    napi_value m = make_message(env, c->batch[i], argv[2], argv[3]);
-    if (!m) {
-      for (size_t k = i + 1; k < n; k++) ringbroker_msg_free(c->batch[k]);
-      return NULL;
+    const uint32_t *e = &meta[4 * i];
+    if (e[3] == 0) {
+      napi_value m = make_message(env, c->batch[i], argv[2], argv[3]);
+      if (!m) {
+        for (size_t k = i + 1; k < n; k++) ringbroker_msg_free(c->batch[k]);
+        return NULL;
+      }
+      napi_set_element(env, rest, (uint32_t)i, m);
+      continue;
     }
-    napi_set_element(env, out, (uint32_t)i, m);
+    ringbroker_msg_view_t v;
+    ringbroker_msg_view(c->batch[i], &v); /* succeeded in pass 1: same message */
+    if (e[3] == PACK_NEW_SUBJECT) {
+      memcpy(at, v.subject, v.subject_len);
+      at += v.subject_len;
+    }
+    if (v.reply && v.reply_len) {
+      memcpy(at, v.reply, v.reply_len);
+      at += v.reply_len;
+    }
+    if (v.payload_len) {
+      memcpy(at, v.payload, v.payload_len);
+      at += v.payload_len;
+    }
+    ringbroker_msg_free(c->batch[i]);
   }
+  napi_set_element(env, out, 0, count);
+  napi_set_element(env, out, 1, bytes);
+  napi_set_element(env, out, 2, rest);
   return out;
 }
 

@@ -35,6 +35,8 @@ describe('handles are checked by kind', () => {
       'isEmbedded(msg): TypeError not a broker',
       'fetch(broker): TypeError not a consumer',
       'fetch(msg): TypeError not a consumer',
+      'fetch(consumer, 8, meta of 4): TypeError meta must be a Uint32Array of 4 * max numbers',
+      'fetch(consumer, 1, Int32Array): TypeError meta must be a Uint32Array of 4 * max numbers',
       'ack(consumer, consumer): TypeError not a received message',
       'ack(consumer, broker): TypeError not a received message',
       'consumerClose(msg): TypeError not a consumer',

@@ -97,6 +97,15 @@ func TestSubjectErrors(t *testing.T) {
 		if err := b.Publish("a\x00b", nil); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("a NUL in a subject: %v", err)
 		}
+		// Around the longest subject Publish copies on the C stack (RBGO_SUBJECT_STACK,
+		// the library's limit too): the library's own errors, with its messages.
+		for _, subject := range []string{"", strings.Repeat("a", 1025), strings.Repeat("a", 4096)} {
+			err := b.Publish(subject, nil)
+			if !errors.As(err, &e) || e.Status != StatusInvalidArgument || e.Message == "" {
+				t.Fatalf("a subject of %d bytes: %v", len(subject), err)
+			}
+		}
+		must(t, b.Publish(strings.Repeat("a", 1024), nil))
 		if _, err := b.Subscribe(ctx, "bad pattern"); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("an invalid pattern: %v", err)
 		}

@@ -67,7 +67,9 @@ type Header struct {
 // as the program keeps them. The library's message behind it is what Ack, Nak,
 // Nack, Commit, Respond and Headers work on; Release frees it. A subject message
 // without headers keeps no library message at all (it was freed when received:
-// Respond publishes to Reply, Release only marks it released). A Msg that is never
+// Respond publishes to Reply, Release only marks it released); those a consumer
+// receives in one batch share two allocations (their Msgs, their bytes), so keeping
+// one keeps its batch's (copy Data to keep only the payload). A Msg that is never
 // released is freed when the garbage collector finds it unreachable, but releasing
 // deterministically keeps the library's memory bounded under load. A Msg may be
 // used from several goroutines.
@@ -170,6 +172,43 @@ func newMsg(c *C.ringbroker_msg_t, v *C.ringbroker_msg_view_t, consumer *Consume
 		return m
 	}
 	m.cleanup = runtime.AddCleanup(m, freeMsg, c)
+	return m
+}
+
+// detachedSlab makes the detached messages of one fetched batch (see
+// Consumer.fetch): each Msg is the next of msgs, its fields copied to the next bytes
+// of bytes, and a subject equal to the previous message's is shared, not copied.
+type detachedSlab struct {
+	msgs        []Msg
+	bytes       []byte
+	lastSubject string
+}
+
+// next fills the next Msg of the slab from view v (a detached one) and returns it.
+func (s *detachedSlab) next(v *C.ringbroker_msg_view_t, c *Consumer) *Msg {
+	m := &s.msgs[0]
+	s.msgs = s.msgs[1:]
+	m.Kind, m.consumer, m.broker, m.detached = KindSubject, c, c.b, true
+	take := func(p unsafe.Pointer, n C.uintptr_t) []byte {
+		if n == 0 || p == nil {
+			return nil
+		}
+		dst := s.bytes[:n:n] // capped: an append by the program cannot reach the next
+		copy(dst, unsafe.Slice((*byte)(p), int(n)))
+		s.bytes = s.bytes[n:]
+		return dst
+	}
+	subject := unsafe.Slice((*byte)(unsafe.Pointer(v.subject)), int(v.subject_len))
+	if string(subject) == s.lastSubject { // compared in place: no conversion is made
+		m.Subject = s.lastSubject
+	} else if b := take(unsafe.Pointer(v.subject), v.subject_len); len(b) > 0 {
+		m.Subject = unsafe.String(&b[0], len(b)) // never written again
+		s.lastSubject = m.Subject
+	}
+	if b := take(unsafe.Pointer(v.reply), v.reply_len); len(b) > 0 {
+		m.Reply = unsafe.String(&b[0], len(b))
+	}
+	m.Data = take(unsafe.Pointer(v.payload), v.payload_len)
 	return m
 }
 

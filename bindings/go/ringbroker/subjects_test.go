@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // Publish, PublishMsg (reply and headers) and PublishBatch reach a wildcard
@@ -268,5 +269,72 @@ func TestRequestReplyThousandGoroutines(t *testing.T) {
 			s.Close()
 		}
 		wg.Wait()
+	})
+}
+
+// A fetched batch's detached messages share one slab of Msgs and one of bytes
+// (detachedSlab): in a batch that mixes them with messages that keep their library
+// message, every message keeps its order and fields, a repeated subject is shared,
+// and an append to one message's Data cannot reach the next one's bytes.
+func TestFetchedBatchOfMixedMessages(t *testing.T) {
+	bothModes(t, func(t *testing.T, b *Broker) {
+		ctx := testCtx(t)
+		root := unique("mix")
+		sub, err := b.Subscribe(ctx, root+".>")
+		must(t, err)
+		defer sub.Close()
+		sent := []SubjectMsg{
+			{Subject: root + ".a", Data: []byte("one")},
+			{Subject: root + ".a", Data: []byte("two"), Reply: root + ".r1"},
+			{Subject: root + ".b", Data: []byte("three"), Headers: []Header{{Name: "h", Value: []byte("v")}}},
+			{Subject: root + ".a", Data: nil},
+			{Subject: root + ".b", Data: []byte("five")},
+		}
+		must(t, b.PublishBatch(sent))
+		time.Sleep(300 * time.Millisecond) // all five arrive: one fetch takes them
+		var got []*Msg
+		for len(got) < len(sent) {
+			m, err := sub.Next(ctx)
+			must(t, err)
+			got = append(got, m)
+		}
+		for i, m := range got {
+			s := sent[i]
+			if m.Subject != s.Subject || m.Reply != s.Reply || string(m.Data) != string(s.Data) || m.Kind != KindSubject {
+				t.Fatalf("message %d: %q %q %q %v, sent %q %q %q", i, m.Subject, m.Reply, m.Data, m.Kind, s.Subject, s.Reply, s.Data)
+			}
+			if m.detached != (len(s.Headers) == 0) {
+				t.Fatalf("message %d: detached %v", i, m.detached)
+			}
+		}
+		if unsafe.StringData(got[0].Subject) != unsafe.StringData(got[1].Subject) {
+			t.Fatal("a repeated subject is copied again")
+		}
+		one := got[0].Data
+		if cap(one) != len(one) {
+			t.Fatalf("Data has room past its end (cap %d, len %d)", cap(one), len(one))
+		}
+		_ = append(one, "XXXXXXXX"...)
+		if string(got[1].Data) != "two" || got[1].Reply != root+".r1" {
+			t.Fatalf("an append to one message's Data reached the next: %q %q", got[1].Data, got[1].Reply)
+		}
+		if err := got[0].Ack(); !errors.Is(err, ErrWrongKind) {
+			t.Fatalf("Ack of a subject message: %v", err)
+		}
+		inbox, err := b.Subscribe(ctx, root+".r1")
+		must(t, err)
+		defer inbox.Close()
+		must(t, got[1].Respond([]byte("answer")))
+		r, err := inbox.Next(ctx)
+		must(t, err)
+		if string(r.Data) != "answer" {
+			t.Fatalf("answer %q", r.Data)
+		}
+		for _, m := range got {
+			m.Release()
+		}
+		if string(got[4].Data) != "five" {
+			t.Fatal("Data must stay valid after Release")
+		}
 	})
 }

@@ -36,6 +36,8 @@
 #define PACK_NO_REPLY 0xFFFFFFFFu
 #define PACK_NEW_SUBJECT 1u
 #define PACK_SAME_SUBJECT 2u
+/* The longest subject publish() reads into its stack frame (the library's limit). */
+#define SUBJECT_STACK 1024
 /* The longest string argument copied for a call (longer is a caller's bug). */
 #define STRING_BYTES_MAX (1u << 20)
 
@@ -125,6 +127,8 @@ static bool is_nullish(napi_env env, napi_value v) {
 /* A NUL-terminated copy of string `v` in `ar`; NULL (with a TypeError thrown) if `v`
  * is not a string, or NULL without an exception if it is null/undefined and
  * `optional`. */
+static bool refuse_nul(napi_env env, const char *s, size_t len, const char *what);
+
 static char *get_string(napi_env env, napi_value v, arena_t *ar, bool optional, const char *what) {
   if (optional && is_nullish(env, v)) return NULL;
   size_t len = 0;
@@ -144,7 +148,17 @@ static char *get_string(napi_env env, napi_value v, arena_t *ar, bool optional, 
     return NULL;
   }
   napi_get_value_string_utf8(env, v, s, len + 1, &len);
-  return s;
+  return refuse_nul(env, s, len, what) ? NULL : s;
+}
+
+/* Throws INVALID_ARGUMENT if the `len` bytes of string argument `s` hold a NUL: C
+ * would read it cut short (a subject "a\0b" published to "a"). */
+static bool refuse_nul(napi_env env, const char *s, size_t len, const char *what) {
+  if (!memchr(s, 0, len)) return false;
+  char text[160];
+  snprintf(text, sizeof text, "%s holds a NUL character", what);
+  napi_throw(env, make_error(env, RINGBROKER_INVALID_ARGUMENT, text));
+  return true;
 }
 
 /* The bytes of Buffer/Uint8Array `v` (borrowed for the call); null/undefined give
@@ -1064,7 +1078,18 @@ static napi_value js_publish(napi_env env, napi_callback_info info) {
   arena_t ar = {0};
   const uint8_t *data;
   size_t len;
-  char *subject = get_string(env, argv[1], &ar, false, "subject");
+  /* The hot path: a subject that fits SUBJECT_STACK bytes (every valid one does) is
+   * read in one call into this frame; a longer one, or not a string, takes
+   * get_string (which says what is wrong, or lets the library refuse the length). */
+  char stack[SUBJECT_STACK + 2];
+  size_t subject_len = 0;
+  char *subject = NULL;
+  if (napi_get_value_string_utf8(env, argv[1], stack, sizeof stack, &subject_len) == napi_ok &&
+      subject_len <= SUBJECT_STACK) {
+    subject = refuse_nul(env, stack, subject_len, "subject") ? NULL : stack;
+  } else {
+    subject = get_string(env, argv[1], &ar, false, "subject");
+  }
   char *reply = subject ? get_string(env, argv[2], &ar, true, "reply") : NULL;
   bool ok = subject && get_bytes(env, argv[3], &data, &len);
   bool pending = false;

@@ -118,6 +118,15 @@ for (const mode of ['embedded', 'remote']) {
       throwsWith(() => b.publishBatch([{ subject: `nb.${mode}.x`, data: 'd' }, { subject: 'bad subject', data: 'e' }]),
         rb.InvalidArgumentError, 'ERR_RINGBROKER_INVALID_ARGUMENT');
       throwsWith(() => b.publish('bad subject', 'x'), rb.InvalidArgumentError, 'ERR_RINGBROKER_INVALID_ARGUMENT');
+      // A NUL would cut the subject short in C; around the 1024 bytes publish() reads
+      // on its stack, the library's own refusals.
+      for (const subject of [`nb.${mode}.a\0b`, '', 'a'.repeat(1025), 'a'.repeat(5000)]) {
+        throwsWith(() => b.publish(subject, 'x'), rb.InvalidArgumentError, 'ERR_RINGBROKER_INVALID_ARGUMENT');
+      }
+      throwsWith(() => b.publishBatch([{ subject: `nb.${mode}.\0`, data: 'x' }]),
+        rb.InvalidArgumentError, 'ERR_RINGBROKER_INVALID_ARGUMENT');
+      assert.throws(() => b.publish(42, 'x'), TypeError);
+      b.publish('a'.repeat(1024), 'x'); // the longest subject
       assert.throws(() => b.publish(`nb.${mode}.x`, 42), TypeError);
       await assert.rejects(within(sub.next(), 200), /took over/);
       sub.close();

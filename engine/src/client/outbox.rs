@@ -312,6 +312,77 @@ mod tests {
     }
 
     #[test]
+    fn writes_to_a_closed_connection_fail_as_disconnected_and_the_flusher_lives_on() {
+        let (outbox, far, flusher) = outbox();
+        drop(far);
+        // The first writes may still land in the socket's buffer; a later one fails.
+        let mut failed = None;
+        for i in 0..1_000u64 {
+            if let Err(e) = outbox.send(Op::Ping, 0, i, |out| out.extend_from_slice(&[1u8; 1024])) {
+                failed = Some(e);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            matches!(failed, Some(ClientError::Disconnected(_))),
+            "sends to a closed connection: {failed:?}"
+        );
+        // A burst now fails in the flusher, which drops the error (the reader thread
+        // reports the lost connection) and keeps running; close still ends it.
+        for i in 0..100u64 {
+            let _ = outbox.fire(Op::Publish, FLAG_NO_REPLY, i, |_| {});
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            !flusher.is_finished(),
+            "the flusher ended on a failed write"
+        );
+        outbox.close();
+        flusher.join().expect("flusher");
+    }
+
+    #[test]
+    fn a_new_connection_drops_what_was_buffered_for_the_old_one() {
+        // No flusher: a burst stays buffered until something writes it.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let near = TcpStream::connect(addr).expect("connect");
+        let (mut old_far, _) = listener.accept().expect("accept");
+        let outbox = Outbox::new(near, 1 << 20);
+        for i in 0..100u64 {
+            outbox
+                .fire(Op::Publish, FLAG_NO_REPLY, i, |_| {})
+                .expect("fire");
+        }
+        let written_before = outbox.writes(); // the first fire, written at once
+        let near = TcpStream::connect(addr).expect("connect again");
+        let (mut new_far, _) = listener.accept().expect("accept again");
+        outbox.replace_stream(near, 1 << 20);
+        outbox.send(Op::Ping, 0, 999, |_| {}).expect("send");
+        assert_eq!(
+            read_frames(&mut new_far, 1),
+            vec![999],
+            "only the frame sent after"
+        );
+        assert_eq!(outbox.writes(), written_before + 1);
+        // The old connection got the frames written before, then its end.
+        let mut rest = Vec::new();
+        old_far
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        old_far.read_to_end(&mut rest).expect("read to the end");
+        let mut frames = 0;
+        let mut buf = BytesMut::from(&rest[..]);
+        while let Some((_, total)) = split_frame(&buf, u32::MAX).expect("frame") {
+            let _ = buf.split_to(total);
+            frames += 1;
+        }
+        assert_eq!(frames, written_before, "frames the old connection got");
+        outbox.close();
+    }
+
+    #[test]
     fn close_writes_what_is_buffered() {
         // No flusher: what the burst buffered leaves only because `close` writes it.
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

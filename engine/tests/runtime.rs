@@ -760,6 +760,39 @@ fn nested_with_local_of_the_same_type_is_refused() {
 }
 
 #[test]
+fn local_handle_is_made_once_and_refused_while_lent_out() {
+    #[derive(Clone, Default)]
+    struct Handle(std::rc::Rc<std::cell::Cell<u32>>);
+    let rt = Runtime::start(config(1)).unwrap();
+    let made = rt
+        .handle()
+        .call(0, |ctx| {
+            let mut inits = 0;
+            for _ in 0..3 {
+                let h = ctx.local_handle(|| {
+                    inits += 1;
+                    Handle::default()
+                });
+                h.0.set(h.0.get() + 1);
+            }
+            (inits, ctx.local_handle(Handle::default).0.get())
+        })
+        .unwrap();
+    assert_eq!(made, (1, 3), "one handle, made once, shared by every call");
+    let err = rt
+        .handle()
+        .call(0, |ctx| {
+            ctx.with_local(Handle::default, |_, ctx| {
+                ctx.local_handle(Handle::default).0.get()
+            })
+        })
+        .unwrap_err();
+    let refused = matches!(&err, CallError::Task(TaskError::Panicked { message, .. }) if message.contains("re-entered"));
+    assert!(refused, "{err:?}");
+    rt.shutdown().unwrap();
+}
+
+#[test]
 fn syncs_are_counted_with_their_latency() {
     let rt = Runtime::start(config(1)).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -197,6 +197,16 @@ impl ShardCtx {
     /// how a model keeps its shard state (an `Rc` inside `T`) and reaches it from any
     /// task on the shard.
     pub fn local_handle<T: Clone + 'static>(&mut self, init: impl FnOnce() -> T) -> T {
+        // The hot path (every publish asks for its model's handle): one lookup, no
+        // lending. Absent, or lent out by a `with_local::<T>` call, it takes the full
+        // path, which creates it or panics as `with_local` documents.
+        if let Some(handle) = self
+            .locals
+            .get(&TypeId::of::<T>())
+            .and_then(|state| state.downcast_ref::<T>())
+        {
+            return handle.clone();
+        }
         self.with_local(init, |handle, _| handle.clone())
     }
 

@@ -17,6 +17,11 @@ export interface OpenOptions {
   shards?: number;
   /** Pin each shard's thread to a core (default true). */
   pinToCores?: boolean;
+  /**
+   * How long an idle shard spins before it sleeps, in microseconds, 0 to 1000000
+   * (default 0). Trades CPU for latency: worth it only when each shard has a core.
+   */
+  idleSpinUs?: number;
 }
 
 /** Options of connect(): a connection to a ringbrokerd. */

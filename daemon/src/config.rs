@@ -14,6 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Parser;
 use ringbroker::protocol::session::HELLO_FIELD_BYTES_MAX;
@@ -71,6 +72,11 @@ pub struct Cli {
     /// move them: better when clients share a machine with few cores.
     #[arg(long, value_name = "BOOL")]
     pub pin_to_cores: Option<bool>,
+    /// How long an idle shard spins before it sleeps, in microseconds, 0 to 1000000
+    /// (default 0: it sleeps at once). Spinning trades CPU for latency: worth it only
+    /// when each shard has a core to itself (see docs/benchmarks.md).
+    #[arg(long, value_name = "MICROS")]
+    pub idle_spin_us: Option<u64>,
     /// IP:PORT the native protocol is to listen on (default 127.0.0.1:7070); a
     /// non-loopback address should come with --auth-token.
     #[arg(long, value_name = "IP:PORT")]
@@ -115,7 +121,7 @@ pub struct Cli {
     )]
     pub nats_password: Option<String>,
     /// TOML file with the same settings as the flags (keys data_dir, shards,
-    /// pin_to_cores, listen, admin, max_frame, auth_token, nats, nats_max_payload, nats_user, nats_password,
+    /// pin_to_cores, idle_spin_us, listen, admin, max_frame, auth_token, nats, nats_max_payload, nats_user, nats_password,
     /// log_level); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -166,6 +172,8 @@ pub struct FileConfig {
     pub shards: Option<usize>,
     /// As `--pin-to-cores`.
     pub pin_to_cores: Option<bool>,
+    /// As `--idle-spin-us`.
+    pub idle_spin_us: Option<u64>,
     /// As `--listen`.
     pub listen: Option<SocketAddr>,
     /// As `--admin`.
@@ -231,6 +239,8 @@ pub struct Config {
     pub shards: Option<usize>,
     /// Whether each shard's thread is pinned to a core.
     pub pin_to_cores: bool,
+    /// How long an idle shard spins before it sleeps.
+    pub idle_spin: Duration,
     /// The native protocol's address (for the network listener).
     pub listen: SocketAddr,
     /// The admin endpoint's address; `None` when disabled.
@@ -294,6 +304,14 @@ pub enum ConfigError {
         value: usize,
         /// `SHARDS_MAX`.
         max: usize,
+    },
+    /// The idle spin is out of range.
+    #[error("idle_spin_us must be 0 to {max}, got {value}")]
+    IdleSpin {
+        /// What was given.
+        value: u64,
+        /// `IDLE_SPIN_US_MAX`.
+        max: u64,
     },
     /// The frame size is out of range.
     #[error("max_frame must be {min} to {max} bytes, got {value}")]
@@ -383,6 +401,7 @@ impl Config {
             data_dir,
             shards: cli.shards.or(file.shards),
             pin_to_cores: cli.pin_to_cores.or(file.pin_to_cores).unwrap_or(true),
+            idle_spin: check_idle_spin(cli.idle_spin_us.or(file.idle_spin_us))?,
             listen: cli.listen.or(file.listen).unwrap_or(LISTEN_DEFAULT),
             admin: match admin {
                 AdminAddr::Off => None,
@@ -447,6 +466,20 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The longest idle spin accepted, in microseconds (one second).
+pub const IDLE_SPIN_US_MAX: u64 = 1_000_000;
+
+fn check_idle_spin(value: Option<u64>) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(Duration::ZERO),
+        Some(us) if us <= IDLE_SPIN_US_MAX => Ok(Duration::from_micros(us)),
+        Some(value) => Err(ConfigError::IdleSpin {
+            value,
+            max: IDLE_SPIN_US_MAX,
+        }),
+    }
 }
 
 fn check_max_frame(value: Option<u64>) -> Result<u32, ConfigError> {
@@ -568,6 +601,37 @@ mod tests {
         assert_eq!(config.auth_token, None);
         assert_eq!(config.log_filter, "info");
         assert_eq!(config.data_dir, PathBuf::from("./ringbroker-data"));
+        assert_eq!(
+            config.idle_spin,
+            Duration::ZERO,
+            "idle shards sleep at once"
+        );
+    }
+
+    #[test]
+    fn idle_spin_is_read_from_flag_or_file_and_bounded() {
+        let file = parse_file("idle_spin_us = 50").expect("file");
+        assert_eq!(
+            resolve(Cli::default(), file).expect("config").idle_spin,
+            Duration::from_micros(50)
+        );
+        let cli = Cli {
+            idle_spin_us: Some(IDLE_SPIN_US_MAX),
+            ..Cli::default()
+        };
+        let file = parse_file("idle_spin_us = 50").expect("file");
+        assert_eq!(
+            resolve(cli, file).expect("config").idle_spin,
+            Duration::from_secs(1),
+            "the flag wins"
+        );
+        let cli = Cli {
+            idle_spin_us: Some(IDLE_SPIN_US_MAX + 1),
+            ..Cli::default()
+        };
+        let err = resolve(cli, FileConfig::default()).expect_err("over the bound");
+        assert!(matches!(err, ConfigError::IdleSpin { .. }), "{err}");
+        assert!(err.to_string().contains("idle_spin_us"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn run(config: &Config, signals: BlockedSignals) -> Result<(), RunError> {
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.runtime.shards = config.shards;
     broker_config.runtime.pin_to_cores = config.pin_to_cores;
+    broker_config.runtime.idle_spin = config.idle_spin;
     let broker = Broker::open(broker_config)?;
     // The broker shuts down whether or not serving went well.
     let served = serve(&broker, config, &shutdown);
@@ -236,6 +237,7 @@ fn log_startup(config: &Config) {
         data_dir = %config.data_dir.display(),
         shards = ?config.shards,
         pin_to_cores = config.pin_to_cores,
+        idle_spin_us = config.idle_spin.as_micros() as u64,
         listen = %config.listen,
         max_frame = config.max_frame,
         auth = config.auth_token.is_some(),

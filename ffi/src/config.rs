@@ -127,7 +127,11 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// `ringbroker_open`'s keys: `data_dir` (required), `shards`, `pin_to_cores`.
+/// The longest `idle_spin_us` accepted (one second), as ringbrokerd's.
+const IDLE_SPIN_US_MAX: u64 = 1_000_000;
+
+/// `ringbroker_open`'s keys: `data_dir` (required), `shards`, `pin_to_cores`,
+/// `idle_spin_us` (0 to 1000000).
 pub fn broker(config: Option<&Config>) -> Result<BrokerConfig, Failure> {
     let mut keys = Keys::new("broker", config);
     let mut broker = BrokerConfig::new(PathBuf::from(keys.required("data_dir")?));
@@ -136,6 +140,14 @@ pub fn broker(config: Option<&Config>) -> Result<BrokerConfig, Failure> {
     }
     if let Some(pin) = keys.flag("pin_to_cores")? {
         broker.runtime.pin_to_cores = pin;
+    }
+    if let Some(us) = keys.number::<u64>("idle_spin_us")? {
+        if us > IDLE_SPIN_US_MAX {
+            return Err(Failure::invalid(format!(
+                "broker config: idle_spin_us must be 0 to {IDLE_SPIN_US_MAX}, got {us}"
+            )));
+        }
+        broker.runtime.idle_spin = Duration::from_micros(us);
     }
     keys.finish()?;
     Ok(broker)
@@ -424,4 +436,46 @@ pub unsafe fn optional<'a>(config: *const Config) -> Option<&'a Config> {
 pub unsafe fn required<'a>(config: *const Config) -> Result<&'a Config, Failure> {
     // SAFETY: forwarded from the caller.
     unsafe { reference(config, "config") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        Config {
+            values: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn idle_spin_us_is_read_and_bounded() {
+        let parsed = broker(Some(&config(&[("data_dir", "/tmp/x")]))).expect("defaults");
+        assert_eq!(
+            parsed.runtime.idle_spin,
+            Duration::ZERO,
+            "idle shards sleep at once"
+        );
+        let parsed = broker(Some(&config(&[
+            ("data_dir", "/tmp/x"),
+            ("idle_spin_us", "250"),
+        ])))
+        .expect("set");
+        assert_eq!(parsed.runtime.idle_spin, Duration::from_micros(250));
+        for bad in ["1000001", "-1", "soon"] {
+            let err = broker(Some(&config(&[
+                ("data_dir", "/tmp/x"),
+                ("idle_spin_us", bad),
+            ])))
+            .expect_err(bad);
+            assert!(
+                err.message.contains("idle_spin_us"),
+                "{bad}: {}",
+                err.message
+            );
+        }
+    }
 }

@@ -36,6 +36,10 @@ type Config struct {
 	// DisablePinning leaves shard threads unpinned (the library pins each shard to a
 	// core by default). Useful when several brokers share a machine, as in tests.
 	DisablePinning bool
+	// IdleSpin is how long an idle shard spins before it sleeps (0, the default:
+	// at once; at most a second). Spinning trades CPU for latency: worth it only
+	// when each shard has a core to itself. Rounded down to microseconds.
+	IdleSpin time.Duration
 	// RequestTimeout bounds a Request whose context has no deadline; 0 means
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -110,6 +114,12 @@ func Open(cfg Config) (*Broker, error) {
 	}
 	if cfg.DisablePinning {
 		pairs = append(pairs, [2]string{"pin_to_cores", "false"})
+	}
+	if cfg.IdleSpin != 0 {
+		if cfg.IdleSpin < 0 {
+			return nil, newError(StatusInvalidArgument, "Config.IdleSpin must not be negative")
+		}
+		pairs = append(pairs, [2]string{"idle_spin_us", strconv.FormatInt(cfg.IdleSpin.Microseconds(), 10)})
 	}
 	var h *C.ringbroker_t
 	err := withConfig(pairs, func(c *C.ringbroker_config) error {

@@ -82,6 +82,14 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := Open(Config{DataDir: t.TempDir(), Shards: -1}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("negative shards: %v", err)
 	}
+	for _, spin := range []time.Duration{-time.Microsecond, time.Second + time.Microsecond} {
+		if _, err := Open(Config{DataDir: t.TempDir(), Shards: 1, DisablePinning: true, IdleSpin: spin}); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("IdleSpin %v: %v", spin, err)
+		}
+	}
+	spinning, err := Open(Config{DataDir: t.TempDir(), Shards: 1, DisablePinning: true, IdleSpin: 50 * time.Microsecond})
+	must(t, err)
+	must(t, spinning.Close())
 }
 
 // Argument errors on subjects: an invalid subject or pattern, a NUL byte, one bad

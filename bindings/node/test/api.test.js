@@ -398,6 +398,13 @@ describe('opening and connecting', () => {
     await again.close();
   });
 
+  it('takes idleSpinUs within its bound', async () => {
+    const spinning = await rb.open({ dataDir: tmpDir(), shards: 1, pinToCores: false, idleSpinUs: 50 });
+    await spinning.close();
+    await rejectsWith(rb.open({ dataDir: tmpDir(), shards: 1, pinToCores: false, idleSpinUs: 1000001 }),
+      rb.InvalidArgumentError, 'ERR_RINGBROKER_INVALID_ARGUMENT');
+  });
+
   it('names bad options and unreachable daemons', async () => {
     await assert.rejects(rb.open({}), rb.InvalidArgumentError);
     await assert.rejects(rb.open({ dataDir: tmpDir(), colour: 'red' }),

@@ -36,6 +36,11 @@ def test_open_and_connect_errors(tmp_path):
     assert "shards" in err.value.message
     with pytest.raises(ringbroker.InvalidArgument):
         ringbroker.open(str(tmp_path / "y"), colour="red")
+    with pytest.raises(ringbroker.InvalidArgument) as err:
+        ringbroker.open(str(tmp_path / "z"), idle_spin_us=1_000_001)
+    assert "idle_spin_us" in err.value.message
+    with ringbroker.open(str(tmp_path / "spin"), shards=1, pin_to_cores=False, idle_spin_us=50):
+        pass
     with pytest.raises(ringbroker.Disconnected) as err:
         ringbroker.connect("ringbroker://127.0.0.1:1", reconnect=False, connect_timeout_ms=2000)
     assert isinstance(err.value, ConnectionError)

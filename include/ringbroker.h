@@ -772,7 +772,8 @@ void ringbroker_consumer_free(struct ringbroker_consumer_t *consumer);
  one broker per directory) and puts its handle in `*out`. Keys: `data_dir`
  (required), `shards` (default: one per core), `pin_to_cores` (default true),
  `idle_spin_us` (how long an idle shard spins before it sleeps, 0 to 1000000;
- default 0: worth raising only when each shard has a core to itself).
+ default 0: spinning trades CPU, and the throughput of what shares the cores, for
+ latency).
  Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL argument or a bad key,
  `RINGBROKER_LOCKED` if another broker has the directory, `RINGBROKER_INTERNAL` if
  the directory or the shards could not be set up. Close with `ringbroker_close`.

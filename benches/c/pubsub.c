@@ -13,19 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "ringbroker.h"
+#include "embedded.h"
 
 static ringbroker_consumer_t *sub;
 static long total;
 static long got;
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void *consume(void *arg) {
   (void)arg;
@@ -51,17 +44,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "MESSAGES must be positive and PAYLOAD_BYTES at most 1 MiB\n");
     return 2;
   }
-  ringbroker_config *c;
-  ringbroker_t *h;
-  if (ringbroker_config_new(&c) != RINGBROKER_OK ||
-      ringbroker_config_set(c, "data_dir", argv[1]) != RINGBROKER_OK ||
-      ringbroker_config_set(c, "shards", "2") != RINGBROKER_OK ||
-      ringbroker_config_set(c, "pin_to_cores", "false") != RINGBROKER_OK ||
-      ringbroker_open(c, &h) != RINGBROKER_OK) {
-    fprintf(stderr, "open: %s\n", ringbroker_last_error_message());
-    return 1;
-  }
-  ringbroker_config_free(c);
+  ringbroker_t *h = open_embedded(argv[1]);
   if (ringbroker_subscribe(h, "bench.c", NULL, &sub) != RINGBROKER_OK) {
     fprintf(stderr, "subscribe: %s\n", ringbroker_last_error_message());
     return 1;

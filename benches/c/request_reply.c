@@ -12,19 +12,12 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
-#include "ringbroker.h"
+#include "embedded.h"
 
 static ringbroker_t *h;
 static ringbroker_consumer_t *svc;
 static atomic_int stop;
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void *serve(void *arg) {
   (void)arg;
@@ -58,16 +51,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "REQUESTS must be 1 to 10000000\n");
     return 2;
   }
-  ringbroker_config *c;
-  if (ringbroker_config_new(&c) != RINGBROKER_OK ||
-      ringbroker_config_set(c, "data_dir", argv[1]) != RINGBROKER_OK ||
-      ringbroker_config_set(c, "shards", "2") != RINGBROKER_OK ||
-      ringbroker_config_set(c, "pin_to_cores", "false") != RINGBROKER_OK ||
-      ringbroker_open(c, &h) != RINGBROKER_OK) {
-    fprintf(stderr, "open: %s\n", ringbroker_last_error_message());
-    return 1;
-  }
-  ringbroker_config_free(c);
+  h = open_embedded(argv[1]);
   if (ringbroker_subscribe(h, "bench.svc", NULL, &svc) != RINGBROKER_OK) {
     fprintf(stderr, "subscribe: %s\n", ringbroker_last_error_message());
     return 1;

@@ -19,7 +19,7 @@ export interface OpenOptions {
   pinToCores?: boolean;
   /**
    * How long an idle shard spins before it sleeps, in microseconds, 0 to 1000000
-   * (default 0). Trades CPU for latency: worth it only when each shard has a core.
+   * (default 0). Trades CPU, and the throughput of what shares the cores, for latency.
    */
   idleSpinUs?: number;
 }

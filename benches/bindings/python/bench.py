@@ -209,9 +209,39 @@ class Requests:
 
 # -- ringbroker (the binding, synchronous API, a thread per consumer) ----------------------
 
-def rb_pubsub(client: str, pub, sub_broker, batch: bool) -> None:
+def rb_publish_flood(pub, subj: str, batch: bool, deadline: float) -> tuple:
+    """Publishes PAYLOAD on ``subj`` until ``deadline`` or the cap: ``publish_batch``
+    of BATCH (an outbox overflow drops the rest of a batch silently) or single
+    ``publish`` calls (one refused with Backpressure is counted, not sent, and the
+    publisher eases off). Returns (sent, refused)."""
     import ringbroker
 
+    sent = refused = 0
+    if batch:
+        messages = [(subj, PAYLOAD)] * BATCH
+        publish_batch = pub.publish_batch
+        per_look = max(1, CHUNK // BATCH)
+        while sent < BATCH_CAP and now() < deadline:
+            for _ in range(per_look):
+                publish_batch(messages)
+            sent += per_look * BATCH
+        return sent, 0
+    publish = pub.publish
+    Backpressure = ringbroker.Backpressure
+    sleep = time.sleep
+    attempts = 0
+    while attempts < PUBSUB_CAP and now() < deadline:
+        for _ in range(CHUNK):
+            try:
+                publish(subj, PAYLOAD)
+            except Backpressure:
+                refused += 1
+                sleep(0.0002)
+        attempts += CHUNK
+    return attempts - refused, refused
+
+
+def rb_pubsub(client: str, pub, sub_broker, batch: bool) -> None:
     workload = "publish-batch-64B" if batch else "pubsub-64B"
     subj = subject(workload)
     sub = sub_broker.subscribe(subj)
@@ -240,33 +270,9 @@ def rb_pubsub(client: str, pub, sub_broker, batch: bool) -> None:
 
     consumer = threading.Thread(target=consume, name="subscriber", daemon=True)
     consumer.start()
-    refused = 0
-    sent = 0
     try:
         t0 = now()
-        deadline = t0 + SECONDS
-        if batch:
-            messages = [(subj, PAYLOAD)] * BATCH
-            publish_batch = pub.publish_batch
-            per_look = max(1, CHUNK // BATCH) * BATCH
-            while sent < BATCH_CAP and now() < deadline:
-                for _ in range(per_look // BATCH):
-                    publish_batch(messages)   # an outbox overflow drops the rest silently
-                sent += per_look
-        else:
-            publish = pub.publish
-            Backpressure = ringbroker.Backpressure
-            sleep = time.sleep
-            attempts = 0
-            while attempts < PUBSUB_CAP and now() < deadline:
-                for _ in range(CHUNK):
-                    try:
-                        publish(subj, PAYLOAD)
-                    except Backpressure:   # refused, not sent: count and ease off
-                        refused += 1
-                        sleep(0.0002)
-                attempts += CHUNK
-            sent = attempts - refused
+        sent, refused = rb_publish_flood(pub, subj, batch, t0 + SECONDS)
         published = now()
         # The binding has no flush: a publish returns once the message is handed over.
         wait_drain(tally, sent)
@@ -494,33 +500,10 @@ def rb_workload(client: str, workload: str, a, b) -> None:
 def rb_publish_only(client: str, pub, batch: bool) -> None:
     """The publisher alone (nothing subscribes): what the issue's "embedded publish
     with batch calls" goal measures."""
-    import ringbroker
-
     workload = "publish-only-batch-64B" if batch else "publish-only-64B"
     subj = subject(workload)
-    sent = refused = 0
     t0 = now()
-    deadline = t0 + SECONDS
-    if batch:
-        messages = [(subj, PAYLOAD)] * BATCH
-        publish_batch = pub.publish_batch
-        per_look = max(1, CHUNK // BATCH)
-        while sent < BATCH_CAP and now() < deadline:
-            for _ in range(per_look):
-                publish_batch(messages)
-            sent += per_look * BATCH
-    else:
-        publish = pub.publish
-        Backpressure = ringbroker.Backpressure
-        attempts = 0
-        while attempts < PUBSUB_CAP and now() < deadline:
-            for _ in range(CHUNK):
-                try:
-                    publish(subj, PAYLOAD)
-                except Backpressure:
-                    refused += 1
-            attempts += CHUNK
-        sent = attempts - refused
+    sent, refused = rb_publish_flood(pub, subj, batch, t0 + SECONDS)
     rate = sent / (now() - t0)
     log(f"{client} {workload}: {sent} published, {rate:,.0f} msgs/s" + (f"; {refused} refused" if refused else ""))
     emit(client, workload, rate, None, None, 0, 0)   # nothing is received: no loss to show
@@ -543,6 +526,19 @@ async def nats_connect(url: str, errors: dict):
                      error_cb=on_error, pending_size=2 * 1024 * 1024), 15)
 
 
+async def nats_publish_flood(nc, subj: str, deadline: float) -> int:
+    """Publishes PAYLOAD on ``subj`` until ``deadline`` or the cap, then flushes (inside
+    the time measured). Returns how many were published."""
+    publish = nc.publish
+    sent = 0
+    while sent < PUBSUB_CAP and now() < deadline:
+        for _ in range(CHUNK):
+            await publish(subj, PAYLOAD)
+        sent += CHUNK
+    await nc.flush(timeout=30)
+    return sent
+
+
 async def nats_pubsub(url: str) -> None:
     errors: dict = {}
     sub_nc = await nats_connect(url, errors)
@@ -560,15 +556,8 @@ async def nats_pubsub(url: str) -> None:
         # nats-py drops and reports a SlowConsumerError.
         await sub_nc.subscribe(subj, cb=on_message)
         await sub_nc.flush()          # the server has the subscription
-        publish = pub_nc.publish
-        sent = 0
         t0 = now()
-        deadline = t0 + SECONDS
-        while sent < PUBSUB_CAP and now() < deadline:
-            for _ in range(CHUNK):
-                await publish(subj, PAYLOAD)
-            sent += CHUNK
-        await pub_nc.flush(timeout=30)
+        sent = await nats_publish_flood(pub_nc, subj, t0 + SECONDS)
         published = now()
         await await_drain(tally, sent)
         extra = published_rate(sent, t0, published)
@@ -624,15 +613,8 @@ async def nats_publish_only(url: str) -> None:
     nc = await nats_connect(url, errors)
     try:
         subj = subject("publish-only-64B")
-        publish = nc.publish
-        sent = 0
         t0 = now()
-        deadline = t0 + SECONDS
-        while sent < PUBSUB_CAP and now() < deadline:
-            for _ in range(CHUNK):
-                await publish(subj, PAYLOAD)
-            sent += CHUNK
-        await nc.flush(timeout=30)
+        sent = await nats_publish_flood(nc, subj, t0 + SECONDS)
         rate = sent / (now() - t0)
         log(f"nats publish-only-64B: {sent} published, {rate:,.0f} msgs/s"
             + (f"; client errors {errors}" if errors else ""))

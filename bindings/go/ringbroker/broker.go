@@ -37,8 +37,9 @@ type Config struct {
 	// core by default). Useful when several brokers share a machine, as in tests.
 	DisablePinning bool
 	// IdleSpin is how long an idle shard spins before it sleeps (0, the default:
-	// at once; at most a second). Spinning trades CPU for latency: worth it only
-	// when each shard has a core to itself. Rounded down to microseconds.
+	// at once; at most a second). Spinning trades CPU, and the throughput of what
+	// shares the cores, for latency (docs/benchmarks.md). Rounded down to
+	// microseconds.
 	IdleSpin time.Duration
 	// RequestTimeout bounds a Request whose context has no deadline; 0 means
 	// DefaultRequestTimeout.

@@ -144,29 +144,12 @@ func newMsg(c *C.ringbroker_msg_t, v *C.ringbroker_msg_view_t, consumer *Consume
 	}
 	total := v.payload_len + v.subject_len + v.reply_len + v.key_len + v.exchange_len + v.queue_len
 	buf := make([]byte, int(total))
-	off := 0
-	take := func(p unsafe.Pointer, n C.uintptr_t) []byte {
-		if n == 0 || p == nil {
-			return nil
-		}
-		dst := buf[off : off+int(n) : off+int(n)]
-		copy(dst, unsafe.Slice((*byte)(p), int(n)))
-		off += int(n)
-		return dst
-	}
-	str := func(p unsafe.Pointer, n C.uintptr_t) string {
-		b := take(p, n)
-		if len(b) == 0 {
-			return ""
-		}
-		return unsafe.String(&b[0], len(b)) // buf is never written again
-	}
-	m.Data = take(unsafe.Pointer(v.payload), v.payload_len)
-	m.Key = take(unsafe.Pointer(v.key), v.key_len)
-	m.Subject = str(unsafe.Pointer(v.subject), v.subject_len)
-	m.Reply = str(unsafe.Pointer(v.reply), v.reply_len)
-	m.Exchange = str(unsafe.Pointer(v.exchange), v.exchange_len)
-	m.Queue = str(unsafe.Pointer(v.queue), v.queue_len)
+	m.Data = copyOut(&buf, unsafe.Pointer(v.payload), v.payload_len)
+	m.Key = copyOut(&buf, unsafe.Pointer(v.key), v.key_len)
+	m.Subject = stringOf(copyOut(&buf, unsafe.Pointer(v.subject), v.subject_len))
+	m.Reply = stringOf(copyOut(&buf, unsafe.Pointer(v.reply), v.reply_len))
+	m.Exchange = stringOf(copyOut(&buf, unsafe.Pointer(v.exchange), v.exchange_len))
+	m.Queue = stringOf(copyOut(&buf, unsafe.Pointer(v.queue), v.queue_len))
 	if isDetached(v) {
 		m.c, m.detached = nil, true
 		return m
@@ -189,27 +172,38 @@ func (s *detachedSlab) next(v *C.ringbroker_msg_view_t, c *Consumer) *Msg {
 	m := &s.msgs[0]
 	s.msgs = s.msgs[1:]
 	m.Kind, m.consumer, m.broker, m.detached = KindSubject, c, c.b, true
-	take := func(p unsafe.Pointer, n C.uintptr_t) []byte {
-		if n == 0 || p == nil {
-			return nil
-		}
-		dst := s.bytes[:n:n] // capped: an append by the program cannot reach the next
-		copy(dst, unsafe.Slice((*byte)(p), int(n)))
-		s.bytes = s.bytes[n:]
-		return dst
-	}
 	subject := unsafe.Slice((*byte)(unsafe.Pointer(v.subject)), int(v.subject_len))
 	if string(subject) == s.lastSubject { // compared in place: no conversion is made
 		m.Subject = s.lastSubject
-	} else if b := take(unsafe.Pointer(v.subject), v.subject_len); len(b) > 0 {
-		m.Subject = unsafe.String(&b[0], len(b)) // never written again
+	} else {
+		m.Subject = stringOf(copyOut(&s.bytes, unsafe.Pointer(v.subject), v.subject_len))
 		s.lastSubject = m.Subject
 	}
-	if b := take(unsafe.Pointer(v.reply), v.reply_len); len(b) > 0 {
-		m.Reply = unsafe.String(&b[0], len(b))
-	}
-	m.Data = take(unsafe.Pointer(v.payload), v.payload_len)
+	m.Reply = stringOf(copyOut(&s.bytes, unsafe.Pointer(v.reply), v.reply_len))
+	m.Data = copyOut(&s.bytes, unsafe.Pointer(v.payload), v.payload_len)
 	return m
+}
+
+// copyOut copies the n bytes at p to the front of *buf and moves *buf past them. The
+// copy is capped at its length, so an append by the program cannot reach the bytes
+// after it; nil when there is nothing to copy.
+func copyOut(buf *[]byte, p unsafe.Pointer, n C.uintptr_t) []byte {
+	if n == 0 || p == nil {
+		return nil
+	}
+	dst := (*buf)[:n:n]
+	copy(dst, unsafe.Slice((*byte)(p), int(n)))
+	*buf = (*buf)[n:]
+	return dst
+}
+
+// stringOf is b as a string without a copy: b is a copyOut result, never written
+// again by the binding.
+func stringOf(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // isDetached says whether newMsg detaches the message of view v (the same test as

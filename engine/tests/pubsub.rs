@@ -233,22 +233,30 @@ fn unsubscribe_stops_delivery_and_auto_unsubscribe_stops_after_n() {
 fn a_batch_past_the_outbox_bound_counts_what_it_drops() {
     let rt = runtime(1);
     let pubsub = PubSub::new(rt.handle());
-    let _sub = subscribe(&pubsub, "flood");
+    // An auto-unsubscribe count makes the subscription one its shard delivers to
+    // (not direct), so the batch is routed by one task on the shard.
+    let options = SubscribeOptions {
+        max_messages: Some(u64::MAX),
+        ..SubscribeOptions::default()
+    };
+    let _sub = pubsub.subscribe("flood", options).unwrap();
     let subject = Subject::new("flood").unwrap();
     let payload = Bytes::from_static(b"x");
-    // One task routes the whole batch; its deliveries leave only when it yields, so
-    // past OUTBOX_MESSAGES_MAX the rest is refused: counted, not silently lost.
-    let batch: Vec<Message> = (0..OUTBOX_MESSAGES_MAX + 10)
+    // The task's deliveries leave only when it yields, so past OUTBOX_MESSAGES_MAX the
+    // rest is refused: counted, not silently lost.
+    let total = (OUTBOX_MESSAGES_MAX + 10) as u64;
+    let batch: Vec<Message> = (0..total)
         .map(|_| Message::new(subject.clone(), payload.clone()))
         .collect();
     pubsub.publish_batch(batch).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let stats = pubsub.stats().unwrap();
-        let published: u64 = stats.iter().map(|s| s.published).sum();
+        let routed: u64 = stats.iter().map(|s| s.routed).sum();
         let refused: u64 = stats.iter().map(|s| s.dropped_outbox).sum();
-        if published + refused == (OUTBOX_MESSAGES_MAX + 10) as u64 {
+        if routed + refused == total {
             assert_eq!(refused, 10, "{stats:?}");
+            assert_eq!(stats.iter().map(|s| s.published).sum::<u64>(), total);
             break;
         }
         assert!(Instant::now() < deadline, "batch not done: {stats:?}");

@@ -111,10 +111,14 @@ unsafe fn request_of<'a>(
 
 /// Publishes `payload` (`len` bytes, copied) on `subject`, with `reply` (NULL: none)
 /// as the subject a responder answers to. Fire and forget: returns once queued.
+/// Embedded, the calling thread puts it straight into the queues of the subscriptions
+/// read through `ringbroker_fetch` (at most once: a subscriber whose pending buffer is
+/// full drops it and counts it), and hands the rest (subscriptions served on a shard,
+/// such as network clients', and requests' inboxes) to its home shard.
 /// Returns `RINGBROKER_INVALID_ARGUMENT` for a NULL handle or subject or an invalid
 /// subject, `RINGBROKER_BACKPRESSURE` if the engine is saturated (embedded: the
-/// home shard's queue of calls from other threads holds 4096 not yet run; retry after a
-/// moment),
+/// message needs the home shard and that shard's queue of calls from other threads
+/// holds 4096 not yet run; nothing was delivered: retry after a moment),
 /// `RINGBROKER_DISCONNECTED` if the connection is down. Any thread.
 ///
 /// # Safety

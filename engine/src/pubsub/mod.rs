@@ -19,10 +19,14 @@
 //!   SPSC rings; payloads travel as `bytes::Bytes` (a reference count, not a copy).
 //! - The owner hands each delivery to the subscription's sink: a bounded queue for a
 //!   consumer on another thread, or a handler on the shard.
+//! - A publish from a thread that is not a shard goes straight into the queues of the
+//!   *direct* subscriptions (read by threads, no auto-unsubscribe count, `DropNewest`)
+//!   and through the thread's home shard only for the rest (`direct.rs`).
 //! - A request publishes with a reply subject `_INBOX.rb.<shard>.<n>`; a publish to such
 //!   a subject goes straight to that shard, which completes the request. No match for
 //!   the request's subject: `NoResponders` at once.
 
+mod direct;
 mod error;
 mod message;
 mod shard;
@@ -65,6 +69,7 @@ pub struct SubscribeOptions {
 pub struct PubSub {
     runtime: RuntimeHandle,
     shared: Arc<Shared>,
+    direct: Arc<direct::Direct>,
 }
 
 struct Shared {
@@ -90,6 +95,7 @@ impl PubSub {
     /// The subjects model over `runtime`.
     pub fn new(runtime: RuntimeHandle) -> Self {
         Self {
+            direct: shard::direct_state(&runtime),
             runtime,
             shared: Arc::new(Shared {
                 next_id: AtomicU64::new(1),
@@ -117,32 +123,18 @@ impl PubSub {
         self.publish_message(Message::new(subject, payload))
     }
 
-    /// Publishes `message`.
+    /// Publishes `message`. Subscriptions read by threads are reached from this
+    /// thread directly; the others through this thread's home shard. `Backpressure`:
+    /// that shard's queue is full and nothing was delivered (retry).
     pub fn publish_message(&self, message: Message) -> Result<(), PubSubError> {
-        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
-            let _ = ShardPubSub::get(ctx).publish(ctx, message);
-        })?;
-        Ok(())
+        self.direct.publish(&self.runtime, self.home(), [message])
     }
 
-    /// Publishes every message of `batch` in one task (far cheaper per message).
+    /// Publishes every message of `batch`, in order, with one look at the interest and
+    /// at most one task for the home shard (far cheaper per message). `Backpressure`
+    /// as `publish_message`, for the whole batch.
     pub fn publish_batch(&self, batch: Vec<Message>) -> Result<(), PubSubError> {
-        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
-            let pubsub = ShardPubSub::get(ctx);
-            let mut refused = 0usize;
-            for message in batch {
-                // The outbox drains only when this task yields, so once it is full
-                // the rest of the batch is refused too: each refusal is counted in
-                // `dropped_outbox` (at most once, as every subject publish).
-                if pubsub.publish(ctx, message).is_err() {
-                    refused += 1;
-                }
-            }
-            if refused > 0 {
-                tracing::warn!(refused, "pub/sub outbox full: messages of a batch dropped");
-            }
-        })?;
-        Ok(())
+        self.direct.publish(&self.runtime, self.home(), batch)
     }
 
     /// Subscribes to `pattern` (`*` one token, `>` one or more trailing tokens). Returns
@@ -158,8 +150,16 @@ impl PubSub {
         let owner = self.owner_of(id);
         let sink_queue = queue.clone();
         let max = options.max_messages;
-        self.runtime.call(owner, move |ctx: &mut ShardCtx| {
-            ShardPubSub::get(ctx).own(id, Sink::Queue(sink_queue), max);
+        let group: Option<Arc<str>> = options.queue_group.map(Arc::from);
+        let (owned_pattern, owned_group) = (pattern.clone(), group.clone());
+        let direct = self.runtime.call(owner, move |ctx: &mut ShardCtx| {
+            ShardPubSub::get(ctx).own(
+                id,
+                Sink::Queue(sink_queue),
+                max,
+                &owned_pattern,
+                owned_group,
+            )
         })?;
         let subscription = Subscription {
             id,
@@ -170,7 +170,8 @@ impl PubSub {
         let interest = Interest {
             id,
             shard: owner,
-            group: options.queue_group.map(Arc::from),
+            group,
+            direct,
         };
         // On failure the subscription's drop removes whatever was added.
         self.add_interest_everywhere(&pattern, &interest)?;
@@ -294,11 +295,19 @@ impl ShardPubSub {
         let pattern = Pattern::parse(pattern, Syntax::Subjects)?;
         let id = self.local_sub_id(ctx);
         let handler: Rc<RefCell<Handler>> = Rc::new(RefCell::new(handler));
-        self.own(id, Sink::Handler(handler), max_messages);
+        let group: Option<Arc<str>> = queue_group.map(Arc::from);
+        let direct = self.own(
+            id,
+            Sink::Handler(handler),
+            max_messages,
+            &pattern,
+            group.clone(),
+        );
         let interest = Interest {
             id,
             shard: ctx.shard_id(),
-            group: queue_group.map(Arc::from),
+            group,
+            direct,
         };
         self.add_interest(pattern.clone(), interest.clone());
         let others: Vec<usize> = (0..ctx.shard_count())

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::direct::{Direct, Registration, Rest};
 use super::error::PubSubError;
 use super::message::{Message, Subject};
 use super::subscription::{Offer, SubQueue};
 use crate::routing::{Matcher, Pattern};
-use crate::runtime::{SendError, ShardCtx};
+use crate::runtime::{RuntimeHandle, SendError, ShardCtx};
 
 /// Identifies a subscription within a `PubSub`.
 pub type SubId = u64;
@@ -51,19 +52,23 @@ pub(crate) struct Interest {
     /// The shard that owns (delivers to) the subscription.
     pub(crate) shard: usize,
     pub(crate) group: Option<Arc<str>>,
+    /// Direct delivery (`direct.rs`) serves it: a publish from a thread that is not a
+    /// shard has reached it already when its shard routes the rest.
+    pub(crate) direct: bool,
 }
 
 /// Where a subject's messages go, computed once per subject and interest version.
 #[derive(Debug, Default)]
 struct Route {
-    /// Plain subscriptions: each gets every message.
-    plain: Vec<(SubId, usize)>,
+    /// Plain subscriptions: each gets every message. (id, owner shard, direct)
+    plain: Vec<(SubId, usize, bool)>,
     /// Queue groups: each message goes to one member, in turn.
     groups: Vec<Group>,
 }
 
 #[derive(Debug)]
 struct Group {
+    name: Arc<str>,
     members: Vec<(SubId, usize)>,
     next: Cell<usize>,
 }
@@ -98,6 +103,8 @@ struct LocalSub {
     /// Auto-unsubscribe after this many messages.
     max: Option<u64>,
     received: u64,
+    /// How direct delivery knows it, to undo when it goes.
+    registration: Registration,
 }
 
 /// Counters of one shard's pub/sub traffic.
@@ -119,7 +126,9 @@ pub struct PubSubStats {
 }
 
 struct State {
+    shard: usize,
     shards: usize,
+    direct: Arc<Direct>,
     interest: Matcher<Interest>,
     /// Pattern of every subscription in `interest`, to remove it.
     patterns: HashMap<SubId, (Pattern, Interest)>,
@@ -172,13 +181,19 @@ pub struct ShardPubSub {
 impl ShardPubSub {
     /// This shard's pub/sub state (created on first use).
     pub fn get(ctx: &mut ShardCtx) -> Self {
-        let shards = ctx.shard_count();
-        ctx.local_handle(|| Self::new(shards))
+        if let Some(this) = ctx.existing_handle::<Self>() {
+            return this;
+        }
+        let (shard, shards) = (ctx.shard_id(), ctx.shard_count());
+        let direct = direct_state(&ctx.runtime());
+        ctx.local_handle(|| Self::new(shard, shards, direct))
     }
 
-    fn new(shards: usize) -> Self {
+    fn new(shard: usize, shards: usize, direct: Arc<Direct>) -> Self {
         let state = State {
+            shard,
             shards,
+            direct,
             interest: Matcher::new(),
             patterns: HashMap::new(),
             routes: HashMap::new(),
@@ -211,7 +226,7 @@ impl ShardPubSub {
                 st.stats.dropped_outbox += 1;
                 return Err(PubSubError::Backpressure);
             }
-            let routed = st.route(message);
+            let routed = st.route(message, None);
             st.stats.published += 1;
             st.stats.routed += routed as u64;
             if routed == 0 {
@@ -226,6 +241,38 @@ impl ShardPubSub {
             self.schedule_flush(ctx);
         }
         Ok(schedule.1)
+    }
+
+    /// Routes what direct delivery left of messages published by a thread that is not a
+    /// shard (`direct.rs`): every target but the direct subscriptions and the queue
+    /// groups it served. Counted as routed here; published where direct delivery
+    /// counts. A message past the outbox bound is dropped and counted.
+    pub(crate) fn publish_rest(&self, ctx: &mut ShardCtx, rests: Vec<Rest>) {
+        let schedule = {
+            let mut st = self.state.borrow_mut();
+            let mut refused = 0usize;
+            for rest in rests {
+                if st.outboxed >= OUTBOX_MESSAGES_MAX {
+                    st.stats.dropped_outbox += 1;
+                    refused += 1;
+                    continue;
+                }
+                let routed = st.route(rest.message, Some(&rest.served));
+                st.stats.routed += routed as u64;
+                if routed == 0 && rest.routed == 0 {
+                    st.stats.no_interest += 1;
+                }
+            }
+            if refused > 0 {
+                tracing::warn!(refused, "pub/sub outbox full: published messages dropped");
+            }
+            let schedule = st.outboxed > 0 && !st.flush_scheduled;
+            st.flush_scheduled |= schedule;
+            schedule
+        };
+        if schedule {
+            self.schedule_flush(ctx);
+        }
     }
 
     /// Publishes `payload` to `subject` and calls `done` with the first reply, or
@@ -328,14 +375,33 @@ impl ShardPubSub {
     }
 
     /// Makes this shard the owner of subscription `id` (messages for it are delivered
-    /// to `sink`). Call before the interest is added anywhere.
-    pub(crate) fn own(&self, id: SubId, sink: Sink, max: Option<u64>) {
+    /// to `sink`) and registers it with direct delivery. Call before the interest is
+    /// added anywhere. Returns whether direct delivery serves it (a queue with no
+    /// auto-unsubscribe count, dropping the newest when full): `Interest::direct`.
+    pub(crate) fn own(
+        &self,
+        id: SubId,
+        sink: Sink,
+        max: Option<u64>,
+        pattern: &Pattern,
+        group: Option<Arc<str>>,
+    ) -> bool {
+        let max = max.filter(|&m| m > 0);
+        let queue = match &sink {
+            Sink::Queue(queue) if max.is_none() && queue.drops_newest() => Some(queue.clone()),
+            _ => None,
+        };
+        let mut st = self.state.borrow_mut();
+        let registration = st.direct.add(id, pattern, group, queue);
+        let direct = registration.direct;
         let sub = LocalSub {
             sink,
-            max: max.filter(|&m| m > 0),
+            max,
             received: 0,
+            registration,
         };
-        self.state.borrow_mut().subs.insert(id, sub);
+        st.subs.insert(id, sub);
+        direct
     }
 
     /// Stops owning subscription `id`: later deliveries to it are dropped; a queue
@@ -345,7 +411,7 @@ impl ShardPubSub {
         let sub = {
             let mut st = self.state.borrow_mut();
             st.awaiting.remove(&id);
-            st.subs.remove(&id)
+            st.forget(id)
         };
         if let Some(LocalSub {
             sink: Sink::Queue(queue),
@@ -410,9 +476,12 @@ impl ShardPubSub {
         self.state.borrow().interest.len()
     }
 
-    /// This shard's counters.
+    /// This shard's counters, with what direct delivery did for publishes homed here.
     pub fn stats(&self) -> PubSubStats {
-        self.state.borrow().stats
+        let st = self.state.borrow();
+        let mut stats = st.stats;
+        st.direct.add_stats(st.shard, &mut stats);
+        stats
     }
 
     fn schedule_flush(&self, ctx: &mut ShardCtx) {
@@ -495,6 +564,13 @@ impl ShardPubSub {
 }
 
 impl State {
+    /// Stops owning subscription `id` and unregisters it from direct delivery.
+    fn forget(&mut self, id: SubId) -> Option<LocalSub> {
+        let sub = self.subs.remove(&id)?;
+        self.direct.remove(&sub.registration);
+        Some(sub)
+    }
+
     /// Drops deadlines of answered requests once they are most of the heap, so its
     /// size stays proportional to the requests waiting.
     fn compact_deadlines(&mut self) {
@@ -506,7 +582,9 @@ impl State {
     }
 
     /// Puts one delivery per receiving subscription into the outboxes; returns how many.
-    fn route(&mut self, message: Message) -> usize {
+    /// `served`: the message comes from direct delivery, which reached the direct
+    /// subscriptions and these queue groups already.
+    fn route(&mut self, message: Message, served: Option<&[Arc<str>]>) -> usize {
         let subject = message.subject.as_str();
         let mut routed = 0;
         if let Some((shard, seq)) = parse_inbox(subject, self.shards) {
@@ -516,7 +594,7 @@ impl State {
             // Inbox subjects are unique: matched without the cache.
             let extra: Vec<Interest> = self.interest.matches_uncached(subject);
             let route = build_route(extra);
-            return routed + self.enqueue(&route, &message);
+            return routed + self.enqueue(&route, &message, served);
         }
         let route = match self.routes.get(subject) {
             Some(route) => route.clone(),
@@ -529,16 +607,22 @@ impl State {
                 route
             }
         };
-        self.enqueue(&route, &message)
+        self.enqueue(&route, &message, served)
     }
 
-    fn enqueue(&mut self, route: &Route, message: &Message) -> usize {
+    fn enqueue(&mut self, route: &Route, message: &Message, served: Option<&[Arc<str>]>) -> usize {
         let mut routed = 0;
-        for &(id, shard) in &route.plain {
+        for &(id, shard, direct) in &route.plain {
+            if direct && served.is_some() {
+                continue;
+            }
             self.outbox[shard].push((Target::Sub(id), message.clone()));
             routed += 1;
         }
         for group in &route.groups {
+            if served.is_some_and(|served| served.contains(&group.name)) {
+                continue;
+            }
             let turn = group.next.get();
             group.next.set(turn.wrapping_add(1));
             let (id, shard) = group.members[turn % group.members.len()];
@@ -552,16 +636,17 @@ impl State {
 
 fn build_route(matched: Vec<Interest>) -> Route {
     let mut route = Route::default();
-    let mut names: Vec<Arc<str>> = Vec::new();
     for interest in matched {
         let member = (interest.id, interest.shard);
         match interest.group {
-            None => route.plain.push(member),
-            Some(name) => match names.iter().position(|n| *n == name) {
+            None => route
+                .plain
+                .push((interest.id, interest.shard, interest.direct)),
+            Some(name) => match route.groups.iter().position(|g| g.name == name) {
                 Some(i) => route.groups[i].members.push(member),
                 None => {
-                    names.push(name);
                     route.groups.push(Group {
+                        name,
                         members: vec![member],
                         next: Cell::new(0),
                     });
@@ -622,6 +707,7 @@ fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, batch: Vec<Delivery>)
                         st.stats.dropped_slow += 1;
                         done = true;
                     }
+                    Offer::Closed => st.stats.unknown_target += 1,
                 },
                 Sink::Handler(handler) => {
                     sub.received += 1;
@@ -635,7 +721,7 @@ fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, batch: Vec<Delivery>)
                 if let Some(LocalSub {
                     sink: Sink::Queue(queue),
                     ..
-                }) = st.subs.remove(&id)
+                }) = st.forget(id)
                 {
                     queue.close();
                 }
@@ -676,4 +762,10 @@ pub(crate) fn broadcast_removal(ctx: &mut ShardCtx, id: SubId) {
             }
         }
     }
+}
+
+/// The runtime's direct-delivery state, shared by its shards and its `PubSub`s.
+pub(crate) fn direct_state(runtime: &RuntimeHandle) -> Arc<Direct> {
+    let shards = runtime.shard_count();
+    runtime.singleton(|| Direct::new(shards))
 }

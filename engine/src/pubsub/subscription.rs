@@ -1,6 +1,7 @@
 //! A subscription consumed by a thread that is not a shard (the application's, a
-//! binding's event loop): a bounded queue the owning shard pushes into and the consumer
-//! drains, announced on an eventfd.
+//! binding's event loop): a bounded queue the owning shard and publishing threads
+//! (direct delivery, `direct.rs`) push into and the consumer drains, announced on an
+//! eventfd.
 //!
 //! Owns: the pending bound (messages and bytes), the slow-consumer policy and its
 //! counters, and waiting for messages. Never: grows past its bound (a message that does
@@ -58,7 +59,7 @@ pub(crate) struct SubQueue {
     /// whatever its bound (a preallocated ring of 65,536 messages would be ~7.5 MiB).
     queue: SegQueue<Message>,
     /// Messages in `queue`: added before a push, subtracted after a pop, so it never
-    /// wraps; only the owning shard adds, so the check cannot be raced past the bound.
+    /// wraps; an offer past the bound adds and takes back, so it holds under races.
     count: AtomicUsize,
     count_max: usize,
     bytes: AtomicUsize,
@@ -67,7 +68,9 @@ pub(crate) struct SubQueue {
     dropped: AtomicU64,
     delivered: AtomicU64,
     /// No more messages will come (unsubscribed, auto-unsubscribed, slow consumer,
-    /// shutdown); set by the shard after its last push.
+    /// shutdown); set by the owning shard after its last push. A publishing thread that
+    /// raced the close may still push one message; the consumer may or may not read it
+    /// (at most once).
     closed: AtomicBool,
     slow: AtomicBool,
     bell: Doorbell<EventFd>,
@@ -82,6 +85,8 @@ pub(crate) enum Offer {
     Dropped,
     /// Buffer full under policy `Close`: the shard must remove the subscription.
     Overflow,
+    /// The subscription is closed (a publisher that saw it before it went away).
+    Closed,
 }
 
 impl SubQueue {
@@ -101,34 +106,41 @@ impl SubQueue {
         }))
     }
 
-    /// Shard side: queues `message` unless the buffer is full. Call `notify` once
-    /// after a batch of offers.
+    /// Queues `message` unless the buffer is full or the subscription closed. Its
+    /// owning shard and publishing threads (direct delivery) offer concurrently: each
+    /// reserves its room in the counters before it pushes and gives it back if the
+    /// bound is passed, so the bound holds whoever offers. Call `notify` once after a
+    /// batch of offers.
     pub(crate) fn offer(&self, message: Message) -> Offer {
+        if self.closed.load(Ordering::Acquire) {
+            return Offer::Closed;
+        }
         let size = message.size();
-        // Only this shard adds, so the check cannot be raced past the bound; the bytes
-        // are added before the push so the consumer's subtraction (after its pop) can
-        // never come first and wrap the counter.
-        let pending = self.bytes.load(Ordering::Acquire);
-        let fits = pending.saturating_add(size) <= self.bytes_max
-            && self.count.load(Ordering::Acquire) < self.count_max;
-        if fits {
-            self.count.fetch_add(1, Ordering::AcqRel);
-            self.bytes.fetch_add(size, Ordering::AcqRel);
+        // Reserved before the push, so the consumer's subtraction (after its pop) can
+        // never come first and wrap a counter.
+        let count = self.count.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.bytes.fetch_add(size, Ordering::AcqRel);
+        if count < self.count_max && bytes.saturating_add(size) <= self.bytes_max {
             self.queue.push(message);
             self.delivered.fetch_add(1, Ordering::Relaxed);
             return Offer::Queued;
         }
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
         match self.policy {
-            SlowConsumerPolicy::DropNewest => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                Offer::Dropped
-            }
+            SlowConsumerPolicy::DropNewest => Offer::Dropped,
             SlowConsumerPolicy::Close => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.slow.store(true, Ordering::Release);
                 Offer::Overflow
             }
         }
+    }
+
+    /// Whether direct delivery may write to this queue: only under `DropNewest` (an
+    /// overflow under `Close` must be handled by the owning shard).
+    pub(crate) fn drops_newest(&self) -> bool {
+        self.policy == SlowConsumerPolicy::DropNewest
     }
 
     /// Shard side: no more messages will come. Wakes the consumer.

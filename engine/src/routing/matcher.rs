@@ -20,7 +20,7 @@ use super::subject::{Pattern, Token};
 /// The most subjects whose results the cache keeps; past it, the cache is emptied.
 pub const MATCH_CACHE_MAX: usize = 4096;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Node<T> {
     literals: HashMap<Box<str>, Node<T>>,
     one: Option<Box<Node<T>>>,
@@ -54,7 +54,7 @@ impl<T> Node<T> {
 }
 
 /// Patterns with values, matched against subjects.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Matcher<T> {
     root: Node<T>,
     patterns: usize,

@@ -200,14 +200,20 @@ impl ShardCtx {
         // The hot path (every publish asks for its model's handle): one lookup, no
         // lending. Absent, or lent out by a `with_local::<T>` call, it takes the full
         // path, which creates it or panics as `with_local` documents.
-        if let Some(handle) = self
-            .locals
-            .get(&TypeId::of::<T>())
-            .and_then(|state| state.downcast_ref::<T>())
-        {
-            return handle.clone();
+        if let Some(handle) = self.existing_handle::<T>() {
+            return handle;
         }
         self.with_local(init, |handle, _| handle.clone())
+    }
+
+    /// This shard's handle of type `T` if `local_handle` made one (and it is not lent
+    /// out): for a model whose `init` needs the context, which `local_handle`'s `init`
+    /// cannot borrow.
+    pub fn existing_handle<T: Clone + 'static>(&self) -> Option<T> {
+        self.locals
+            .get(&TypeId::of::<T>())
+            .and_then(|state| state.downcast_ref::<T>())
+            .cloned()
     }
 
     /// Runs `task` on this shard once `delay` has passed. Timers do not fire after

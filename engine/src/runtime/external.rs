@@ -9,6 +9,7 @@
 //! A `Submitter` never has more tasks in flight than its completion queue holds, so a
 //! shard pushing a completion never finds it full.
 
+use std::any::Any;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -50,6 +51,26 @@ impl RuntimeHandle {
     /// How many shards the runtime has.
     pub fn shard_count(&self) -> usize {
         self.shared.shard_count()
+    }
+
+    /// The runtime's one value of type `T`, made by `init` on first use: state a model
+    /// shares between its shards and the threads that use it (each shard's own state
+    /// stays in `ShardCtx::local_handle`). Takes a lock: look it up once, keep the `Arc`.
+    pub fn singleton<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut singletons = self
+            .shared
+            .singletons
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = singletons
+            .iter()
+            .find_map(|value| Arc::clone(value).downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Arc::new(init());
+        singletons.push(made.clone());
+        made
     }
 
     /// Whether shutdown has been requested.

@@ -267,6 +267,7 @@ fn build_shared(config: &RuntimeConfig, n: usize) -> Result<RuntimeShared, Runti
         stop: AtomicBool::new(false),
         forced: AtomicBool::new(false),
         id: NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed),
+        singletons: Default::default(),
     })
 }
 

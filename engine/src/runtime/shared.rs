@@ -4,7 +4,9 @@
 //! Owns: the cross-thread state of the runtime. Everything here is either immutable
 //! after start, an atomic, or a lock-free queue. Never: holds shard-owned data.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -38,6 +40,10 @@ pub(crate) struct RuntimeShared {
     pub(crate) forced: AtomicBool,
     /// A process-unique id, so a shard thread knows which runtime it belongs to.
     pub(crate) id: u64,
+    /// One value per type that a model shares between its shards and the threads that
+    /// use it (`RuntimeHandle::singleton`); looked up when a model starts, not per
+    /// message.
+    pub(crate) singletons: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl RuntimeShared {

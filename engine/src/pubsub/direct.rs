@@ -1,0 +1,417 @@
+//! Direct delivery: a publish made by a thread that is not a shard (the application's,
+//! a binding's) goes straight into the queues of the subscriptions that such threads
+//! consume, without a trip through a shard. Only what needs a shard takes one.
+//!
+//! Owns: the runtime-wide table of *direct* subscriptions (a `Subscription` read by a
+//! thread, with no auto-unsubscribe count and the `DropNewest` policy), the count of
+//! the other plain subscriptions and the names of queue groups with a member that is
+//! not direct, each publishing thread's cached routes, and the counters of what it
+//! delivered. Never: delivers to a subscription owned by a shard handler, to a request
+//! waiting on its inbox, or to a queue group with a member that is not direct. Those
+//! are the shard's (`ShardPubSub::publish_rest`), told which groups were served here,
+//! so each group still gets each message once.
+//!
+//! Ordering: a subscription is direct for its whole life or never, and every message a
+//! thread publishes reaches a direct one by this path, so one thread's publishes reach
+//! it in the order published. A request takes its shard's path (the shard makes its
+//! inbox): a request and a publish of one thread may reach a subscription in either
+//! order.
+//!
+//! Changes (subscribe, unsubscribe) copy the table, swap it under a lock and bump a
+//! version; a publishing thread compares one atomic per call with the version it has
+//! cached, and takes the lock only when it changed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::error::PubSubError;
+use super::message::Message;
+use super::shard::{PubSubStats, ShardPubSub, SubId, INBOX_PREFIX};
+use super::subscription::{Offer, SubQueue};
+use crate::routing::{Matcher, Pattern};
+use crate::runtime::{RuntimeHandle, ShardCtx};
+
+/// Routes a publishing thread caches; the cache is emptied when full or stale.
+const ROUTE_CACHE_MAX: usize = 4096;
+
+/// Tells one runtime's table from another's in a thread's cache.
+static NEXT_DIRECT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A direct subscription as the table holds it.
+#[derive(Clone)]
+struct Entry {
+    id: SubId,
+    group: Option<Arc<str>>,
+    queue: Arc<SubQueue>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+/// One version of what direct delivery knows. Its parts are shared between versions
+/// and copied only when they change.
+#[derive(Clone, Default)]
+struct Table {
+    matcher: Arc<Matcher<Entry>>,
+    /// Each direct subscription's pattern and entry, to remove it.
+    patterns: Arc<HashMap<SubId, (Pattern, Entry)>>,
+    /// Queue groups with members that are not direct, and how many: the shard serves
+    /// these groups, all of their members included.
+    indirect_groups: Arc<HashMap<Arc<str>, usize>>,
+}
+
+/// What the direct path did, per home shard; `ShardPubSub::stats` adds it in.
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    routed: AtomicU64,
+    no_interest: AtomicU64,
+    dropped_slow: AtomicU64,
+    unknown_target: AtomicU64,
+}
+
+/// A subscription's kind, as direct delivery sorts it (kept by its owner, to undo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Registration {
+    pub(crate) id: SubId,
+    pub(crate) group: Option<Arc<str>>,
+    /// Direct delivery writes to its queue.
+    pub(crate) direct: bool,
+}
+
+/// The runtime's direct-delivery state (one per runtime: `RuntimeHandle::singleton`).
+pub(crate) struct Direct {
+    id: u64,
+    version: AtomicU64,
+    table: Mutex<Table>,
+    /// Plain subscriptions that are not direct: while there are any, every publish
+    /// goes to a shard too.
+    indirect_plain: AtomicUsize,
+    counters: Box<[Counters]>,
+}
+
+/// What is left of one message for its home shard.
+pub(crate) struct Rest {
+    pub(crate) message: Message,
+    /// Queue groups served directly: the shard skips them.
+    pub(crate) served: Vec<Arc<str>>,
+    /// Deliveries made directly (the shard counts `no_interest` only if it and this
+    /// made none).
+    pub(crate) routed: usize,
+}
+
+/// Where a subject's messages go by the direct path.
+#[derive(Default)]
+struct Route {
+    plain: Vec<Arc<SubQueue>>,
+    groups: Vec<Group>,
+    /// A matched queue group has a member that is not direct: the shard serves it.
+    indirect_groups: bool,
+}
+
+struct Group {
+    name: Arc<str>,
+    members: Vec<Arc<SubQueue>>,
+    next: Cell<usize>,
+}
+
+/// One publishing thread's view of one runtime's table.
+struct Cache {
+    owner: u64,
+    version: u64,
+    table: Table,
+    routes: HashMap<Box<str>, Rc<Route>>,
+    /// Per message of the current call: its route, and whether its shard must see it.
+    plan: Vec<(Rc<Route>, bool)>,
+    /// Queues written by the current call, each notified once at its end.
+    touched: Vec<Arc<SubQueue>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+}
+
+impl Direct {
+    pub(crate) fn new(shards: usize) -> Self {
+        Self {
+            id: NEXT_DIRECT_ID.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
+            table: Mutex::new(Table::default()),
+            indirect_plain: AtomicUsize::new(0),
+            counters: (0..shards).map(|_| Counters::default()).collect(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a subscription before its interest reaches any shard, so a publish that
+    /// starts after the subscribe returns sees it. `queue` is `Some` for a direct one.
+    pub(crate) fn add(
+        &self,
+        id: SubId,
+        pattern: &Pattern,
+        group: Option<Arc<str>>,
+        queue: Option<Arc<SubQueue>>,
+    ) -> Registration {
+        let direct = queue.is_some();
+        let registration = Registration {
+            id,
+            group: group.clone(),
+            direct,
+        };
+        match (queue, group) {
+            (None, None) => {
+                self.indirect_plain.fetch_add(1, Ordering::SeqCst);
+            }
+            (None, Some(name)) => self.change(|table| {
+                *Arc::make_mut(&mut table.indirect_groups)
+                    .entry(name)
+                    .or_insert(0) += 1;
+            }),
+            (Some(queue), group) => self.change(|table| {
+                let entry = Entry { id, group, queue };
+                Arc::make_mut(&mut table.matcher).insert(pattern, entry.clone());
+                Arc::make_mut(&mut table.patterns).insert(id, (pattern.clone(), entry));
+            }),
+        }
+        registration
+    }
+
+    /// Undoes `add`.
+    pub(crate) fn remove(&self, registration: &Registration) {
+        let id = registration.id;
+        match (registration.direct, &registration.group) {
+            (false, None) => {
+                self.indirect_plain.fetch_sub(1, Ordering::SeqCst);
+            }
+            (false, Some(name)) => self.change(|table| {
+                let groups = Arc::make_mut(&mut table.indirect_groups);
+                if let Some(count) = groups.get_mut(name) {
+                    *count -= 1;
+                    if *count == 0 {
+                        groups.remove(name);
+                    }
+                }
+            }),
+            (true, _) => self.change(|table| {
+                if let Some((pattern, entry)) = Arc::make_mut(&mut table.patterns).remove(&id) {
+                    Arc::make_mut(&mut table.matcher).remove(&pattern, &entry);
+                }
+            }),
+        }
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut Table)) {
+        let mut table = self.lock();
+        edit(&mut table);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Adds what the direct path did for publishes homed on `shard` to `stats`.
+    pub(crate) fn add_stats(&self, shard: usize, stats: &mut PubSubStats) {
+        let Some(c) = self.counters.get(shard) else {
+            return;
+        };
+        stats.published += c.published.load(Ordering::Relaxed);
+        stats.routed += c.routed.load(Ordering::Relaxed);
+        stats.no_interest += c.no_interest.load(Ordering::Relaxed);
+        stats.dropped_slow += c.dropped_slow.load(Ordering::Relaxed);
+        stats.unknown_target += c.unknown_target.load(Ordering::Relaxed);
+    }
+
+    /// Publishes `messages` (in order) from a thread that is not a shard: delivers to
+    /// the direct subscriptions here, and hands what needs a shard to `home` as one
+    /// task. If that shard cannot take the task, nothing is delivered and the error
+    /// says why (`Backpressure`: retry), so a retry never duplicates.
+    pub(crate) fn publish<M>(
+        &self,
+        runtime: &RuntimeHandle,
+        home: usize,
+        messages: M,
+    ) -> Result<(), PubSubError>
+    where
+        M: AsRef<[Message]> + IntoIterator<Item = Message>,
+    {
+        if runtime.is_closing() {
+            return Err(PubSubError::ShuttingDown);
+        }
+        CACHE.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let cache = self.refresh(&mut slot);
+            let indirect_plain = self.indirect_plain.load(Ordering::Acquire) > 0;
+            let mut hop = false;
+            for message in messages.as_ref() {
+                let subject = message.subject.as_str();
+                let inbox = subject.starts_with(INBOX_PREFIX);
+                let route = cache.route(subject, inbox);
+                let needs_shard = inbox || indirect_plain || route.indirect_groups;
+                hop |= needs_shard;
+                cache.plan.push((route, needs_shard));
+            }
+            let result = if hop {
+                runtime
+                    .enqueue(home, || {
+                        let rests = self.deliver(cache, home, messages, true);
+                        Box::new(move |ctx: &mut ShardCtx| {
+                            ShardPubSub::get(ctx).publish_rest(ctx, rests);
+                        })
+                    })
+                    .map_err(PubSubError::from)
+            } else {
+                self.deliver(cache, home, messages, false);
+                Ok(())
+            };
+            cache.plan.clear();
+            result
+        })
+    }
+
+    /// The caller's cache for this table, refreshed if the table changed since.
+    fn refresh<'c>(&self, slot: &'c mut Option<Cache>) -> &'c mut Cache {
+        let version = self.version.load(Ordering::Acquire);
+        if slot
+            .as_ref()
+            .is_some_and(|c| c.owner != self.id || c.version != version)
+        {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| {
+            let table = self.lock();
+            Cache {
+                owner: self.id,
+                // Read under the lock: changes bump it under the lock too.
+                version: self.version.load(Ordering::Acquire),
+                table: table.clone(),
+                routes: HashMap::new(),
+                plan: Vec::new(),
+                touched: Vec::new(),
+            }
+        })
+    }
+
+    /// Offers each message to its direct targets (the plan says which), notifies each
+    /// queue written once, counts. With `keep`, returns what the shard must route.
+    fn deliver<M>(&self, cache: &mut Cache, home: usize, messages: M, keep: bool) -> Vec<Rest>
+    where
+        M: IntoIterator<Item = Message>,
+    {
+        let mut rests = Vec::new();
+        let (mut published, mut routed, mut no_interest) = (0u64, 0u64, 0u64);
+        let (mut dropped, mut unknown) = (0u64, 0u64);
+        for ((route, needs_shard), message) in cache.plan.iter().zip(messages) {
+            published += 1;
+            let keep_this = keep && *needs_shard;
+            let mut served = Vec::new();
+            let targets = route.plain.iter().chain(route.groups.iter().map(|group| {
+                let turn = group.next.get();
+                group.next.set(turn.wrapping_add(1));
+                if keep_this {
+                    served.push(group.name.clone());
+                }
+                &group.members[turn % group.members.len()]
+            }));
+            let total = route.plain.len() + route.groups.len();
+            let mut message = Some(message);
+            let mut reached = 0usize;
+            for (i, queue) in targets.enumerate() {
+                // The last target takes the message itself unless the shard needs it.
+                let copy = if i + 1 == total && !keep_this {
+                    message.take()
+                } else {
+                    message.clone()
+                };
+                let Some(copy) = copy else {
+                    break;
+                };
+                match queue.offer(copy) {
+                    Offer::Queued => {
+                        reached += 1;
+                        if !cache.touched.iter().any(|q| Arc::ptr_eq(q, queue)) {
+                            cache.touched.push(queue.clone());
+                        }
+                    }
+                    // Direct subscriptions drop the newest: `Overflow` cannot happen.
+                    Offer::Dropped | Offer::Overflow => dropped += 1,
+                    Offer::Closed => unknown += 1,
+                }
+            }
+            routed += reached as u64;
+            match message {
+                Some(message) if keep_this => rests.push(Rest {
+                    message,
+                    served,
+                    routed: reached,
+                }),
+                _ if total == 0 && !keep_this => no_interest += 1,
+                _ => {}
+            }
+        }
+        for queue in cache.touched.drain(..) {
+            queue.notify();
+        }
+        if let Some(c) = self.counters.get(home) {
+            c.published.fetch_add(published, Ordering::Relaxed);
+            if routed > 0 {
+                c.routed.fetch_add(routed, Ordering::Relaxed);
+            }
+            if no_interest > 0 {
+                c.no_interest.fetch_add(no_interest, Ordering::Relaxed);
+            }
+            if dropped > 0 {
+                c.dropped_slow.fetch_add(dropped, Ordering::Relaxed);
+            }
+            if unknown > 0 {
+                c.unknown_target.fetch_add(unknown, Ordering::Relaxed);
+            }
+        }
+        rests
+    }
+}
+
+impl Cache {
+    /// The route of `subject` (inbox subjects are unique: never cached).
+    fn route(&mut self, subject: &str, inbox: bool) -> Rc<Route> {
+        if let Some(route) = self.routes.get(subject) {
+            return route.clone();
+        }
+        let route = Rc::new(build_route(&self.table, subject));
+        if !inbox {
+            if self.routes.len() >= ROUTE_CACHE_MAX {
+                self.routes.clear();
+            }
+            self.routes.insert(subject.into(), route.clone());
+        }
+        route
+    }
+}
+
+fn build_route(table: &Table, subject: &str) -> Route {
+    let mut route = Route::default();
+    for entry in table.matcher.matches_uncached(subject) {
+        let Some(name) = entry.group else {
+            route.plain.push(entry.queue);
+            continue;
+        };
+        if table.indirect_groups.contains_key(&name) {
+            route.indirect_groups = true;
+            continue;
+        }
+        match route.groups.iter_mut().find(|group| group.name == name) {
+            Some(group) => group.members.push(entry.queue),
+            None => route.groups.push(Group {
+                name,
+                members: vec![entry.queue],
+                next: Cell::new(0),
+            }),
+        }
+    }
+    route
+}

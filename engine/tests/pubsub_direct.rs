@@ -1,0 +1,335 @@
+//! Direct delivery (`pubsub/direct.rs`): a publish from a thread that is not a shard
+//! reaches the subscriptions read by threads without a shard hop, and only the rest goes
+//! through the home shard. These tests pin what must not change when the two paths
+//! meet: one thread's order, a queue group's exactly-once, the pending bound with many
+//! publishers, the counters, requests answered by a thread, and a refused publish that
+//! delivered nothing (so its retry duplicates nothing).
+
+// In tests an unwrap that fails is a test failure with its message: exactly right.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringbroker::pubsub::{
+    Message, PendingLimits, PubSub, PubSubError, ShardPubSub, SubscribeOptions, Subscription,
+};
+use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
+
+fn runtime(shards: usize) -> Runtime {
+    Runtime::start(RuntimeConfig {
+        shards: Some(shards),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+fn numbered(subject: &str, n: u32) -> Message {
+    Message::new(
+        subject.to_owned().try_into().unwrap(),
+        Bytes::from(n.to_be_bytes().to_vec()),
+    )
+}
+
+fn number(message: &Message) -> u32 {
+    u32::from_be_bytes(message.payload[..4].try_into().unwrap())
+}
+
+/// Reads `sub` until `want` messages came or nothing came for a second.
+fn read(sub: &mut Subscription, want: usize) -> Vec<Message> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match sub.next_timeout(Duration::from_secs(1)) {
+            Ok(message) => got.push(message),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// A subscription its shard delivers to (an auto-unsubscribe count it never reaches
+/// makes it so), read like any other.
+fn shard_served(pubsub: &PubSub, pattern: &str, group: Option<&str>) -> Subscription {
+    let options = SubscribeOptions {
+        queue_group: group.map(str::to_owned),
+        max_messages: Some(u64::MAX),
+        ..SubscribeOptions::default()
+    };
+    pubsub.subscribe(pattern, options).unwrap()
+}
+
+/// A handler subscription on shard `shard` sending each message's number to the
+/// returned receiver; returns once every shard routes to it.
+fn handler_on(rt: &Runtime, shard: usize, pattern: &'static str) -> mpsc::Receiver<u32> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    rt.handle()
+        .spawn(shard, move |ctx: &mut ShardCtx| {
+            let on_message = move |_: &mut ShardCtx, m: Message| {
+                let _ = tx.send(number(&m));
+            };
+            let ready = move |_: &mut ShardCtx| ready_tx.send(()).unwrap();
+            ShardPubSub::get(ctx)
+                .subscribe(ctx, pattern, None, None, on_message, ready)
+                .unwrap();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rx
+}
+
+#[test]
+fn one_threads_publishes_stay_in_order_when_a_shard_serves_some_of_them() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut direct = pubsub
+        .subscribe("ord.>", SubscribeOptions::default())
+        .unwrap();
+    // A handler on a shard wants every other message: those messages take the shard's
+    // path too, and must not fall behind the direct ones for `direct`.
+    let handler = handler_on(&rt, 1, "ord.x");
+    let total = 20_000u32;
+    let subject = |i: u32| if i % 2 == 0 { "ord.x" } else { "ord.y" };
+    for i in 0..total / 2 {
+        pubsub.publish_message(numbered(subject(i), i)).unwrap();
+    }
+    let batch: Vec<Message> = (total / 2..total)
+        .map(|i| numbered(subject(i), i))
+        .collect();
+    for chunk in batch.chunks(100) {
+        pubsub.publish_batch(chunk.to_vec()).unwrap();
+    }
+    let got: Vec<u32> = read(&mut direct, total as usize)
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+    let handled: Vec<u32> = (0..total / 2)
+        .map(|_| handler.recv_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(handled, (0..total).step_by(2).collect::<Vec<_>>());
+    drop(direct);
+    rt.shutdown().unwrap();
+}
+
+/// Publishes `range` on `jobs` and returns how often each number reached a member.
+fn spread(
+    pubsub: &PubSub,
+    members: &mut [Subscription],
+    range: std::ops::Range<u32>,
+) -> Vec<usize> {
+    let total = range.len();
+    let batch: Vec<Message> = range.clone().map(|i| numbered("jobs", i)).collect();
+    for chunk in batch.chunks(500) {
+        pubsub.publish_batch(chunk.to_vec()).unwrap();
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut per_member = vec![0usize; members.len()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while per_member.iter().sum::<usize>() < total && Instant::now() < deadline {
+        for (i, member) in members.iter_mut().enumerate() {
+            while let Some(m) = member.try_next().unwrap() {
+                per_member[i] += 1;
+                *seen.entry(number(&m)).or_default() += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Anything more would be a second delivery.
+    std::thread::sleep(Duration::from_millis(100));
+    for member in members.iter_mut() {
+        assert!(
+            member.try_next().unwrap().is_none(),
+            "a message delivered twice"
+        );
+    }
+    assert_eq!(seen.len(), total, "every message delivered: {per_member:?}");
+    assert!(seen.values().all(|&n| n == 1), "no message delivered twice");
+    assert!(seen.keys().all(|n| range.contains(n)));
+    per_member
+}
+
+#[test]
+fn a_queue_group_gets_each_message_once_whether_a_shard_serves_it_or_not() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let group = || SubscribeOptions {
+        queue_group: Some("workers".into()),
+        ..SubscribeOptions::default()
+    };
+    let mut members = vec![
+        pubsub.subscribe("jobs", group()).unwrap(),
+        pubsub.subscribe("jobs", group()).unwrap(),
+        shard_served(&pubsub, "jobs", Some("workers")),
+    ];
+    // A member the shard serves: the shard picks for the whole group.
+    let mixed = spread(&pubsub, &mut members, 0..9_000);
+    assert!(mixed.iter().all(|&n| n > 0), "{mixed:?}");
+    // Without it, the publishing thread picks, and spreads evenly.
+    members.pop().unwrap().unsubscribe().unwrap();
+    let direct = spread(&pubsub, &mut members, 9_000..19_000);
+    assert_eq!(direct, vec![5_000, 5_000]);
+    // A plain subscription the shard serves sends every message to the shard as well:
+    // the thread still serves the group, and the shard must leave the group alone.
+    let mut watcher = shard_served(&pubsub, "jobs", None);
+    let both = spread(&pubsub, &mut members, 19_000..29_000);
+    assert_eq!(both, vec![5_000, 5_000]);
+    assert_eq!(read(&mut watcher, 10_000).len(), 10_000);
+    drop((members, watcher));
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn the_pending_bound_holds_with_many_publishing_threads() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let options = SubscribeOptions {
+        pending: PendingLimits {
+            messages: 50,
+            ..PendingLimits::default()
+        },
+        ..SubscribeOptions::default()
+    };
+    let mut sub = pubsub.subscribe("crowd", options).unwrap();
+    let (threads, each) = (4, 2_000u32);
+    let start = Arc::new(Barrier::new(threads));
+    let publishers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (pubsub, start) = (pubsub.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..each {
+                    pubsub.publish_message(numbered("crowd", i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    assert_eq!(sub.pending(), 50);
+    assert_eq!(sub.dropped(), u64::from(each) * threads as u64 - 50);
+    let stats = pubsub.stats().unwrap();
+    assert_eq!(
+        stats.iter().map(|s| s.dropped_slow).sum::<u64>(),
+        sub.dropped()
+    );
+    assert_eq!(read(&mut sub, 50).len(), 50);
+    assert!(sub.try_next().unwrap().is_none());
+    drop(sub);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn direct_publishes_are_counted_like_routed_ones() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut a = pubsub
+        .subscribe("count.a", SubscribeOptions::default())
+        .unwrap();
+    let mut any = pubsub
+        .subscribe("count.*", SubscribeOptions::default())
+        .unwrap();
+    for i in 0..10 {
+        pubsub.publish_message(numbered("count.a", i)).unwrap();
+    }
+    let batch: Vec<Message> = (0..5).map(|i| numbered("count.b", i)).collect();
+    pubsub.publish_batch(batch).unwrap();
+    for i in 0..3 {
+        pubsub.publish_message(numbered("nobody", i)).unwrap();
+    }
+    assert_eq!(read(&mut a, 10).len(), 10);
+    assert_eq!(read(&mut any, 15).len(), 15);
+    let stats = pubsub.stats().unwrap();
+    let sum = |f: fn(&ringbroker::pubsub::PubSubStats) -> u64| stats.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|s| s.published), 18, "{stats:?}");
+    assert_eq!(sum(|s| s.routed), 25, "{stats:?}");
+    assert_eq!(sum(|s| s.no_interest), 3, "{stats:?}");
+    assert_eq!(sum(|s| s.dropped_slow), 0, "{stats:?}");
+    drop((a, any));
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_thread_answers_requests_and_the_reply_finds_its_inbox() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut service = pubsub
+        .subscribe("svc.echo", SubscribeOptions::default())
+        .unwrap();
+    let responder = {
+        let pubsub = pubsub.clone();
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                let request = service.next_timeout(Duration::from_secs(5)).unwrap();
+                let reply = request.reply.clone().unwrap();
+                let mut answer = Message::new(reply, request.payload.clone());
+                answer.headers = None;
+                pubsub.publish_message(answer).unwrap();
+            }
+        })
+    };
+    for i in 0..100u32 {
+        let reply = pubsub
+            .request(
+                "svc.echo",
+                Bytes::from(i.to_be_bytes().to_vec()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(number(&reply), i);
+    }
+    responder.join().unwrap();
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_publish_its_home_shard_refuses_delivers_nothing() {
+    let rt = Runtime::start(RuntimeConfig {
+        shards: Some(1),
+        external_queue_capacity: 4,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let pubsub = PubSub::new(rt.handle());
+    let mut direct = pubsub
+        .subscribe("busy", SubscribeOptions::default())
+        .unwrap();
+    // A subscription the shard serves: every publish on `busy` needs the shard.
+    let mut served = shard_served(&pubsub, "busy", None);
+    let handle = rt.handle();
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    handle
+        .spawn(0, move |_: &mut ShardCtx| {
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(10));
+        })
+        .unwrap();
+    held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut accepted = 0u32;
+    let refused = loop {
+        match pubsub.publish_message(numbered("busy", accepted)) {
+            Ok(()) => accepted += 1,
+            Err(error) => break error,
+        }
+        assert!(accepted < 100, "the shard's queue never filled");
+    };
+    assert!(matches!(refused, PubSubError::Backpressure), "{refused:?}");
+    // The refused publish reached nobody, the direct subscription included.
+    let direct_got: Vec<u32> = read(&mut direct, accepted as usize + 1)
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(direct_got, (0..accepted).collect::<Vec<_>>());
+    release_tx.send(()).unwrap();
+    let served_got: Vec<u32> = read(&mut served, accepted as usize + 1)
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(served_got, (0..accepted).collect::<Vec<_>>());
+    drop((direct, served));
+    rt.shutdown().unwrap();
+}

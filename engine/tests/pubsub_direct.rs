@@ -333,3 +333,38 @@ fn a_publish_its_home_shard_refuses_delivers_nothing() {
     drop((direct, served));
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn a_shard_publishing_reaches_a_direct_subscription_without_its_owner() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let mut sub = pubsub
+        .subscribe("from.shard", SubscribeOptions::default())
+        .unwrap();
+    // Subscriptions made through `PubSub` are owned by shard `id % shards`.
+    let owner = (sub.id() % 2) as usize;
+    let other = 1 - owner;
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    rt.handle()
+        .spawn(owner, move |_: &mut ShardCtx| {
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(10));
+        })
+        .unwrap();
+    held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // The owner is busy: a publish routed on the other shard must not wait for it.
+    rt.handle()
+        .spawn(other, |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            for i in 0..10 {
+                pubsub.publish(ctx, numbered("from.shard", i)).unwrap();
+            }
+        })
+        .unwrap();
+    let got: Vec<u32> = read(&mut sub, 10).iter().map(number).collect();
+    release_tx.send(()).unwrap();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    drop(sub);
+    rt.shutdown().unwrap();
+}

@@ -171,7 +171,7 @@ impl PubSub {
             id,
             shard: owner,
             group,
-            direct,
+            queue: direct.then(|| subscription.queue.clone()),
         };
         // On failure the subscription's drop removes whatever was added.
         self.add_interest_everywhere(&pattern, &interest)?;
@@ -296,7 +296,8 @@ impl ShardPubSub {
         let id = self.local_sub_id(ctx);
         let handler: Rc<RefCell<Handler>> = Rc::new(RefCell::new(handler));
         let group: Option<Arc<str>> = queue_group.map(Arc::from);
-        let direct = self.own(
+        // A handler is never served by direct delivery (`own` returns false).
+        self.own(
             id,
             Sink::Handler(handler),
             max_messages,
@@ -307,7 +308,7 @@ impl ShardPubSub {
             id,
             shard: ctx.shard_id(),
             group,
-            direct,
+            queue: None,
         };
         self.add_interest(pattern.clone(), interest.clone());
         let others: Vec<usize> = (0..ctx.shard_count())

@@ -3,9 +3,10 @@
 //! carry deliveries to their owners.
 //!
 //! Owns: routing a publish on the shard it happens on (match locally, pick one member
-//! per queue group, batch deliveries per owner shard), delivering batches to owned
-//! subscriptions (queue or handler), auto-unsubscribe, and the requests this shard
-//! waits on (reply inboxes, timeouts). Never: waits, copies a payload, or grows an
+//! per queue group, offer to direct subscriptions' queues at once and batch the other
+//! deliveries per owner shard), delivering batches to owned subscriptions (queue or
+//! handler), auto-unsubscribe, and the requests this shard waits on (reply inboxes,
+//! timeouts). Never: waits, copies a payload, or grows an
 //! outbox past `OUTBOX_MESSAGES_MAX` (a publish past it gets `Backpressure`).
 //!
 //! A delivery that reaches a shard after its subscription was removed is dropped and
@@ -46,30 +47,57 @@ const ROUTE_CACHE_MAX: usize = 4096;
 const RETRY_DELAY: Duration = Duration::from_micros(50);
 
 /// What the matcher stores for a subscription, on every shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Interest {
     pub(crate) id: SubId,
-    /// The shard that owns (delivers to) the subscription.
+    /// The shard that owns the subscription.
     pub(crate) shard: usize,
     pub(crate) group: Option<Arc<str>>,
-    /// Direct delivery (`direct.rs`) serves it: a publish from a thread that is not a
-    /// shard has reached it already when its shard routes the rest.
-    pub(crate) direct: bool,
+    /// The subscription's queue, when direct delivery serves it (`direct.rs`): a shard
+    /// routing a message offers it there itself, with no hop to the owner; and a
+    /// publish from a thread has reached it already when its shard routes the rest.
+    pub(crate) queue: Option<Arc<SubQueue>>,
+}
+
+impl PartialEq for Interest {
+    fn eq(&self, other: &Self) -> bool {
+        // A subscription has one queue: the other fields identify it.
+        (self.id, self.shard, &self.group) == (other.id, other.shard, &other.group)
+    }
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interest")
+            .field("id", &self.id)
+            .field("shard", &self.shard)
+            .field("group", &self.group)
+            .field("direct", &self.queue.is_some())
+            .finish()
+    }
+}
+
+/// A receiving subscription, as a route holds it.
+struct Member {
+    id: SubId,
+    /// Its owner, which delivers to it unless `queue` is there.
+    shard: usize,
+    /// Its queue, if direct delivery serves it: offered to from the routing shard.
+    queue: Option<Arc<SubQueue>>,
 }
 
 /// Where a subject's messages go, computed once per subject and interest version.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Route {
-    /// Plain subscriptions: each gets every message. (id, owner shard, direct)
-    plain: Vec<(SubId, usize, bool)>,
+    /// Plain subscriptions: each gets every message.
+    plain: Vec<Member>,
     /// Queue groups: each message goes to one member, in turn.
     groups: Vec<Group>,
 }
 
-#[derive(Debug)]
 struct Group {
     name: Arc<str>,
-    members: Vec<(SubId, usize)>,
+    members: Vec<Member>,
     next: Cell<usize>,
 }
 
@@ -137,6 +165,9 @@ struct State {
     /// Deliveries per target shard, sent when the flush task runs.
     outbox: Vec<Vec<Delivery>>,
     outboxed: usize,
+    /// Direct subscriptions' queues offered to since the last flush, which wakes their
+    /// consumers once.
+    touched: Vec<Arc<SubQueue>>,
     flush_scheduled: bool,
     /// Batches per target shard that its ring could not take yet, oldest first.
     waiting: Vec<VecDeque<Vec<Delivery>>>,
@@ -200,6 +231,7 @@ impl ShardPubSub {
             subs: HashMap::new(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outboxed: 0,
+            touched: Vec::new(),
             flush_scheduled: false,
             waiting: (0..shards).map(|_| VecDeque::new()).collect(),
             retry_armed: false,
@@ -266,7 +298,8 @@ impl ShardPubSub {
             if refused > 0 {
                 tracing::warn!(refused, "pub/sub outbox full: published messages dropped");
             }
-            let schedule = st.outboxed > 0 && !st.flush_scheduled;
+            let pending = st.outboxed > 0 || !st.touched.is_empty();
+            let schedule = pending && !st.flush_scheduled;
             st.flush_scheduled |= schedule;
             schedule
         };
@@ -503,10 +536,11 @@ impl ShardPubSub {
         }
     }
 
-    /// Sends every outbox to its shard; delivers this shard's own at once.
+    /// Wakes the consumers of the direct queues offered to, sends every outbox to its
+    /// shard, and delivers this shard's own at once.
     fn flush(&self, ctx: &mut ShardCtx) {
         let own = ctx.shard_id();
-        let local = {
+        let (local, touched) = {
             let mut st = self.state.borrow_mut();
             st.flush_scheduled = false;
             let st = &mut *st;
@@ -517,8 +551,11 @@ impl ShardPubSub {
             }
             let local = std::mem::take(&mut st.outbox[own]);
             st.outboxed -= local.len();
-            local
+            (local, std::mem::take(&mut st.touched))
         };
+        for queue in touched {
+            queue.notify();
+        }
         self.send_waiting(ctx);
         if !local.is_empty() {
             deliver_batch(self, ctx, local);
@@ -612,11 +649,11 @@ impl State {
 
     fn enqueue(&mut self, route: &Route, message: &Message, served: Option<&[Arc<str>]>) -> usize {
         let mut routed = 0;
-        for &(id, shard, direct) in &route.plain {
-            if direct && served.is_some() {
+        for member in &route.plain {
+            if member.queue.is_some() && served.is_some() {
                 continue;
             }
-            self.outbox[shard].push((Target::Sub(id), message.clone()));
+            self.deliver_to(member, message);
             routed += 1;
         }
         for group in &route.groups {
@@ -625,23 +662,43 @@ impl State {
             }
             let turn = group.next.get();
             group.next.set(turn.wrapping_add(1));
-            let (id, shard) = group.members[turn % group.members.len()];
-            self.outbox[shard].push((Target::Sub(id), message.clone()));
+            self.deliver_to(&group.members[turn % group.members.len()], message);
             routed += 1;
         }
-        self.outboxed += routed;
         routed
+    }
+
+    /// Offers `message` to a direct subscription's queue here, or puts it in the
+    /// outbox of the subscription's owner.
+    fn deliver_to(&mut self, member: &Member, message: &Message) {
+        let Some(queue) = &member.queue else {
+            self.outbox[member.shard].push((Target::Sub(member.id), message.clone()));
+            self.outboxed += 1;
+            return;
+        };
+        match queue.offer(message.clone()) {
+            Offer::Queued => {
+                if !self.touched.iter().any(|q| Arc::ptr_eq(q, queue)) {
+                    self.touched.push(queue.clone());
+                }
+            }
+            // Direct subscriptions drop the newest: `Overflow` cannot happen.
+            Offer::Dropped | Offer::Overflow => self.stats.dropped_slow += 1,
+            Offer::Closed => self.stats.unknown_target += 1,
+        }
     }
 }
 
 fn build_route(matched: Vec<Interest>) -> Route {
     let mut route = Route::default();
     for interest in matched {
-        let member = (interest.id, interest.shard);
+        let member = Member {
+            id: interest.id,
+            shard: interest.shard,
+            queue: interest.queue,
+        };
         match interest.group {
-            None => route
-                .plain
-                .push((interest.id, interest.shard, interest.direct)),
+            None => route.plain.push(member),
             Some(name) => match route.groups.iter().position(|g| g.name == name) {
                 Some(i) => route.groups[i].members.push(member),
                 None => {

@@ -45,7 +45,9 @@ pub use message::{Headers, Message, Subject};
 pub use shard::{
     Handler, PubSubStats, ReplyCallback, ShardPubSub, SubId, INBOX_PREFIX, OUTBOX_MESSAGES_MAX,
 };
-pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
+pub use subscription::{
+    PendingLimits, SlowConsumerPolicy, Subscription, PENDING_BYTES_MAX, PENDING_MESSAGES_MAX,
+};
 
 use crate::routing::{Pattern, Syntax};
 use crate::runtime::{CallError, RuntimeHandle, ShardCtx, SubmitError};

@@ -9,7 +9,7 @@
 //! blocks the shard (pushes never wait).
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,36 @@ pub enum SlowConsumerPolicy {
     Close,
 }
 
+/// The most `PendingLimits::messages` can hold a subscription to; larger values are
+/// held to this (8,388,608).
+pub const PENDING_MESSAGES_MAX: usize = 1 << 23;
+/// The most `PendingLimits::bytes` can hold a subscription to; larger values are held
+/// to this (512 GiB).
+pub const PENDING_BYTES_MAX: usize = 1 << 39;
+
+/// The pending counters share one word: messages above this bit, bytes below. The
+/// maxima above leave each field room for the offers in flight.
+const COUNT_SHIFT: u32 = 40;
+const BYTES_MASK: u64 = (1 << COUNT_SHIFT) - 1;
+
+/// `messages` and `bytes` as one addend of the pending word.
+fn pending_word(messages: usize, bytes: usize) -> u64 {
+    ((messages as u64) << COUNT_SHIFT) | bytes as u64
+}
+
+/// The pending word as (messages, bytes).
+fn unpack(word: u64) -> (usize, usize) {
+    ((word >> COUNT_SHIFT) as usize, (word & BYTES_MASK) as usize)
+}
+
 /// Limits of a subscription's pending buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
-    /// The most messages waiting for the consumer. Default 65,536.
+    /// The most messages waiting for the consumer. Default 65,536; at most
+    /// `PENDING_MESSAGES_MAX`.
     pub messages: usize,
-    /// The most bytes (`Message::size`) waiting for the consumer. Default 64 MiB.
+    /// The most bytes (`Message::size`) waiting for the consumer. Default 64 MiB; at
+    /// most `PENDING_BYTES_MAX`.
     pub bytes: usize,
     /// What happens past either bound.
     pub policy: SlowConsumerPolicy,
@@ -58,15 +82,17 @@ pub(crate) struct SubQueue {
     /// Grows in small blocks as messages wait, so an idle subscription costs little
     /// whatever its bound (a preallocated ring of 65,536 messages would be ~7.5 MiB).
     queue: SegQueue<Message>,
-    /// Messages in `queue`: added before a push, subtracted after a pop, so it never
-    /// wraps; an offer past the bound adds and takes back, so it holds under races.
-    count: AtomicUsize,
+    /// Messages (above `COUNT_SHIFT`) and bytes (below) in `queue`, in one word so an
+    /// offer reserves both with one atomic add: added before a push, subtracted after
+    /// a pop, so neither field wraps; an offer past the bound adds and takes back, so
+    /// the bound holds under races.
+    pending: AtomicU64,
     count_max: usize,
-    bytes: AtomicUsize,
     bytes_max: usize,
     policy: SlowConsumerPolicy,
     dropped: AtomicU64,
-    delivered: AtomicU64,
+    /// Messages the consumer took (written by the consumer only).
+    taken: AtomicU64,
     /// No more messages will come (unsubscribed, auto-unsubscribed, slow consumer,
     /// shutdown); set by the owning shard after its last push. A publishing thread that
     /// raced the close may still push one message; the consumer may or may not read it
@@ -93,13 +119,12 @@ impl SubQueue {
     pub(crate) fn new(limits: PendingLimits) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             queue: SegQueue::new(),
-            count: AtomicUsize::new(0),
-            count_max: limits.messages.max(1),
-            bytes: AtomicUsize::new(0),
-            bytes_max: limits.bytes.max(1),
+            pending: AtomicU64::new(0),
+            count_max: limits.messages.clamp(1, PENDING_MESSAGES_MAX),
+            bytes_max: limits.bytes.clamp(1, PENDING_BYTES_MAX),
             policy: limits.policy,
             dropped: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             slow: AtomicBool::new(false),
             bell: Doorbell::new(EventFd::new()?),
@@ -116,17 +141,20 @@ impl SubQueue {
             return Offer::Closed;
         }
         let size = message.size();
-        // Reserved before the push, so the consumer's subtraction (after its pop) can
-        // never come first and wrap a counter.
-        let count = self.count.fetch_add(1, Ordering::AcqRel);
-        let bytes = self.bytes.fetch_add(size, Ordering::AcqRel);
-        if count < self.count_max && bytes.saturating_add(size) <= self.bytes_max {
-            self.queue.push(message);
-            self.delivered.fetch_add(1, Ordering::Relaxed);
-            return Offer::Queued;
+        // A message larger than the byte bound never fits (and is not reserved: it
+        // could carry into the message count).
+        if size <= self.bytes_max {
+            // Reserved before the push, so the consumer's subtraction (after its pop)
+            // can never come first and wrap a field.
+            let add = pending_word(1, size);
+            let before = self.pending.fetch_add(add, Ordering::AcqRel);
+            let (count, bytes) = unpack(before);
+            if count < self.count_max && bytes + size <= self.bytes_max {
+                self.queue.push(message);
+                return Offer::Queued;
+            }
+            self.pending.fetch_sub(add, Ordering::AcqRel);
         }
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(size, Ordering::AcqRel);
         self.dropped.fetch_add(1, Ordering::Relaxed);
         match self.policy {
             SlowConsumerPolicy::DropNewest => Offer::Dropped,
@@ -156,8 +184,9 @@ impl SubQueue {
 
     fn pop(&self) -> Option<Message> {
         let message = self.queue.pop()?;
-        self.bytes.fetch_sub(message.size(), Ordering::AcqRel);
-        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.pending
+            .fetch_sub(pending_word(1, message.size()), Ordering::AcqRel);
+        self.taken.fetch_add(1, Ordering::Relaxed);
         Some(message)
     }
 
@@ -208,8 +237,9 @@ impl SubQueue {
             look_again = false;
         }
         if taken > 0 {
-            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-            self.count.fetch_sub(taken, Ordering::AcqRel);
+            self.pending
+                .fetch_sub(pending_word(taken, bytes), Ordering::AcqRel);
+            self.taken.fetch_add(taken as u64, Ordering::Relaxed);
             return Ok(taken);
         }
         if !look_again {
@@ -247,12 +277,16 @@ impl SubQueue {
 
     /// Messages waiting for the consumer.
     pub(crate) fn pending(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        unpack(self.pending.load(Ordering::Acquire))
+            .0
+            .min(self.count_max)
     }
 
     /// Bytes (`Message::size`) waiting for the consumer.
     pub(crate) fn pending_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
+        unpack(self.pending.load(Ordering::Acquire))
+            .1
+            .min(self.bytes_max)
     }
 
     /// Messages dropped because the pending buffer was full.
@@ -260,9 +294,10 @@ impl SubQueue {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Messages queued for the consumer so far.
+    /// Messages queued for the consumer so far: those it took and those in the queue
+    /// (for a moment after a take, short by what it took).
     pub(crate) fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
+        self.taken.load(Ordering::Relaxed) + self.queue.len() as u64
     }
 
     /// The eventfd that becomes readable when messages arrive (after `arm`).
@@ -389,5 +424,77 @@ impl Drop for Subscription {
         if !self.unsubscribed {
             let _ = self.pubsub.unsubscribe(self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::pubsub::Subject;
+
+    fn message(payload: usize) -> Message {
+        Message::new(Subject::new("q").unwrap(), Bytes::from(vec![0u8; payload]))
+    }
+
+    #[test]
+    fn counts_share_one_word_and_come_back_to_zero() {
+        let limits = PendingLimits {
+            messages: 3,
+            bytes: 1000,
+            policy: SlowConsumerPolicy::DropNewest,
+        };
+        let queue = SubQueue::new(limits).unwrap();
+        for size in [10, 20, 30, 40] {
+            let offer = queue.offer(message(size));
+            assert_eq!(offer == Offer::Queued, size < 40, "{size}: {offer:?}");
+        }
+        // "q" is one byte of each message's size.
+        assert_eq!((queue.pending(), queue.pending_bytes()), (3, 63));
+        assert_eq!((queue.dropped(), queue.delivered()), (1, 3));
+        let mut out = Vec::new();
+        assert_eq!(queue.try_next_batch(2, &mut out).unwrap(), 2);
+        assert_eq!((queue.pending(), queue.pending_bytes()), (1, 31));
+        assert!(queue.try_next().unwrap().is_some());
+        assert_eq!(
+            (queue.pending(), queue.pending_bytes(), queue.delivered()),
+            (0, 0, 3)
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_the_byte_bound_is_dropped_without_touching_the_counts() {
+        let limits = PendingLimits {
+            messages: 10,
+            bytes: 100,
+            policy: SlowConsumerPolicy::DropNewest,
+        };
+        let queue = SubQueue::new(limits).unwrap();
+        assert_eq!(queue.offer(message(1000)), Offer::Dropped);
+        assert_eq!(
+            (queue.pending(), queue.pending_bytes(), queue.dropped()),
+            (0, 0, 1)
+        );
+        assert_eq!(queue.offer(message(50)), Offer::Queued);
+        assert_eq!(queue.pending_bytes(), 51);
+    }
+
+    #[test]
+    fn limits_past_the_maxima_are_held_to_them() {
+        let limits = PendingLimits {
+            messages: usize::MAX,
+            bytes: usize::MAX,
+            policy: SlowConsumerPolicy::DropNewest,
+        };
+        let queue = SubQueue::new(limits).unwrap();
+        assert_eq!(
+            (queue.count_max, queue.bytes_max),
+            (PENDING_MESSAGES_MAX, PENDING_BYTES_MAX)
+        );
+        assert_eq!(queue.offer(message(8)), Offer::Queued);
+        assert_eq!((queue.pending(), queue.pending_bytes()), (1, 9));
     }
 }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::error::PubSubError;
 use super::message::Message;
-use super::shard::{PubSubStats, ShardPubSub, SubId, INBOX_PREFIX};
+use super::shard::{parse_inbox, PubSubStats, ShardPubSub, SubId, INBOX_PREFIX};
 use super::subscription::{Offer, SubQueue};
 use crate::routing::{Matcher, Pattern};
 use crate::runtime::{RuntimeHandle, ShardCtx};
@@ -248,17 +248,27 @@ impl Direct {
             let cache = self.refresh(&mut slot);
             let indirect_plain = self.indirect_plain.load(Ordering::Acquire) > 0;
             let mut hop = false;
+            let mut target = home;
+            let single = messages.as_ref().len() == 1;
             for message in messages.as_ref() {
                 let subject = message.subject.as_str();
                 let inbox = subject.starts_with(INBOX_PREFIX);
                 let route = cache.route(subject, inbox);
                 let needs_shard = inbox || indirect_plain || route.indirect_groups;
                 hop |= needs_shard;
+                // A lone reply whose only shard work is completing its request goes to
+                // the shard that waits for it: one hop instead of two. (Nothing else a
+                // shard serves matches it, so no order can change.)
+                if single && inbox && !indirect_plain && !route.indirect_groups {
+                    if let Some((shard, _)) = parse_inbox(subject, runtime.shard_count()) {
+                        target = shard;
+                    }
+                }
                 cache.plan.push((route, needs_shard));
             }
             let result = if hop {
                 runtime
-                    .enqueue(home, || {
+                    .enqueue(target, || {
                         let rests = self.deliver(cache, home, messages, true);
                         Box::new(move |ctx: &mut ShardCtx| {
                             ShardPubSub::get(ctx).publish_rest(ctx, rests);

@@ -715,7 +715,7 @@ fn build_route(matched: Vec<Interest>) -> Route {
 }
 
 /// `_INBOX.rb.<shard>.<seq>` → (shard, seq), if `subject` is one of ours.
-fn parse_inbox(subject: &str, shards: usize) -> Option<(usize, u64)> {
+pub(crate) fn parse_inbox(subject: &str, shards: usize) -> Option<(usize, u64)> {
     let rest = subject.strip_prefix(INBOX_PREFIX)?;
     let (shard, seq) = rest.split_once('.')?;
     let shard: usize = shard.parse().ok()?;

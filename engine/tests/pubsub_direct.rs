@@ -182,6 +182,22 @@ fn a_queue_group_gets_each_message_once_whether_a_shard_serves_it_or_not() {
 }
 
 #[test]
+fn a_queue_group_only_shards_serve_still_gets_a_threads_publishes() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    // No plain subscription a shard serves: only the group's members send the
+    // thread's publishes to a shard.
+    let mut members = vec![
+        shard_served(&pubsub, "jobs", Some("shards")),
+        shard_served(&pubsub, "jobs", Some("shards")),
+    ];
+    let per_member = spread(&pubsub, &mut members, 0..4_000);
+    assert!(per_member.iter().all(|&n| n > 0), "{per_member:?}");
+    drop(members);
+    rt.shutdown().unwrap();
+}
+
+#[test]
 fn the_pending_bound_holds_with_many_publishing_threads() {
     let rt = runtime(2);
     let pubsub = PubSub::new(rt.handle());

@@ -3,10 +3,9 @@
 //! consume, without a trip through a shard. Only what needs a shard takes one.
 //!
 //! Owns: the runtime-wide table of *direct* subscriptions (a `Subscription` read by a
-//! thread, with no auto-unsubscribe count and the `DropNewest` policy), the count of
-//! the other plain subscriptions and the names of queue groups with a member that is
-//! not direct, each publishing thread's cached routes, and the counters of what it
-//! delivered. Never: delivers to a subscription owned by a shard handler, to a request
+//! thread, with no auto-unsubscribe count and the `DropNewest` policy) and of every
+//! queue-group member, the count of the other plain subscriptions, each publishing
+//! thread's cached routes, and the counters of what it delivered. Never: delivers to a subscription owned by a shard handler, to a request
 //! waiting on its inbox, or to a queue group with a member that is not direct. Those
 //! are the shard's (`ShardPubSub::publish_rest`), told which groups were served here,
 //! so each group still gets each message once.
@@ -40,12 +39,14 @@ const ROUTE_CACHE_MAX: usize = 4096;
 /// Tells one runtime's table from another's in a thread's cache.
 static NEXT_DIRECT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A direct subscription as the table holds it.
+/// A subscription as the table holds it: every direct one, and every queue-group
+/// member (a group with a member that is not direct is the shard's to serve).
 #[derive(Clone)]
 struct Entry {
     id: SubId,
     group: Option<Arc<str>>,
-    queue: Arc<SubQueue>,
+    /// `None`: not direct (only its shard delivers to it).
+    queue: Option<Arc<SubQueue>>,
 }
 
 impl PartialEq for Entry {
@@ -59,11 +60,8 @@ impl PartialEq for Entry {
 #[derive(Clone, Default)]
 struct Table {
     matcher: Arc<Matcher<Entry>>,
-    /// Each direct subscription's pattern and entry, to remove it.
+    /// Each entry's pattern, to remove it.
     patterns: Arc<HashMap<SubId, (Pattern, Entry)>>,
-    /// Queue groups with members that are not direct, and how many: the shard serves
-    /// these groups, all of their members included.
-    indirect_groups: Arc<HashMap<Arc<str>, usize>>,
 }
 
 /// What the direct path did, per home shard; `ShardPubSub::stats` adds it in.
@@ -76,13 +74,14 @@ struct Counters {
     unknown_target: AtomicU64,
 }
 
-/// A subscription's kind, as direct delivery sorts it (kept by its owner, to undo).
+/// How direct delivery knows a subscription (kept by its owner, to undo).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Registration {
     pub(crate) id: SubId,
-    pub(crate) group: Option<Arc<str>>,
     /// Direct delivery writes to its queue.
     pub(crate) direct: bool,
+    /// Counted in `indirect_plain` rather than held in the table.
+    counted: bool,
 }
 
 /// The runtime's direct-delivery state (one per runtime: `RuntimeHandle::singleton`).
@@ -111,7 +110,8 @@ pub(crate) struct Rest {
 struct Route {
     plain: Vec<Arc<SubQueue>>,
     groups: Vec<Group>,
-    /// A matched queue group has a member that is not direct: the shard serves it.
+    /// Part of the route is a shard's: a matched queue group has a member that is not
+    /// direct (the shard serves that group whole).
     indirect_groups: bool,
 }
 
@@ -161,52 +161,36 @@ impl Direct {
         group: Option<Arc<str>>,
         queue: Option<Arc<SubQueue>>,
     ) -> Registration {
-        let direct = queue.is_some();
         let registration = Registration {
             id,
-            group: group.clone(),
-            direct,
+            direct: queue.is_some(),
+            counted: queue.is_none() && group.is_none(),
         };
-        match (queue, group) {
-            (None, None) => {
-                self.indirect_plain.fetch_add(1, Ordering::SeqCst);
-            }
-            (None, Some(name)) => self.change(|table| {
-                *Arc::make_mut(&mut table.indirect_groups)
-                    .entry(name)
-                    .or_insert(0) += 1;
-            }),
-            (Some(queue), group) => self.change(|table| {
+        if registration.counted {
+            self.indirect_plain.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.change(|table| {
                 let entry = Entry { id, group, queue };
                 Arc::make_mut(&mut table.matcher).insert(pattern, entry.clone());
                 Arc::make_mut(&mut table.patterns).insert(id, (pattern.clone(), entry));
-            }),
+            });
         }
         registration
     }
 
     /// Undoes `add`.
     pub(crate) fn remove(&self, registration: &Registration) {
-        let id = registration.id;
-        match (registration.direct, &registration.group) {
-            (false, None) => {
-                self.indirect_plain.fetch_sub(1, Ordering::SeqCst);
-            }
-            (false, Some(name)) => self.change(|table| {
-                let groups = Arc::make_mut(&mut table.indirect_groups);
-                if let Some(count) = groups.get_mut(name) {
-                    *count -= 1;
-                    if *count == 0 {
-                        groups.remove(name);
-                    }
-                }
-            }),
-            (true, _) => self.change(|table| {
-                if let Some((pattern, entry)) = Arc::make_mut(&mut table.patterns).remove(&id) {
-                    Arc::make_mut(&mut table.matcher).remove(&pattern, &entry);
-                }
-            }),
+        if registration.counted {
+            self.indirect_plain.fetch_sub(1, Ordering::SeqCst);
+            return;
         }
+        self.change(|table| {
+            if let Some((pattern, entry)) =
+                Arc::make_mut(&mut table.patterns).remove(&registration.id)
+            {
+                Arc::make_mut(&mut table.matcher).remove(&pattern, &entry);
+            }
+        });
     }
 
     fn change(&self, edit: impl FnOnce(&mut Table)) {
@@ -405,23 +389,31 @@ impl Cache {
 
 fn build_route(table: &Table, subject: &str) -> Route {
     let mut route = Route::default();
+    // Groups with a member only its shard delivers to: the shard serves them whole.
+    let mut indirect: Vec<Arc<str>> = Vec::new();
     for entry in table.matcher.matches_uncached(subject) {
-        let Some(name) = entry.group else {
-            route.plain.push(entry.queue);
-            continue;
-        };
-        if table.indirect_groups.contains_key(&name) {
-            route.indirect_groups = true;
-            continue;
-        }
-        match route.groups.iter_mut().find(|group| group.name == name) {
-            Some(group) => group.members.push(entry.queue),
-            None => route.groups.push(Group {
-                name,
-                members: vec![entry.queue],
-                next: Cell::new(0),
-            }),
+        match (entry.group, entry.queue) {
+            (None, Some(queue)) => route.plain.push(queue),
+            // Not held in the table (counted instead); a shard would serve it.
+            (None, None) => route.indirect_groups = true,
+            (Some(name), None) => {
+                if !indirect.contains(&name) {
+                    indirect.push(name);
+                }
+            }
+            (Some(name), Some(queue)) => {
+                match route.groups.iter_mut().find(|group| group.name == name) {
+                    Some(group) => group.members.push(queue),
+                    None => route.groups.push(Group {
+                        name,
+                        members: vec![queue],
+                        next: Cell::new(0),
+                    }),
+                }
+            }
         }
     }
+    route.groups.retain(|group| !indirect.contains(&group.name));
+    route.indirect_groups |= !indirect.is_empty();
     route
 }

@@ -384,3 +384,192 @@ fn a_shard_publishing_reaches_a_direct_subscription_without_its_owner() {
     drop(sub);
     rt.shutdown().unwrap();
 }
+
+/// A thread answering `count` requests on `subject` with "re:" + payload; `via_shard`:
+/// each reply is published by a task on shard 0 instead of by the thread.
+fn answer_from_thread(
+    rt: &Runtime,
+    pubsub: &PubSub,
+    subject: &str,
+    count: usize,
+    via_shard: bool,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let mut service = pubsub
+        .subscribe(subject, SubscribeOptions::default())
+        .unwrap();
+    let (pubsub, handle) = (pubsub.clone(), rt.handle());
+    std::thread::spawn(move || {
+        let mut inboxes = Vec::new();
+        for _ in 0..count {
+            let Ok(request) = service.next_timeout(Duration::from_secs(10)) else {
+                break;
+            };
+            let inbox = request.reply.clone().unwrap();
+            inboxes.push(inbox.as_str().to_owned());
+            let mut payload = b"re:".to_vec();
+            payload.extend_from_slice(&request.payload);
+            let reply = Message::new(inbox, Bytes::from(payload));
+            if via_shard {
+                handle
+                    .spawn(0, move |ctx: &mut ShardCtx| {
+                        ShardPubSub::get(ctx).publish(ctx, reply).unwrap();
+                    })
+                    .unwrap();
+            } else {
+                pubsub.publish_message(reply).unwrap();
+            }
+        }
+        inboxes
+    })
+}
+
+#[test]
+fn a_request_between_threads_needs_no_shard_and_its_reply_finds_it_either_way() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    for via_shard in [false, true] {
+        let responder = answer_from_thread(&rt, &pubsub, "svc.direct", 20, via_shard);
+        for i in 0..20u32 {
+            let reply = pubsub
+                .request(
+                    "svc.direct",
+                    Bytes::from(i.to_string()),
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+            assert_eq!(reply.payload, Bytes::from(format!("re:{i}")));
+        }
+        let inboxes = responder.join().unwrap();
+        assert_eq!(inboxes.len(), 20);
+        // Threads' requests are answered on their own inboxes.
+        assert!(
+            inboxes.iter().all(|i| i.starts_with("_INBOX.rb.t.")),
+            "{inboxes:?}"
+        );
+    }
+    let stats = pubsub.stats().unwrap();
+    assert_eq!(stats.iter().map(|s| s.unknown_target).sum::<u64>(), 0);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_threads_request_gets_no_responders_at_once_and_times_out_on_time() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let started = Instant::now();
+    let none = pubsub.request("svc.nobody", Bytes::new(), Duration::from_secs(5));
+    assert!(matches!(none, Err(PubSubError::NoResponders)), "{none:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A responder that never answers: a long timeout first, then a short one, which
+    // must not wait for the long one's timer.
+    let _silent = pubsub
+        .subscribe("svc.silent", SubscribeOptions::default())
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for (tag, timeout) in [("long", 3_000u64), ("short", 100)] {
+        let tx = tx.clone();
+        let sent = Instant::now();
+        pubsub
+            .request_with(
+                "svc.silent",
+                Bytes::new(),
+                Duration::from_millis(timeout),
+                move |r| {
+                    let _ = tx.send((tag, sent.elapsed(), r.map(drop)));
+                },
+            )
+            .unwrap();
+    }
+    let (tag, waited, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(tag, "short");
+    assert!(matches!(result, Err(PubSubError::Timeout)), "{result:?}");
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_millis(2_000),
+        "{waited:?}"
+    );
+    let (tag, waited, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(tag, "long");
+    assert!(matches!(result, Err(PubSubError::Timeout)), "{result:?}");
+    assert!(waited >= Duration::from_millis(3_000), "{waited:?}");
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn many_requests_in_flight_from_threads_each_get_their_own_reply() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let group = || SubscribeOptions {
+        queue_group: Some("echo".into()),
+        ..SubscribeOptions::default()
+    };
+    let responders: Vec<_> = (0..2)
+        .map(|_| {
+            let mut service = pubsub.subscribe("svc.many", group()).unwrap();
+            let pubsub = pubsub.clone();
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while let Ok(request) = service.next_timeout(Duration::from_millis(500)) {
+                    let reply = Message::new(request.reply.clone().unwrap(), request.payload);
+                    pubsub.publish_message(reply).unwrap();
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let total = 2_000u32;
+    for i in 0..total {
+        let tx = tx.clone();
+        pubsub
+            .request_with(
+                "svc.many",
+                Bytes::from(i.to_be_bytes().to_vec()),
+                Duration::from_secs(10),
+                move |r| {
+                    let _ = tx.send((i, r.map(|m| number(&m))));
+                },
+            )
+            .unwrap();
+    }
+    for _ in 0..total {
+        let (i, reply) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(reply.unwrap(), i);
+    }
+    let answered: Vec<usize> = responders.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(answered.iter().sum::<usize>(), total as usize);
+    assert_eq!(
+        answered,
+        vec![1_000, 1_000],
+        "the group spreads them in turn"
+    );
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn waiting_thread_requests_end_with_shutting_down_when_the_runtime_stops() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    let _silent = pubsub
+        .subscribe("svc.silent", SubscribeOptions::default())
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    pubsub
+        .request_with(
+            "svc.silent",
+            Bytes::new(),
+            Duration::from_secs(60),
+            move |r| {
+                let _ = tx.send(r.map(drop));
+            },
+        )
+        .unwrap();
+    rt.shutdown().unwrap();
+    let result = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        matches!(result, Err(PubSubError::ShuttingDown)),
+        "{result:?}"
+    );
+    let after = pubsub.request("svc.silent", Bytes::new(), Duration::from_secs(1));
+    assert!(matches!(after, Err(PubSubError::ShuttingDown)), "{after:?}");
+}

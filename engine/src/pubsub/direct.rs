@@ -12,22 +12,31 @@
 //!
 //! Ordering: a subscription is direct for its whole life or never, and every message a
 //! thread publishes reaches a direct one by this path, so one thread's publishes reach
-//! it in the order published. A request takes its shard's path (the shard makes its
-//! inbox): a request and a publish of one thread may reach a subscription in either
-//! order.
+//! it in the order published. A request that needs a shard takes the shard's path
+//! (the shard makes its inbox): such a request and a publish of one thread may reach a
+//! subscription in either order.
+//!
+//! Requests from threads take the same path when every responder is direct: the
+//! request is registered here under `_INBOX.rb.t.<n>` and offered straight to the
+//! responders; the reply completes it on the thread that publishes it (or on the shard
+//! that routes it); a timer on the home shard ends the ones that time out. So a round
+//! trip between two threads wakes each of them once and no shard.
 //!
 //! Changes (subscribe, unsubscribe) copy the table, swap it under a lock and bump a
 //! version; a publishing thread compares one atomic per call with the version it has
 //! cached, and takes the lock only when it changed.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::error::PubSubError;
-use super::message::Message;
+use super::message::{Message, Subject};
 use super::shard::{parse_inbox, PubSubStats, ShardPubSub, SubId, INBOX_PREFIX};
 use super::subscription::{Offer, SubQueue};
 use crate::routing::{Matcher, Pattern};
@@ -35,6 +44,23 @@ use crate::runtime::{RuntimeHandle, ShardCtx};
 
 /// Routes a publishing thread caches; the cache is emptied when full or stale.
 const ROUTE_CACHE_MAX: usize = 4096;
+
+/// Reply subjects of requests made by threads and answered without a shard; the last
+/// token is the request's number.
+pub(crate) const THREAD_INBOX_PREFIX: &str = "_INBOX.rb.t.";
+
+/// What runs when a request made by a thread is answered, times out, or cannot be made.
+pub(crate) type Done = Box<dyn FnOnce(Result<Message, PubSubError>) + Send>;
+
+/// The requests made by threads that wait for a reply.
+#[derive(Default)]
+struct Requests {
+    next: u64,
+    waiting: HashMap<u64, (Instant, Done)>,
+    /// Deadlines of the expiry timers armed on shards (a timer cannot be cancelled:
+    /// one armed for a later deadline stays when an earlier one is armed).
+    armed: BTreeSet<Instant>,
+}
 
 /// Tells one runtime's table from another's in a thread's cache.
 static NEXT_DIRECT_ID: AtomicU64 = AtomicU64::new(1);
@@ -93,6 +119,7 @@ pub(crate) struct Direct {
     /// goes to a shard too.
     indirect_plain: AtomicUsize,
     counters: Box<[Counters]>,
+    requests: Mutex<Requests>,
 }
 
 /// What is left of one message for its home shard.
@@ -145,6 +172,7 @@ impl Direct {
             table: Mutex::new(Table::default()),
             indirect_plain: AtomicUsize::new(0),
             counters: (0..shards).map(|_| Counters::default()).collect(),
+            requests: Mutex::new(Requests::default()),
         }
     }
 
@@ -227,6 +255,13 @@ impl Direct {
         if runtime.is_closing() {
             return Err(PubSubError::ShuttingDown);
         }
+        // Replies to threads' requests complete here, before anything else (a callback
+        // may publish); then they are matched as usual.
+        for message in messages.as_ref() {
+            if let Some(done) = self.take_request(message.subject.as_str()) {
+                done(Ok(message.clone()));
+            }
+        }
         CACHE.with(|slot| {
             let mut slot = slot.borrow_mut();
             let cache = self.refresh(&mut slot);
@@ -236,8 +271,8 @@ impl Direct {
             let single = messages.as_ref().len() == 1;
             for message in messages.as_ref() {
                 let subject = message.subject.as_str();
-                let inbox = subject.starts_with(INBOX_PREFIX);
-                let route = cache.route(subject, inbox);
+                let inbox = is_shard_inbox(subject);
+                let route = cache.route(subject, subject.starts_with(INBOX_PREFIX));
                 let needs_shard = inbox || indirect_plain || route.indirect_groups;
                 hop |= needs_shard;
                 // A lone reply whose only shard work is completing its request goes to
@@ -266,6 +301,157 @@ impl Direct {
             cache.plan.clear();
             result
         })
+    }
+
+    /// Sends a request from a thread that is not a shard, if every responder is direct:
+    /// registers it under a fresh `_INBOX.rb.t.<n>`, makes sure an expiry timer on
+    /// `home` covers its deadline, and offers it to the responders; `done` runs once
+    /// (`NoResponders` at once, on this thread, when nothing matches). Otherwise hands
+    /// `message` and `done` back for the shard's path. `Err`: `done` never runs.
+    pub(crate) fn request(
+        self: &Arc<Self>,
+        runtime: &RuntimeHandle,
+        home: usize,
+        mut message: Message,
+        timeout: Duration,
+        done: Done,
+    ) -> Result<Option<(Message, Done)>, PubSubError> {
+        if runtime.is_closing() {
+            return Err(PubSubError::ShuttingDown);
+        }
+        let subject = message.subject.as_str();
+        let route = CACHE.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let cache = self.refresh(&mut slot);
+            let inbox = subject.starts_with(INBOX_PREFIX);
+            let route = cache.route(subject, inbox);
+            let shard_part =
+                inbox || route.indirect_groups || self.indirect_plain.load(Ordering::Acquire) > 0;
+            (!shard_part).then_some(route)
+        });
+        let Some(route) = route else {
+            return Ok(Some((message, done)));
+        };
+        if route.plain.is_empty() && route.groups.is_empty() {
+            done(Err(PubSubError::NoResponders));
+            return Ok(None);
+        }
+        // A timeout past what `Instant` can hold means "no timeout": a year.
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
+        let (seq, arm) = {
+            let mut requests = self.lock_requests();
+            requests.next += 1;
+            let seq = requests.next;
+            requests.waiting.insert(seq, (deadline, done));
+            let arm = requests.armed.first().is_none_or(|first| deadline < *first);
+            if arm {
+                requests.armed.insert(deadline);
+            }
+            (seq, arm)
+        };
+        if arm {
+            let direct = self.clone();
+            let armed = runtime.spawn(home, move |ctx: &mut ShardCtx| {
+                direct.arm_expiry(ctx, deadline);
+            });
+            if let Err(error) = armed {
+                let mut requests = self.lock_requests();
+                requests.armed.remove(&deadline);
+                // Not sent: `done` is dropped unrun, as this error promises.
+                requests.waiting.remove(&seq);
+                return Err(error.into());
+            }
+        }
+        let inbox = format!("{THREAD_INBOX_PREFIX}{seq}");
+        message.reply = Some(Subject::new(Bytes::from(inbox))?);
+        CACHE.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let cache = self.refresh(&mut slot);
+            cache.plan.push((route, false));
+            self.deliver(cache, home, [message], false);
+            cache.plan.clear();
+        });
+        Ok(None)
+    }
+
+    /// The waiting request a reply on `subject` answers, taken out, if `subject` is a
+    /// thread's inbox and the request still waits.
+    pub(crate) fn take_request(&self, subject: &str) -> Option<Done> {
+        let seq: u64 = subject.strip_prefix(THREAD_INBOX_PREFIX)?.parse().ok()?;
+        self.lock_requests()
+            .waiting
+            .remove(&seq)
+            .map(|(_, done)| done)
+    }
+
+    /// Runs on a shard: arms a timer for `deadline` that ends the requests due then.
+    fn arm_expiry(self: Arc<Self>, ctx: &mut ShardCtx, deadline: Instant) {
+        let delay = deadline.saturating_duration_since(Instant::now());
+        let direct = self.clone();
+        if ctx
+            .after(delay, move |ctx| direct.expire(ctx, deadline))
+            .is_err()
+        {
+            // No timer (shutting down, or the timer table is full): fail what waits
+            // rather than leave it waiting forever.
+            self.fail_all();
+        }
+    }
+
+    /// Runs when the timer armed for `armed_at` fires: fails what is due with
+    /// `Timeout`, then arms for the next deadline unless a timer fires by then.
+    fn expire(self: Arc<Self>, ctx: &mut ShardCtx, armed_at: Instant) {
+        let now = Instant::now();
+        let (due, next) = {
+            let mut requests = self.lock_requests();
+            requests.armed.remove(&armed_at);
+            let due_seqs: Vec<u64> = requests
+                .waiting
+                .iter()
+                .filter(|(_, (deadline, _))| *deadline <= now)
+                .map(|(seq, _)| *seq)
+                .collect();
+            let due: Vec<Done> = due_seqs
+                .iter()
+                .filter_map(|seq| requests.waiting.remove(seq).map(|(_, done)| done))
+                .collect();
+            let next = requests
+                .waiting
+                .values()
+                .map(|(deadline, _)| *deadline)
+                .min()
+                .filter(|next| requests.armed.first().is_none_or(|first| next < first));
+            if let Some(next) = next {
+                requests.armed.insert(next);
+            }
+            (due, next)
+        };
+        if let Some(next) = next {
+            self.clone().arm_expiry(ctx, next);
+        }
+        for done in due {
+            done(Err(PubSubError::Timeout));
+        }
+    }
+
+    /// Ends every waiting request with `ShuttingDown` (the runtime is stopping).
+    pub(crate) fn fail_all(&self) {
+        let waiting: Vec<Done> = {
+            let mut requests = self.lock_requests();
+            requests.armed.clear();
+            requests
+                .waiting
+                .drain()
+                .map(|(_, (_, done))| done)
+                .collect()
+        };
+        for done in waiting {
+            done(Err(PubSubError::ShuttingDown));
+        }
+    }
+
+    fn lock_requests(&self) -> MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The caller's cache for this table, refreshed if the table changed since.
@@ -371,7 +557,8 @@ impl Direct {
 }
 
 impl Cache {
-    /// The route of `subject` (inbox subjects are unique: never cached).
+    /// The route of `subject` (inbox subjects are unique: `inbox` ones are never
+    /// cached).
     fn route(&mut self, subject: &str, inbox: bool) -> Rc<Route> {
         if let Some(route) = self.routes.get(subject) {
             return route.clone();
@@ -416,4 +603,10 @@ fn build_route(table: &Table, subject: &str) -> Route {
     route.groups.retain(|group| !indirect.contains(&group.name));
     route.indirect_groups |= !indirect.is_empty();
     route
+}
+
+/// A subject the shards complete requests on (`_INBOX.rb.<shard>.<n>`), as opposed to a
+/// thread's (`_INBOX.rb.t.<n>`, completed where it is published).
+pub(crate) fn is_shard_inbox(subject: &str) -> bool {
+    subject.starts_with(INBOX_PREFIX) && !subject.starts_with(THREAD_INBOX_PREFIX)
 }

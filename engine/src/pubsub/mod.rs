@@ -203,8 +203,12 @@ impl PubSub {
 
     /// Sends a request without waiting: `done` gets the first reply, `NoResponders` at
     /// once when nothing subscribes to `subject`, or `Timeout` at `timeout`; exactly
-    /// once, on a shard thread (keep it short). If this returns an error, `done` is
-    /// never called.
+    /// once (keep it short), on a shard thread or on the thread that publishes the
+    /// reply; `NoResponders` may come on this thread before this returns. If this
+    /// returns an error, `done` is never called.
+    ///
+    /// When every subscription to `subject` is direct (read by a thread; `direct.rs`),
+    /// no shard is on the request's path nor on its reply's.
     pub fn request_with<F>(
         &self,
         subject: &str,
@@ -217,7 +221,15 @@ impl PubSub {
     {
         let subject = Subject::new(Bytes::copy_from_slice(subject.as_bytes()))?;
         let message = Message::new(subject, payload);
-        self.runtime.spawn(self.home(), move |ctx: &mut ShardCtx| {
+        let home = self.home();
+        let done: direct::Done = Box::new(done);
+        let Some((message, done)) =
+            self.direct
+                .request(&self.runtime, home, message, timeout, done)?
+        else {
+            return Ok(());
+        };
+        self.runtime.spawn(home, move |ctx: &mut ShardCtx| {
             let done: ReplyCallback = Box::new(move |_, result| done(result));
             ShardPubSub::get(ctx).request(ctx, message, timeout, done);
         })?;

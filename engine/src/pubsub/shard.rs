@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::direct::{Direct, Registration, Rest};
+use super::direct::{self, Direct, Registration, Rest};
 use super::error::PubSubError;
 use super::message::{Message, Subject};
 use super::subscription::{Offer, SubQueue};
@@ -168,6 +168,8 @@ struct State {
     /// Direct subscriptions' queues offered to since the last flush, which wakes their
     /// consumers once.
     touched: Vec<Arc<SubQueue>>,
+    /// Replies routed here to requests made by threads, run once the state is free.
+    thread_replies: Vec<(direct::Done, Message)>,
     flush_scheduled: bool,
     /// Batches per target shard that its ring could not take yet, oldest first.
     waiting: Vec<VecDeque<Vec<Delivery>>>,
@@ -194,12 +196,14 @@ pub(crate) type ReadyCallback = Box<dyn FnOnce(&mut ShardCtx)>;
 
 impl Drop for State {
     fn drop(&mut self) {
-        // The shard is stopping: consumers on other threads must not wait forever.
+        // The shard is stopping: consumers and requesters on other threads must not
+        // wait forever.
         for sub in self.subs.values() {
             if let Sink::Queue(queue) = &sub.sink {
                 queue.close();
             }
         }
+        self.direct.fail_all();
     }
 }
 
@@ -232,6 +236,7 @@ impl ShardPubSub {
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outboxed: 0,
             touched: Vec::new(),
+            thread_replies: Vec::new(),
             flush_scheduled: false,
             waiting: (0..shards).map(|_| VecDeque::new()).collect(),
             retry_armed: false,
@@ -261,16 +266,20 @@ impl ShardPubSub {
             let routed = st.route(message, None);
             st.stats.published += 1;
             st.stats.routed += routed as u64;
+            let replies = std::mem::take(&mut st.thread_replies);
             if routed == 0 {
                 st.stats.no_interest += 1;
-                return Ok(0);
             }
-            let schedule = !st.flush_scheduled;
-            st.flush_scheduled = true;
-            (schedule, routed)
+            let pending = st.outboxed > 0 || !st.touched.is_empty();
+            let schedule = pending && !st.flush_scheduled;
+            st.flush_scheduled |= schedule;
+            (schedule, routed, replies)
         };
         if schedule.0 {
             self.schedule_flush(ctx);
+        }
+        for (done, reply) in schedule.2 {
+            done(Ok(reply));
         }
         Ok(schedule.1)
     }
@@ -624,10 +633,20 @@ impl State {
     fn route(&mut self, message: Message, served: Option<&[Arc<str>]>) -> usize {
         let subject = message.subject.as_str();
         let mut routed = 0;
+        // A reply to a thread's request: completed here unless the thread that
+        // published it did (`served`), then matched as usual.
+        if served.is_none() {
+            if let Some(done) = self.direct.take_request(subject) {
+                self.thread_replies.push((done, message.clone()));
+                routed += 1;
+            }
+        }
         if let Some((shard, seq)) = parse_inbox(subject, self.shards) {
             self.outbox[shard].push((Target::Reply(seq), message.clone()));
             self.outboxed += 1;
             routed += 1;
+        }
+        if subject.starts_with(INBOX_PREFIX) {
             // Inbox subjects are unique: matched without the cache.
             let extra: Vec<Interest> = self.interest.matches_uncached(subject);
             let route = build_route(extra);
@@ -644,7 +663,7 @@ impl State {
                 route
             }
         };
-        self.enqueue(&route, &message, served)
+        routed + self.enqueue(&route, &message, served)
     }
 
     fn enqueue(&mut self, route: &Route, message: &Message, served: Option<&[Arc<str>]>) -> usize {

@@ -573,3 +573,170 @@ fn waiting_thread_requests_end_with_shutting_down_when_the_runtime_stops() {
     let after = pubsub.request("svc.silent", Bytes::new(), Duration::from_secs(1));
     assert!(matches!(after, Err(PubSubError::ShuttingDown)), "{after:?}");
 }
+
+fn in_group(pubsub: &PubSub, pattern: &str, group: &str, max: Option<u64>) -> Subscription {
+    let options = SubscribeOptions {
+        queue_group: Some(group.into()),
+        max_messages: max,
+        ..SubscribeOptions::default()
+    };
+    pubsub.subscribe(pattern, options).unwrap()
+}
+
+#[test]
+fn a_group_member_keeps_one_threads_order_when_its_group_stops_needing_a_shard() {
+    let rt = runtime(2);
+    let pubsub = PubSub::new(rt.handle());
+    // This thread's first publish fixes its home shard; the direct path counts it there.
+    pubsub.publish_message(numbered("nobody", 0)).unwrap();
+    let home = pubsub
+        .stats()
+        .unwrap()
+        .iter()
+        .position(|s| s.published > 0)
+        .unwrap();
+    let mut direct = in_group(&pubsub, "ord.g", "g", None);
+    // A member its shard serves sends the group's messages through the home shard. Its
+    // owner (`id % 2`) must not be the home shard, which is about to be held busy.
+    let served = loop {
+        let candidate = in_group(&pubsub, "ord.g", "g", Some(u64::MAX));
+        if (candidate.id() % 2) as usize != home {
+            break candidate;
+        }
+    };
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    rt.handle()
+        .spawn(home, move |_: &mut ShardCtx| {
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(10));
+        })
+        .unwrap();
+    held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    for i in 0..10 {
+        pubsub.publish_message(numbered("ord.g", i)).unwrap();
+    }
+    // The group is all direct now, but the older messages still wait on the home shard.
+    served.unsubscribe().unwrap();
+    pubsub.publish_message(numbered("ord.g", 10)).unwrap();
+    release_tx.send(()).unwrap();
+    let got: Vec<u32> = read(&mut direct, 11).iter().map(number).collect();
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(got, sorted, "one thread's publishes out of order");
+    assert_eq!(got.last(), Some(&10), "{got:?}");
+    drop(direct);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_direct_delivery_dropped_by_a_full_buffer_is_not_counted_as_no_interest() {
+    let rt = runtime(1);
+    let pubsub = PubSub::new(rt.handle());
+    let options = SubscribeOptions {
+        pending: PendingLimits {
+            messages: 1,
+            ..PendingLimits::default()
+        },
+        ..SubscribeOptions::default()
+    };
+    let _full = pubsub.subscribe("cnt", options).unwrap();
+    // A shard-served plain subscription makes every publish go to the shard as well.
+    let _other = shard_served(&pubsub, "other", None);
+    for i in 0..3 {
+        pubsub.publish_message(numbered("cnt", i)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let stats = pubsub.stats().unwrap()[0];
+        if stats.routed >= 3 || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        (
+            stats.published,
+            stats.routed,
+            stats.no_interest,
+            stats.dropped_slow
+        ),
+        (3, 3, 0, 2),
+        "{stats:?}"
+    );
+    rt.shutdown().unwrap();
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn an_idle_threads_cache_does_not_keep_unsubscribed_queues_open() {
+    let rt = runtime(1);
+    let pubsub = PubSub::new(rt.handle());
+    let before = open_fds();
+    let subs: Vec<Subscription> = (0..100)
+        .map(|_| {
+            pubsub
+                .subscribe("keep.>", SubscribeOptions::default())
+                .unwrap()
+        })
+        .collect();
+    let (published_tx, published_rx) = mpsc::channel::<()>();
+    let (finish_tx, finish_rx) = mpsc::channel::<()>();
+    let publisher = {
+        let pubsub = pubsub.clone();
+        std::thread::spawn(move || {
+            pubsub.publish("keep.x", Bytes::from_static(b"x")).unwrap();
+            published_tx.send(()).unwrap();
+            // Idle from here on: its cache still holds the table with all 100.
+            let _ = finish_rx.recv();
+        })
+    };
+    published_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(open_fds() >= before + 100);
+    drop(subs);
+    // Other tests in this binary open and close fds too: allow a little slack.
+    let after = open_fds();
+    finish_tx.send(()).unwrap();
+    publisher.join().unwrap();
+    assert!(after < before + 20, "{after} fds open, {before} before");
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_group_takes_turns_when_its_thread_alternates_runtimes_and_the_table_changes() {
+    let (rt1, rt2) = (runtime(1), runtime(1));
+    let (p1, p2) = (PubSub::new(rt1.handle()), PubSub::new(rt2.handle()));
+    let mut members: Vec<Subscription> = (0..2).map(|_| in_group(&p1, "work", "g", None)).collect();
+    for i in 0..100 {
+        p1.publish_message(numbered("work", i)).unwrap();
+        p2.publish_message(numbered("elsewhere", i)).unwrap();
+        // A change of the table every ten messages rebuilds every route.
+        if i % 10 == 0 {
+            drop(p1.subscribe("churn", SubscribeOptions::default()).unwrap());
+        }
+    }
+    let counts: Vec<usize> = members.iter_mut().map(|m| read(m, 100).len()).collect();
+    assert_eq!(counts, vec![50, 50]);
+    drop(members);
+    rt1.shutdown().unwrap();
+    rt2.shutdown().unwrap();
+}
+
+#[test]
+fn two_pubsubs_on_one_runtime_never_share_a_subscription_id() {
+    let rt = runtime(1);
+    let (p1, p2) = (PubSub::new(rt.handle()), PubSub::new(rt.handle()));
+    let a = p1.subscribe("x", SubscribeOptions::default()).unwrap();
+    let b = p2.subscribe("y", SubscribeOptions::default()).unwrap();
+    assert_ne!(a.id(), b.id());
+    drop((a, b));
+    for i in 0..5 {
+        p1.publish_message(numbered("x", i)).unwrap();
+    }
+    let stats = p1.stats().unwrap()[0];
+    assert_eq!((stats.routed, stats.no_interest), (0, 5), "{stats:?}");
+    rt.shutdown().unwrap();
+}

@@ -26,11 +26,11 @@
 //! version; a publishing thread compares one atomic per call with the version it has
 //! cached, and takes the lock only when it changed.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +44,9 @@ use crate::runtime::{RuntimeHandle, ShardCtx};
 
 /// Routes a publishing thread caches; the cache is emptied when full or stale.
 const ROUTE_CACHE_MAX: usize = 4096;
+
+/// Runtimes a thread keeps a cache for; past it the oldest is forgotten.
+const CACHES_MAX: usize = 8;
 
 /// Reply subjects of requests made by threads and answered without a shard; the last
 /// token is the request's number.
@@ -67,12 +70,16 @@ static NEXT_DIRECT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A subscription as the table holds it: every direct one, and every queue-group
 /// member (a group with a member that is not direct is the shard's to serve).
+///
+/// Queues are held weakly here and in threads' caches, which outlive a version of the
+/// table until their thread publishes again: an unsubscribed queue (its eventfd, its
+/// pending messages) goes when its subscription and its shards let go of it.
 #[derive(Clone)]
 struct Entry {
     id: SubId,
     group: Option<Arc<str>>,
     /// `None`: not direct (only its shard delivers to it).
-    queue: Option<Arc<SubQueue>>,
+    queue: Option<Weak<SubQueue>>,
 }
 
 impl PartialEq for Entry {
@@ -88,7 +95,14 @@ struct Table {
     matcher: Arc<Matcher<Entry>>,
     /// Each entry's pattern, to remove it.
     patterns: Arc<HashMap<SubId, (Pattern, Entry)>>,
+    /// Each queue group's members in the table, and whose turn is next: shared by every
+    /// publishing thread and kept across versions, so members take turns evenly
+    /// whoever publishes and however often the table changes.
+    turns: Arc<HashMap<Arc<str>, Turns>>,
 }
+
+/// A queue group's members in the table, and the shared count of its turns.
+type Turns = (usize, Arc<AtomicUsize>);
 
 /// What the direct path did, per home shard; `ShardPubSub::stats` adds it in.
 #[derive(Default)]
@@ -127,15 +141,15 @@ pub(crate) struct Rest {
     pub(crate) message: Message,
     /// Queue groups served directly: the shard skips them.
     pub(crate) served: Vec<Arc<str>>,
-    /// Deliveries made directly (the shard counts `no_interest` only if it and this
-    /// made none).
-    pub(crate) routed: usize,
+    /// Direct delivery had targets for it (the shard counts `no_interest` only if
+    /// neither it nor direct delivery had any).
+    pub(crate) matched: bool,
 }
 
 /// Where a subject's messages go by the direct path.
 #[derive(Default)]
 struct Route {
-    plain: Vec<Arc<SubQueue>>,
+    plain: Vec<Weak<SubQueue>>,
     groups: Vec<Group>,
     /// Part of the route is a shard's: a matched queue group has a member that is not
     /// direct (the shard serves that group whole).
@@ -144,8 +158,8 @@ struct Route {
 
 struct Group {
     name: Arc<str>,
-    members: Vec<Arc<SubQueue>>,
-    next: Cell<usize>,
+    members: Vec<Weak<SubQueue>>,
+    next: Arc<AtomicUsize>,
 }
 
 /// One publishing thread's view of one runtime's table.
@@ -154,6 +168,11 @@ struct Cache {
     version: u64,
     table: Table,
     routes: HashMap<Box<str>, Rc<Route>>,
+    /// This thread's tasks on shards not yet routed there. While there are any, the
+    /// shard serves every queue group too: a group whose shard-served member just
+    /// left must not get a newer message directly before the older ones the shard
+    /// still holds.
+    in_flight: Arc<AtomicUsize>,
     /// Per message of the current call: its route, and whether its shard must see it.
     plan: Vec<(Rc<Route>, bool)>,
     /// Queues written by the current call, each notified once at its end.
@@ -161,7 +180,8 @@ struct Cache {
 }
 
 thread_local! {
-    static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+    /// One cache per runtime this thread publishes to, most recently used last.
+    static CACHES: RefCell<Vec<Cache>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Direct {
@@ -198,6 +218,11 @@ impl Direct {
             self.indirect_plain.fetch_add(1, Ordering::SeqCst);
         } else {
             self.change(|table| {
+                if let Some(name) = &group {
+                    let turns = Arc::make_mut(&mut table.turns);
+                    turns.entry(name.clone()).or_default().0 += 1;
+                }
+                let queue = queue.as_ref().map(Arc::downgrade);
                 let entry = Entry { id, group, queue };
                 Arc::make_mut(&mut table.matcher).insert(pattern, entry.clone());
                 Arc::make_mut(&mut table.patterns).insert(id, (pattern.clone(), entry));
@@ -217,6 +242,15 @@ impl Direct {
                 Arc::make_mut(&mut table.patterns).remove(&registration.id)
             {
                 Arc::make_mut(&mut table.matcher).remove(&pattern, &entry);
+                if let Some(name) = &entry.group {
+                    let turns = Arc::make_mut(&mut table.turns);
+                    if let Some((members, _)) = turns.get_mut(name) {
+                        *members -= 1;
+                        if *members == 0 {
+                            turns.remove(name);
+                        }
+                    }
+                }
             }
         });
     }
@@ -262,10 +296,11 @@ impl Direct {
                 done(Ok(message.clone()));
             }
         }
-        CACHE.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let cache = self.refresh(&mut slot);
+        CACHES.with(|caches| {
+            let mut caches = caches.borrow_mut();
+            let cache = self.refresh(&mut caches);
             let indirect_plain = self.indirect_plain.load(Ordering::Acquire) > 0;
+            let groups_here = cache.in_flight.load(Ordering::Acquire) == 0;
             let mut hop = false;
             let mut target = home;
             let single = messages.as_ref().len() == 1;
@@ -273,11 +308,13 @@ impl Direct {
                 let subject = message.subject.as_str();
                 let inbox = is_shard_inbox(subject);
                 let route = cache.route(subject, subject.starts_with(INBOX_PREFIX));
-                let needs_shard = inbox || indirect_plain || route.indirect_groups;
+                let groups_to_shard = !groups_here && !route.groups.is_empty();
+                let needs_shard =
+                    inbox || indirect_plain || route.indirect_groups || groups_to_shard;
                 hop |= needs_shard;
                 // A lone reply whose only shard work is completing its request goes to
-                // the shard that waits for it: one hop instead of two. (Nothing else a
-                // shard serves matches it, so no order can change.)
+                // the shard that waits for it: one hop instead of two. No subscription
+                // a shard serves matches it, so no subscription's order can change.
                 if single && inbox && !indirect_plain && !route.indirect_groups {
                     if let Some((shard, _)) = parse_inbox(subject, runtime.shard_count()) {
                         target = shard;
@@ -286,16 +323,19 @@ impl Direct {
                 cache.plan.push((route, needs_shard));
             }
             let result = if hop {
+                let in_flight = cache.in_flight.clone();
                 runtime
                     .enqueue(target, || {
-                        let rests = self.deliver(cache, home, messages, true);
+                        let rests = self.deliver(cache, home, messages, true, groups_here);
+                        in_flight.fetch_add(1, Ordering::AcqRel);
                         Box::new(move |ctx: &mut ShardCtx| {
                             ShardPubSub::get(ctx).publish_rest(ctx, rests);
+                            in_flight.fetch_sub(1, Ordering::AcqRel);
                         })
                     })
                     .map_err(PubSubError::from)
             } else {
-                self.deliver(cache, home, messages, false);
+                self.deliver(cache, home, messages, false, groups_here);
                 Ok(())
             };
             cache.plan.clear();
@@ -320,13 +360,17 @@ impl Direct {
             return Err(PubSubError::ShuttingDown);
         }
         let subject = message.subject.as_str();
-        let route = CACHE.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let cache = self.refresh(&mut slot);
+        let route = CACHES.with(|caches| {
+            let mut caches = caches.borrow_mut();
+            let cache = self.refresh(&mut caches);
             let inbox = subject.starts_with(INBOX_PREFIX);
             let route = cache.route(subject, inbox);
-            let shard_part =
-                inbox || route.indirect_groups || self.indirect_plain.load(Ordering::Acquire) > 0;
+            let groups_to_shard =
+                !route.groups.is_empty() && cache.in_flight.load(Ordering::Acquire) > 0;
+            let shard_part = inbox
+                || route.indirect_groups
+                || groups_to_shard
+                || self.indirect_plain.load(Ordering::Acquire) > 0;
             (!shard_part).then_some(route)
         });
         let Some(route) = route else {
@@ -364,11 +408,11 @@ impl Direct {
         }
         let inbox = format!("{THREAD_INBOX_PREFIX}{seq}");
         message.reply = Some(Subject::new(Bytes::from(inbox))?);
-        CACHE.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let cache = self.refresh(&mut slot);
+        CACHES.with(|caches| {
+            let mut caches = caches.borrow_mut();
+            let cache = self.refresh(&mut caches);
             cache.plan.push((route, false));
-            self.deliver(cache, home, [message], false);
+            self.deliver(cache, home, [message], false, true);
             cache.plan.clear();
         });
         Ok(None)
@@ -454,32 +498,56 @@ impl Direct {
         self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The caller's cache for this table, refreshed if the table changed since.
-    fn refresh<'c>(&self, slot: &'c mut Option<Cache>) -> &'c mut Cache {
-        let version = self.version.load(Ordering::Acquire);
-        if slot
-            .as_ref()
-            .is_some_and(|c| c.owner != self.id || c.version != version)
-        {
-            *slot = None;
-        }
-        slot.get_or_insert_with(|| {
-            let table = self.lock();
-            Cache {
+    /// The calling thread's cache for this runtime, refreshed if the table changed.
+    fn refresh<'c>(&self, caches: &'c mut Vec<Cache>) -> &'c mut Cache {
+        let found = match caches.last() {
+            Some(last) if last.owner == self.id => true,
+            _ => match caches.iter().position(|c| c.owner == self.id) {
+                Some(i) => {
+                    let cache = caches.remove(i);
+                    caches.push(cache);
+                    true
+                }
+                None => false,
+            },
+        };
+        if !found {
+            if caches.len() >= CACHES_MAX {
+                caches.remove(0);
+            }
+            caches.push(Cache {
                 owner: self.id,
-                // Read under the lock: changes bump it under the lock too.
-                version: self.version.load(Ordering::Acquire),
-                table: table.clone(),
+                version: u64::MAX,
+                table: Table::default(),
                 routes: HashMap::new(),
+                in_flight: Arc::new(AtomicUsize::new(0)),
                 plan: Vec::new(),
                 touched: Vec::new(),
-            }
-        })
+            });
+        }
+        let last = caches.len() - 1;
+        let cache = &mut caches[last];
+        if cache.version != self.version.load(Ordering::Acquire) {
+            let table = self.lock();
+            // Read under the lock: changes bump it under the lock too.
+            cache.version = self.version.load(Ordering::Acquire);
+            cache.table = table.clone();
+            cache.routes.clear();
+        }
+        cache
     }
 
-    /// Offers each message to its direct targets (the plan says which), notifies each
-    /// queue written once, counts. With `keep`, returns what the shard must route.
-    fn deliver<M>(&self, cache: &mut Cache, home: usize, messages: M, keep: bool) -> Vec<Rest>
+    /// Offers each message to its direct targets (the plan says which; queue groups
+    /// only with `groups`), notifies each queue written once, counts. With `keep`,
+    /// returns what the shard must route.
+    fn deliver<M>(
+        &self,
+        cache: &mut Cache,
+        home: usize,
+        messages: M,
+        keep: bool,
+        groups: bool,
+    ) -> Vec<Rest>
     where
         M: IntoIterator<Item = Message>,
     {
@@ -490,17 +558,16 @@ impl Direct {
             published += 1;
             let keep_this = keep && *needs_shard;
             let mut served = Vec::new();
-            let targets = route.plain.iter().chain(route.groups.iter().map(|group| {
-                let turn = group.next.get();
-                group.next.set(turn.wrapping_add(1));
+            let group_targets = route.groups.iter().filter(|_| groups).map(|group| {
+                let turn = group.next.fetch_add(1, Ordering::Relaxed);
                 if keep_this {
                     served.push(group.name.clone());
                 }
                 &group.members[turn % group.members.len()]
-            }));
-            let total = route.plain.len() + route.groups.len();
+            });
+            let targets = route.plain.iter().chain(group_targets);
+            let total = route.plain.len() + if groups { route.groups.len() } else { 0 };
             let mut message = Some(message);
-            let mut reached = 0usize;
             for (i, queue) in targets.enumerate() {
                 // The last target takes the message itself unless the shard needs it.
                 let copy = if i + 1 == total && !keep_this {
@@ -511,11 +578,15 @@ impl Direct {
                 let Some(copy) = copy else {
                     break;
                 };
+                let Some(queue) = queue.upgrade() else {
+                    // Unsubscribed since this thread's table was made.
+                    unknown += 1;
+                    continue;
+                };
                 match queue.offer(copy) {
                     Offer::Queued => {
-                        reached += 1;
-                        if !cache.touched.iter().any(|q| Arc::ptr_eq(q, queue)) {
-                            cache.touched.push(queue.clone());
+                        if !cache.touched.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                            cache.touched.push(queue);
                         }
                     }
                     // Direct subscriptions drop the newest: `Overflow` cannot happen.
@@ -523,12 +594,13 @@ impl Direct {
                     Offer::Closed => unknown += 1,
                 }
             }
-            routed += reached as u64;
+            // Like a shard's: one per receiving subscription, dropped ones included.
+            routed += total as u64;
             match message {
                 Some(message) if keep_this => rests.push(Rest {
                     message,
                     served,
-                    routed: reached,
+                    matched: total > 0,
                 }),
                 _ if total == 0 && !keep_this => no_interest += 1,
                 _ => {}
@@ -591,11 +663,18 @@ fn build_route(table: &Table, subject: &str) -> Route {
             (Some(name), Some(queue)) => {
                 match route.groups.iter_mut().find(|group| group.name == name) {
                     Some(group) => group.members.push(queue),
-                    None => route.groups.push(Group {
-                        name,
-                        members: vec![queue],
-                        next: Cell::new(0),
-                    }),
+                    None => {
+                        let next = table
+                            .turns
+                            .get(&name)
+                            .map(|(_, next)| next.clone())
+                            .unwrap_or_default();
+                        route.groups.push(Group {
+                            name,
+                            members: vec![queue],
+                            next,
+                        });
+                    }
                 }
             }
         }

@@ -66,7 +66,8 @@ pub struct SubscribeOptions {
 }
 
 /// The subjects model of one runtime, for threads that are not shards. Cheap to clone.
-/// Use one `PubSub` per runtime (its per-shard state is the shards' `ShardPubSub`).
+/// `PubSub`s made on one runtime share its state (the shards' `ShardPubSub`, the
+/// subscription ids, direct delivery's table).
 #[derive(Clone)]
 pub struct PubSub {
     runtime: RuntimeHandle,
@@ -98,11 +99,13 @@ impl PubSub {
     pub fn new(runtime: RuntimeHandle) -> Self {
         Self {
             direct: shard::direct_state(&runtime),
-            runtime,
-            shared: Arc::new(Shared {
+            // One per runtime: `PubSub`s made on one runtime share the subscription ids
+            // (the shards and direct delivery key subscriptions by them).
+            shared: runtime.singleton(|| Shared {
                 next_id: AtomicU64::new(1),
                 next_home: AtomicUsize::new(0),
             }),
+            runtime,
         }
     }
 

@@ -300,7 +300,7 @@ impl ShardPubSub {
                 }
                 let routed = st.route(rest.message, Some(&rest.served));
                 st.stats.routed += routed as u64;
-                if routed == 0 && rest.routed == 0 {
+                if routed == 0 && !rest.matched {
                     st.stats.no_interest += 1;
                 }
             }

@@ -39,8 +39,8 @@ pub const PENDING_MESSAGES_MAX: usize = 1 << 23;
 /// to this (512 GiB).
 pub const PENDING_BYTES_MAX: usize = 1 << 39;
 
-/// The pending counters share one word: messages above this bit, bytes below. The
-/// maxima above leave each field room for the offers in flight.
+/// The pending counters share one word: messages above this bit, bytes below. Offers
+/// reserve only what fits, so with the maxima above neither field can overflow.
 const COUNT_SHIFT: u32 = 40;
 const BYTES_MASK: u64 = (1 << COUNT_SHIFT) - 1;
 
@@ -83,9 +83,9 @@ pub(crate) struct SubQueue {
     /// whatever its bound (a preallocated ring of 65,536 messages would be ~7.5 MiB).
     queue: SegQueue<Message>,
     /// Messages (above `COUNT_SHIFT`) and bytes (below) in `queue`, in one word so an
-    /// offer reserves both with one atomic add: added before a push, subtracted after
-    /// a pop, so neither field wraps; an offer past the bound adds and takes back, so
-    /// the bound holds under races.
+    /// offer reserves both with one compare-and-swap: added before a push, subtracted
+    /// after a pop, so neither field wraps; an offer that does not fit reserves
+    /// nothing, so the bound holds under races.
     pending: AtomicU64,
     count_max: usize,
     bytes_max: usize,
@@ -131,11 +131,10 @@ impl SubQueue {
         }))
     }
 
-    /// Queues `message` unless the buffer is full or the subscription closed. Its
-    /// owning shard and publishing threads (direct delivery) offer concurrently: each
-    /// reserves its room in the counters before it pushes and gives it back if the
-    /// bound is passed, so the bound holds whoever offers. Call `notify` once after a
-    /// batch of offers.
+    /// Queues `message` unless the buffer is full or the subscription closed. Shards
+    /// and publishing threads (direct delivery) offer concurrently: each reserves its
+    /// room in the counters before it pushes, and only if it fits, so the bound holds
+    /// whoever offers. Call `notify` once after a batch of offers.
     pub(crate) fn offer(&self, message: Message) -> Offer {
         if self.closed.load(Ordering::Acquire) {
             return Offer::Closed;
@@ -145,15 +144,28 @@ impl SubQueue {
         // could carry into the message count).
         if size <= self.bytes_max {
             // Reserved before the push, so the consumer's subtraction (after its pop)
-            // can never come first and wrap a field.
+            // can never come first and wrap a field; reserved only if it fits, so no
+            // field ever passes its bound (nor carries into the other).
             let add = pending_word(1, size);
-            let before = self.pending.fetch_add(add, Ordering::AcqRel);
-            let (count, bytes) = unpack(before);
-            if count < self.count_max && bytes + size <= self.bytes_max {
-                self.queue.push(message);
-                return Offer::Queued;
+            let mut current = self.pending.load(Ordering::Acquire);
+            loop {
+                let (count, bytes) = unpack(current);
+                if count >= self.count_max || bytes + size > self.bytes_max {
+                    break;
+                }
+                match self.pending.compare_exchange_weak(
+                    current,
+                    current + add,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.queue.push(message);
+                        return Offer::Queued;
+                    }
+                    Err(now) => current = now,
+                }
             }
-            self.pending.fetch_sub(add, Ordering::AcqRel);
         }
         self.dropped.fetch_add(1, Ordering::Relaxed);
         match self.policy {

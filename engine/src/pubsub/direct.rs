@@ -12,7 +12,9 @@
 //!
 //! Ordering: a subscription is direct for its whole life or never, and every message a
 //! thread publishes reaches a direct one by this path, so one thread's publishes reach
-//! it in the order published. A request that needs a shard takes the shard's path
+//! it in the order published. A queue group changes path when a member that is not
+//! direct comes or goes, so while a thread has tasks still waiting on shards its groups
+//! go through the shard too. A request that needs a shard takes the shard's path
 //! (the shard makes its inbox): such a request and a publish of one thread may reach a
 //! subscription in either order.
 //!

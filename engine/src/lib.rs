@@ -28,6 +28,7 @@
 //! See `docs/architecture.md` for the picture.
 
 pub mod doorbell;
+pub(crate) mod pending;
 pub mod ring;
 pub mod routing;
 pub mod storage;

@@ -1,19 +1,19 @@
 //! The one place lock-free code gets its atomics, `Arc` and `UnsafeCell` from.
 //!
-//! Under `--cfg loom` every item here is loom's model-checked twin, so the ring and the
-//! doorbell are checked by the very code that runs in production. Code outside the
+//! Under `--cfg loom` every item here is loom's model-checked twin, so the ring, the
+//! doorbell and the pending bound are checked by the very code that runs in production. Code outside the
 //! loom-modelled structures (the runtime's counters) uses `std` directly and is not
 //! compiled under loom at all.
 //!
 //! This module owns no state and never allocates.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 

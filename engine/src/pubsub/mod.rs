@@ -40,14 +40,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use crate::pending::{PENDING_BYTES_MAX, PENDING_MESSAGES_MAX};
 pub use error::PubSubError;
 pub use message::{Headers, Message, Subject};
 pub use shard::{
     Handler, PubSubStats, ReplyCallback, ShardPubSub, SubId, INBOX_PREFIX, OUTBOX_MESSAGES_MAX,
 };
-pub use subscription::{
-    PendingLimits, SlowConsumerPolicy, Subscription, PENDING_BYTES_MAX, PENDING_MESSAGES_MAX,
-};
+pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
 
 use crate::routing::{Pattern, Syntax};
 use crate::runtime::{CallError, RuntimeHandle, ShardCtx, SubmitError};

@@ -19,6 +19,7 @@ use super::error::PubSubError;
 use super::message::Message;
 use super::PubSub;
 use crate::doorbell::{Doorbell, EventFd};
+use crate::pending::PendingBound;
 
 /// What happens when a message arrives for a subscription whose pending buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,36 +33,14 @@ pub enum SlowConsumerPolicy {
     Close,
 }
 
-/// The most `PendingLimits::messages` can hold a subscription to; larger values are
-/// held to this (8,388,608).
-pub const PENDING_MESSAGES_MAX: usize = 1 << 23;
-/// The most `PendingLimits::bytes` can hold a subscription to; larger values are held
-/// to this (512 GiB).
-pub const PENDING_BYTES_MAX: usize = 1 << 39;
-
-/// The pending counters share one word: messages above this bit, bytes below. Offers
-/// reserve only what fits, so with the maxima above neither field can overflow.
-const COUNT_SHIFT: u32 = 40;
-const BYTES_MASK: u64 = (1 << COUNT_SHIFT) - 1;
-
-/// `messages` and `bytes` as one addend of the pending word.
-fn pending_word(messages: usize, bytes: usize) -> u64 {
-    ((messages as u64) << COUNT_SHIFT) | bytes as u64
-}
-
-/// The pending word as (messages, bytes).
-fn unpack(word: u64) -> (usize, usize) {
-    ((word >> COUNT_SHIFT) as usize, (word & BYTES_MASK) as usize)
-}
-
 /// Limits of a subscription's pending buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
     /// The most messages waiting for the consumer. Default 65,536; at most
-    /// `PENDING_MESSAGES_MAX`.
+    /// `PENDING_MESSAGES_MAX` (8,388,608; larger values are held to it).
     pub messages: usize,
     /// The most bytes (`Message::size`) waiting for the consumer. Default 64 MiB; at
-    /// most `PENDING_BYTES_MAX`.
+    /// most `PENDING_BYTES_MAX` (512 GiB; larger values are held to it).
     pub bytes: usize,
     /// What happens past either bound.
     pub policy: SlowConsumerPolicy,
@@ -82,13 +61,9 @@ pub(crate) struct SubQueue {
     /// Grows in small blocks as messages wait, so an idle subscription costs little
     /// whatever its bound (a preallocated ring of 65,536 messages would be ~7.5 MiB).
     queue: SegQueue<Message>,
-    /// Messages (above `COUNT_SHIFT`) and bytes (below) in `queue`, in one word so an
-    /// offer reserves both with one compare-and-swap: added before a push, subtracted
-    /// after a pop, so neither field wraps; an offer that does not fit reserves
-    /// nothing, so the bound holds under races.
-    pending: AtomicU64,
-    count_max: usize,
-    bytes_max: usize,
+    /// Messages and bytes in `queue`: reserved before a push (only if they fit, so the
+    /// bound holds whoever offers), released after a pop.
+    bound: PendingBound,
     policy: SlowConsumerPolicy,
     dropped: AtomicU64,
     /// Messages the consumer took (written by the consumer only).
@@ -119,9 +94,7 @@ impl SubQueue {
     pub(crate) fn new(limits: PendingLimits) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             queue: SegQueue::new(),
-            pending: AtomicU64::new(0),
-            count_max: limits.messages.clamp(1, PENDING_MESSAGES_MAX),
-            bytes_max: limits.bytes.clamp(1, PENDING_BYTES_MAX),
+            bound: PendingBound::new(limits.messages, limits.bytes),
             policy: limits.policy,
             dropped: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -139,33 +112,11 @@ impl SubQueue {
         if self.closed.load(Ordering::Acquire) {
             return Offer::Closed;
         }
-        let size = message.size();
-        // A message larger than the byte bound never fits (and is not reserved: it
-        // could carry into the message count).
-        if size <= self.bytes_max {
-            // Reserved before the push, so the consumer's subtraction (after its pop)
-            // can never come first and wrap a field; reserved only if it fits, so no
-            // field ever passes its bound (nor carries into the other).
-            let add = pending_word(1, size);
-            let mut current = self.pending.load(Ordering::Acquire);
-            loop {
-                let (count, bytes) = unpack(current);
-                if count >= self.count_max || bytes + size > self.bytes_max {
-                    break;
-                }
-                match self.pending.compare_exchange_weak(
-                    current,
-                    current + add,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {
-                        self.queue.push(message);
-                        return Offer::Queued;
-                    }
-                    Err(now) => current = now,
-                }
-            }
+        // Reserved before the push, so the consumer's release (after its pop) can never
+        // come first.
+        if self.bound.try_reserve(message.size()) {
+            self.queue.push(message);
+            return Offer::Queued;
         }
         self.dropped.fetch_add(1, Ordering::Relaxed);
         match self.policy {
@@ -196,8 +147,7 @@ impl SubQueue {
 
     fn pop(&self) -> Option<Message> {
         let message = self.queue.pop()?;
-        self.pending
-            .fetch_sub(pending_word(1, message.size()), Ordering::AcqRel);
+        self.bound.release(1, message.size());
         self.taken.fetch_add(1, Ordering::Relaxed);
         Some(message)
     }
@@ -249,8 +199,7 @@ impl SubQueue {
             look_again = false;
         }
         if taken > 0 {
-            self.pending
-                .fetch_sub(pending_word(taken, bytes), Ordering::AcqRel);
+            self.bound.release(taken, bytes);
             self.taken.fetch_add(taken as u64, Ordering::Relaxed);
             return Ok(taken);
         }
@@ -289,16 +238,12 @@ impl SubQueue {
 
     /// Messages waiting for the consumer.
     pub(crate) fn pending(&self) -> usize {
-        unpack(self.pending.load(Ordering::Acquire))
-            .0
-            .min(self.count_max)
+        self.bound.pending().0
     }
 
     /// Bytes (`Message::size`) waiting for the consumer.
     pub(crate) fn pending_bytes(&self) -> usize {
-        unpack(self.pending.load(Ordering::Acquire))
-            .1
-            .min(self.bytes_max)
+        self.bound.pending().1
     }
 
     /// Messages dropped because the pending buffer was full.
@@ -503,8 +448,11 @@ mod tests {
         };
         let queue = SubQueue::new(limits).unwrap();
         assert_eq!(
-            (queue.count_max, queue.bytes_max),
-            (PENDING_MESSAGES_MAX, PENDING_BYTES_MAX)
+            queue.bound.limits(),
+            (
+                crate::pending::PENDING_MESSAGES_MAX,
+                crate::pending::PENDING_BYTES_MAX
+            )
         );
         assert_eq!(queue.offer(message(8)), Offer::Queued);
         assert_eq!((queue.pending(), queue.pending_bytes()), (1, 9));

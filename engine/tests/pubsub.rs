@@ -17,13 +17,9 @@ use ringbroker::pubsub::{
 };
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 
-fn runtime(shards: usize) -> Runtime {
-    Runtime::start(RuntimeConfig {
-        shards: Some(shards),
-        ..RuntimeConfig::default()
-    })
-    .unwrap()
-}
+#[path = "support/pubsub.rs"]
+mod support;
+use support::{handler_on, runtime};
 
 fn subscribe(pubsub: &PubSub, pattern: &str) -> Subscription {
     pubsub
@@ -527,26 +523,6 @@ fn publish_in_turns(
     rx.recv_timeout(Duration::from_secs(60)).unwrap()
 }
 
-/// A handler subscription on `shard` that collects the payload numbers it receives.
-fn collect_on(rt: &Runtime, shard: usize, subject: &'static str) -> mpsc::Receiver<u32> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    rt.handle()
-        .spawn(shard, move |ctx: &mut ShardCtx| {
-            let pubsub = ShardPubSub::get(ctx);
-            let on_message = move |_: &mut ShardCtx, m: Message| {
-                let _ = tx.send(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
-            };
-            let ready = move |_: &mut ShardCtx| ready_tx.send(()).unwrap();
-            pubsub
-                .subscribe(ctx, subject, None, None, on_message, ready)
-                .unwrap();
-        })
-        .unwrap();
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    rx
-}
-
 #[test]
 fn full_rings_hold_batches_back_in_order_and_lose_none() {
     // Tiny rings and backlogs, and a subscriber shard that sleeps: the publisher's
@@ -558,7 +534,7 @@ fn full_rings_hold_batches_back_in_order_and_lose_none() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let received = collect_on(&rt, 1, "ordered");
+    let received = handler_on(&rt, 1, "ordered");
     rt.handle()
         .spawn(1, |_: &mut ShardCtx| {
             std::thread::sleep(Duration::from_millis(200))
@@ -576,7 +552,7 @@ fn full_rings_hold_batches_back_in_order_and_lose_none() {
 #[test]
 fn a_full_outbox_refuses_with_backpressure_then_delivers_what_it_took() {
     let rt = runtime(2);
-    let received = collect_on(&rt, 1, "flood");
+    let received = handler_on(&rt, 1, "flood");
     // One task publishing without yielding fills the outbox: the next publish is
     // refused, and everything taken before it is delivered.
     let max = ringbroker::pubsub::OUTBOX_MESSAGES_MAX as u32;

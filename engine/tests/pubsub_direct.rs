@@ -18,24 +18,9 @@ use ringbroker::pubsub::{
 };
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 
-fn runtime(shards: usize) -> Runtime {
-    Runtime::start(RuntimeConfig {
-        shards: Some(shards),
-        ..RuntimeConfig::default()
-    })
-    .unwrap()
-}
-
-fn numbered(subject: &str, n: u32) -> Message {
-    Message::new(
-        subject.to_owned().try_into().unwrap(),
-        Bytes::from(n.to_be_bytes().to_vec()),
-    )
-}
-
-fn number(message: &Message) -> u32 {
-    u32::from_be_bytes(message.payload[..4].try_into().unwrap())
-}
+#[path = "support/pubsub.rs"]
+mod support;
+use support::{handler_on, hold, number, numbered, runtime};
 
 /// Reads `sub` until `want` messages came or nothing came for a second.
 fn read(sub: &mut Subscription, want: usize) -> Vec<Message> {
@@ -58,26 +43,6 @@ fn shard_served(pubsub: &PubSub, pattern: &str, group: Option<&str>) -> Subscrip
         ..SubscribeOptions::default()
     };
     pubsub.subscribe(pattern, options).unwrap()
-}
-
-/// A handler subscription on shard `shard` sending each message's number to the
-/// returned receiver; returns once every shard routes to it.
-fn handler_on(rt: &Runtime, shard: usize, pattern: &'static str) -> mpsc::Receiver<u32> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    rt.handle()
-        .spawn(shard, move |ctx: &mut ShardCtx| {
-            let on_message = move |_: &mut ShardCtx, m: Message| {
-                let _ = tx.send(number(&m));
-            };
-            let ready = move |_: &mut ShardCtx| ready_tx.send(()).unwrap();
-            ShardPubSub::get(ctx)
-                .subscribe(ctx, pattern, None, None, on_message, ready)
-                .unwrap();
-        })
-        .unwrap();
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    rx
 }
 
 #[test]
@@ -281,8 +246,7 @@ fn a_thread_answers_requests_and_the_reply_finds_its_inbox() {
             for _ in 0..100 {
                 let request = service.next_timeout(Duration::from_secs(5)).unwrap();
                 let reply = request.reply.clone().unwrap();
-                let mut answer = Message::new(reply, request.payload.clone());
-                answer.headers = None;
+                let answer = Message::new(reply, request.payload.clone());
                 pubsub.publish_message(answer).unwrap();
             }
         })
@@ -301,30 +265,26 @@ fn a_thread_answers_requests_and_the_reply_finds_its_inbox() {
     rt.shutdown().unwrap();
 }
 
-#[test]
-fn a_publish_its_home_shard_refuses_delivers_nothing() {
-    let rt = Runtime::start(RuntimeConfig {
+/// One shard whose queue of calls from other threads holds 4: easy to fill.
+fn one_shard_with_a_small_queue() -> Runtime {
+    Runtime::start(RuntimeConfig {
         shards: Some(1),
         external_queue_capacity: 4,
         ..RuntimeConfig::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_publish_its_home_shard_refuses_delivers_nothing() {
+    let rt = one_shard_with_a_small_queue();
     let pubsub = PubSub::new(rt.handle());
     let mut direct = pubsub
         .subscribe("busy", SubscribeOptions::default())
         .unwrap();
     // A subscription the shard serves: every publish on `busy` needs the shard.
     let mut served = shard_served(&pubsub, "busy", None);
-    let handle = rt.handle();
-    let (held_tx, held_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    handle
-        .spawn(0, move |_: &mut ShardCtx| {
-            held_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(Duration::from_secs(10));
-        })
-        .unwrap();
-    held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let release_tx = hold(&rt, 0);
     let mut accepted = 0u32;
     let refused = loop {
         match pubsub.publish_message(numbered("busy", accepted)) {
@@ -360,15 +320,7 @@ fn a_shard_publishing_reaches_a_direct_subscription_without_its_owner() {
     // Subscriptions made through `PubSub` are owned by shard `id % shards`.
     let owner = (sub.id() % 2) as usize;
     let other = 1 - owner;
-    let (held_tx, held_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    rt.handle()
-        .spawn(owner, move |_: &mut ShardCtx| {
-            held_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(Duration::from_secs(10));
-        })
-        .unwrap();
-    held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let release_tx = hold(&rt, owner);
     // The owner is busy: a publish routed on the other shard must not wait for it.
     rt.handle()
         .spawn(other, |ctx: &mut ShardCtx| {
@@ -604,15 +556,7 @@ fn a_group_member_keeps_one_threads_order_when_its_group_stops_needing_a_shard()
             break candidate;
         }
     };
-    let (held_tx, held_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    rt.handle()
-        .spawn(home, move |_: &mut ShardCtx| {
-            held_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(Duration::from_secs(10));
-        })
-        .unwrap();
-    held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let release_tx = hold(&rt, home);
     for i in 0..10 {
         pubsub.publish_message(numbered("ord.g", i)).unwrap();
     }
@@ -738,5 +682,60 @@ fn two_pubsubs_on_one_runtime_never_share_a_subscription_id() {
     }
     let stats = p1.stats().unwrap()[0];
     assert_eq!((stats.routed, stats.no_interest), (0, 5), "{stats:?}");
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_threads_request_its_home_shard_refuses_reaches_nobody_and_arms_no_timer() {
+    let rt = one_shard_with_a_small_queue();
+    let pubsub = PubSub::new(rt.handle());
+    let mut silent = pubsub
+        .subscribe("svc.silent", SubscribeOptions::default())
+        .unwrap();
+    let release = hold(&rt, 0);
+    // Fill the held shard's queue: the expiry timer the request needs cannot be armed.
+    while rt.handle().spawn(0, |_: &mut ShardCtx| {}).is_ok() {}
+    let (tx, rx) = mpsc::channel();
+    let refused_tx = tx.clone();
+    let refused = pubsub.request_with(
+        "svc.silent",
+        Bytes::new(),
+        Duration::from_millis(100),
+        move |r| {
+            let _ = refused_tx.send(("refused", r.map(drop)));
+        },
+    );
+    assert!(
+        matches!(refused, Err(PubSubError::Backpressure)),
+        "{refused:?}"
+    );
+    release.send(()).unwrap();
+    // A later request with a later deadline arms its own timer (the refused one's timer
+    // is not counted as armed) and times out. (Retried while the shard drains its queue.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tx = tx.clone();
+        let later = pubsub.request_with(
+            "svc.silent",
+            Bytes::new(),
+            Duration::from_secs(1),
+            move |r| {
+                let _ = tx.send(("later", r.map(drop)));
+            },
+        );
+        match later {
+            Ok(()) => break,
+            Err(PubSubError::Backpressure) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => panic!("{error:?}"),
+        }
+    }
+    let (tag, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(tag, "later", "the refused request's callback never runs");
+    assert!(matches!(result, Err(PubSubError::Timeout)), "{result:?}");
+    // The refused request reached nobody; the later one did.
+    assert_eq!(read(&mut silent, 2).len(), 1);
+    drop(silent);
     rt.shutdown().unwrap();
 }

@@ -29,7 +29,7 @@
 //! cached, and takes the lock only when it changed.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -41,6 +41,7 @@ use super::error::PubSubError;
 use super::message::{Message, Subject};
 use super::shard::{parse_inbox, PubSubStats, ShardPubSub, SubId, INBOX_PREFIX};
 use super::subscription::{Offer, SubQueue};
+use super::waiting::Waiting;
 use crate::routing::{Matcher, Pattern};
 use crate::runtime::{RuntimeHandle, ShardCtx};
 
@@ -56,16 +57,6 @@ pub(crate) const THREAD_INBOX_PREFIX: &str = "_INBOX.rb.t.";
 
 /// What runs when a request made by a thread is answered, times out, or cannot be made.
 pub(crate) type Done = Box<dyn FnOnce(Result<Message, PubSubError>) + Send>;
-
-/// The requests made by threads that wait for a reply.
-#[derive(Default)]
-struct Requests {
-    next: u64,
-    waiting: HashMap<u64, (Instant, Done)>,
-    /// Deadlines of the expiry timers armed on shards (a timer cannot be cancelled:
-    /// one armed for a later deadline stays when an earlier one is armed).
-    armed: BTreeSet<Instant>,
-}
 
 /// Tells one runtime's table from another's in a thread's cache.
 static NEXT_DIRECT_ID: AtomicU64 = AtomicU64::new(1);
@@ -135,7 +126,8 @@ pub(crate) struct Direct {
     /// goes to a shard too.
     indirect_plain: AtomicUsize,
     counters: Box<[Counters]>,
-    requests: Mutex<Requests>,
+    /// Requests made by threads that wait for their reply.
+    requests: Mutex<Waiting<Done>>,
 }
 
 /// What is left of one message for its home shard.
@@ -162,6 +154,24 @@ struct Group {
     name: Arc<str>,
     members: Vec<Weak<SubQueue>>,
     next: Arc<AtomicUsize>,
+}
+
+/// What sends part of a route to a shard, read once per call.
+#[derive(Clone, Copy)]
+struct ShardWork {
+    /// Plain subscriptions a shard serves exist: every publish goes to a shard too.
+    indirect_plain: bool,
+    /// No task of this thread waits on a shard: queue groups can be served here.
+    groups_here: bool,
+}
+
+impl ShardWork {
+    /// Whether a shard must see a message routed by `route` (inbox subjects aside).
+    fn needs_shard(self, route: &Route) -> bool {
+        self.indirect_plain
+            || route.indirect_groups
+            || (!self.groups_here && !route.groups.is_empty())
+    }
 }
 
 /// One publishing thread's view of one runtime's table.
@@ -194,7 +204,7 @@ impl Direct {
             table: Mutex::new(Table::default()),
             indirect_plain: AtomicUsize::new(0),
             counters: (0..shards).map(|_| Counters::default()).collect(),
-            requests: Mutex::new(Requests::default()),
+            requests: Mutex::new(Waiting::default()),
         }
     }
 
@@ -301,8 +311,7 @@ impl Direct {
         CACHES.with(|caches| {
             let mut caches = caches.borrow_mut();
             let cache = self.refresh(&mut caches);
-            let indirect_plain = self.indirect_plain.load(Ordering::Acquire) > 0;
-            let groups_here = cache.in_flight.load(Ordering::Acquire) == 0;
+            let now = self.shard_work(cache);
             let mut hop = false;
             let mut target = home;
             let single = messages.as_ref().len() == 1;
@@ -310,14 +319,12 @@ impl Direct {
                 let subject = message.subject.as_str();
                 let inbox = is_shard_inbox(subject);
                 let route = cache.route(subject, subject.starts_with(INBOX_PREFIX));
-                let groups_to_shard = !groups_here && !route.groups.is_empty();
-                let needs_shard =
-                    inbox || indirect_plain || route.indirect_groups || groups_to_shard;
+                let needs_shard = inbox || now.needs_shard(&route);
                 hop |= needs_shard;
                 // A lone reply whose only shard work is completing its request goes to
                 // the shard that waits for it: one hop instead of two. No subscription
                 // a shard serves matches it, so no subscription's order can change.
-                if single && inbox && !indirect_plain && !route.indirect_groups {
+                if single && inbox && !now.indirect_plain && !route.indirect_groups {
                     if let Some((shard, _)) = parse_inbox(subject, runtime.shard_count()) {
                         target = shard;
                     }
@@ -328,7 +335,7 @@ impl Direct {
                 let in_flight = cache.in_flight.clone();
                 runtime
                     .enqueue(target, || {
-                        let rests = self.deliver(cache, home, messages, true, groups_here);
+                        let rests = self.deliver(cache, home, messages, true, now.groups_here);
                         in_flight.fetch_add(1, Ordering::AcqRel);
                         Box::new(move |ctx: &mut ShardCtx| {
                             ShardPubSub::get(ctx).publish_rest(ctx, rests);
@@ -337,7 +344,7 @@ impl Direct {
                     })
                     .map_err(PubSubError::from)
             } else {
-                self.deliver(cache, home, messages, false, groups_here);
+                self.deliver(cache, home, messages, false, now.groups_here);
                 Ok(())
             };
             cache.plan.clear();
@@ -367,12 +374,7 @@ impl Direct {
             let cache = self.refresh(&mut caches);
             let inbox = subject.starts_with(INBOX_PREFIX);
             let route = cache.route(subject, inbox);
-            let groups_to_shard =
-                !route.groups.is_empty() && cache.in_flight.load(Ordering::Acquire) > 0;
-            let shard_part = inbox
-                || route.indirect_groups
-                || groups_to_shard
-                || self.indirect_plain.load(Ordering::Acquire) > 0;
+            let shard_part = inbox || self.shard_work(cache).needs_shard(&route);
             (!shard_part).then_some(route)
         });
         let Some(route) = route else {
@@ -382,29 +384,19 @@ impl Direct {
             done(Err(PubSubError::NoResponders));
             return Ok(None);
         }
-        // A timeout past what `Instant` can hold means "no timeout": a year.
-        let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
         let (seq, arm) = {
             let mut requests = self.lock_requests();
-            requests.next += 1;
-            let seq = requests.next;
-            requests.waiting.insert(seq, (deadline, done));
-            let arm = requests.armed.first().is_none_or(|first| deadline < *first);
-            if arm {
-                requests.armed.insert(deadline);
-            }
-            (seq, arm)
+            let seq = requests.next_seq();
+            (seq, requests.insert(seq, timeout, done))
         };
-        if arm {
+        if let Some(deadline) = arm {
             let direct = self.clone();
             let armed = runtime.spawn(home, move |ctx: &mut ShardCtx| {
                 direct.arm_expiry(ctx, deadline);
             });
             if let Err(error) = armed {
-                let mut requests = self.lock_requests();
-                requests.armed.remove(&deadline);
                 // Not sent: `done` is dropped unrun, as this error promises.
-                requests.waiting.remove(&seq);
+                drop(self.lock_requests().withdraw(seq, arm));
                 return Err(error.into());
             }
         }
@@ -424,10 +416,7 @@ impl Direct {
     /// thread's inbox and the request still waits.
     pub(crate) fn take_request(&self, subject: &str) -> Option<Done> {
         let seq: u64 = subject.strip_prefix(THREAD_INBOX_PREFIX)?.parse().ok()?;
-        self.lock_requests()
-            .waiting
-            .remove(&seq)
-            .map(|(_, done)| done)
+        self.lock_requests().take(seq)
     }
 
     /// Runs on a shard: arms a timer for `deadline` that ends the requests due then.
@@ -444,34 +433,9 @@ impl Direct {
         }
     }
 
-    /// Runs when the timer armed for `armed_at` fires: fails what is due with
-    /// `Timeout`, then arms for the next deadline unless a timer fires by then.
+    /// Runs when the timer armed for `armed_at` fires.
     fn expire(self: Arc<Self>, ctx: &mut ShardCtx, armed_at: Instant) {
-        let now = Instant::now();
-        let (due, next) = {
-            let mut requests = self.lock_requests();
-            requests.armed.remove(&armed_at);
-            let due_seqs: Vec<u64> = requests
-                .waiting
-                .iter()
-                .filter(|(_, (deadline, _))| *deadline <= now)
-                .map(|(seq, _)| *seq)
-                .collect();
-            let due: Vec<Done> = due_seqs
-                .iter()
-                .filter_map(|seq| requests.waiting.remove(seq).map(|(_, done)| done))
-                .collect();
-            let next = requests
-                .waiting
-                .values()
-                .map(|(deadline, _)| *deadline)
-                .min()
-                .filter(|next| requests.armed.first().is_none_or(|first| next < first));
-            if let Some(next) = next {
-                requests.armed.insert(next);
-            }
-            (due, next)
-        };
+        let (due, next) = self.lock_requests().expire(armed_at);
         if let Some(next) = next {
             self.clone().arm_expiry(ctx, next);
         }
@@ -482,22 +446,22 @@ impl Direct {
 
     /// Ends every waiting request with `ShuttingDown` (the runtime is stopping).
     pub(crate) fn fail_all(&self) {
-        let waiting: Vec<Done> = {
-            let mut requests = self.lock_requests();
-            requests.armed.clear();
-            requests
-                .waiting
-                .drain()
-                .map(|(_, (_, done))| done)
-                .collect()
-        };
+        let waiting = self.lock_requests().drain();
         for done in waiting {
             done(Err(PubSubError::ShuttingDown));
         }
     }
 
-    fn lock_requests(&self) -> MutexGuard<'_, Requests> {
+    fn lock_requests(&self) -> MutexGuard<'_, Waiting<Done>> {
         self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What makes a shard's part of a route right now, for the calling thread.
+    fn shard_work(&self, cache: &Cache) -> ShardWork {
+        ShardWork {
+            indirect_plain: self.indirect_plain.load(Ordering::Acquire) > 0,
+            groups_here: cache.in_flight.load(Ordering::Acquire) == 0,
+        }
     }
 
     /// The calling thread's cache for this runtime, refreshed if the table changed.

@@ -31,6 +31,7 @@ mod error;
 mod message;
 mod shard;
 mod subscription;
+mod waiting;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

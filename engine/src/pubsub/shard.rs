@@ -13,8 +13,7 @@
 //! counted: the model is at-most-once.
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use super::direct::{self, Direct, Registration, Rest};
 use super::error::PubSubError;
 use super::message::{Message, Subject};
 use super::subscription::{Offer, SubQueue};
+use super::waiting::Waiting;
 use crate::routing::{Matcher, Pattern};
 use crate::runtime::{RuntimeHandle, SendError, ShardCtx};
 
@@ -175,15 +175,8 @@ struct State {
     waiting: Vec<VecDeque<Vec<Delivery>>>,
     /// The timer that sends `waiting` is armed.
     retry_armed: bool,
-    requests: HashMap<u64, ReplyCallback>,
-    /// Request deadlines, earliest first; entries of answered requests are skipped
-    /// (and compacted away once they outnumber the waiting ones).
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// When the expiry timer fires, if one is armed.
-    /// Deadlines of the expiry timers armed now (timers cannot be cancelled: one armed
-    /// for a later deadline stays when an earlier one is armed).
-    armed: BTreeSet<Instant>,
-    next_request: u64,
+    /// Requests made on this shard that wait for their reply.
+    requests: Waiting<ReplyCallback>,
     /// Subscriptions made here waiting for other shards to add their interest: how
     /// many have not answered yet, and what runs when all have.
     awaiting: HashMap<SubId, (usize, ReadyCallback)>,
@@ -240,10 +233,7 @@ impl ShardPubSub {
             flush_scheduled: false,
             waiting: (0..shards).map(|_| VecDeque::new()).collect(),
             retry_armed: false,
-            requests: HashMap::new(),
-            deadlines: BinaryHeap::new(),
-            armed: BTreeSet::new(),
-            next_request: 0,
+            requests: Waiting::default(),
             awaiting: HashMap::new(),
             next_local_sub: 0,
             stats: PubSubStats::default(),
@@ -326,11 +316,7 @@ impl ShardPubSub {
         timeout: Duration,
         done: ReplyCallback,
     ) {
-        let seq = {
-            let mut st = self.state.borrow_mut();
-            st.next_request += 1;
-            st.next_request
-        };
+        let seq = self.state.borrow_mut().requests.next_seq();
         let inbox = format!("{INBOX_PREFIX}{}.{seq}", ctx.shard_id());
         match Subject::new(Bytes::from(inbox)) {
             Ok(inbox) => message.reply = Some(inbox),
@@ -341,73 +327,30 @@ impl ShardPubSub {
             Ok(_) => {}
             Err(error) => return done(ctx, Err(error)),
         }
-        // A timeout past what `Instant` can hold means "no timeout": a year.
-        let timeout = timeout.min(Duration::from_secs(365 * 24 * 3600));
-        let deadline = Instant::now() + timeout;
-        let arm = {
-            let mut st = self.state.borrow_mut();
-            st.requests.insert(seq, done);
-            st.deadlines.push(Reverse((deadline, seq)));
-            st.compact_deadlines();
-            let arm = st.armed.first().is_none_or(|first| deadline < *first);
-            if arm {
-                st.armed.insert(deadline);
-            }
-            arm
-        };
-        if arm {
+        let arm = self.state.borrow_mut().requests.insert(seq, timeout, done);
+        if let Some(deadline) = arm {
             self.arm_expiry(ctx, deadline);
         }
     }
 
-    /// One timer per shard ends requests: armed for the earliest deadline, it fails
-    /// every request past its deadline with `Timeout`, then arms for the next. (A timer
-    /// per request would outlive its answered request: timers cannot be cancelled.)
+    /// Expiry timers end requests (`waiting.rs`): one armed for the earliest deadline
+    /// fails every request past its deadline with `Timeout`, then arms for the next.
     fn arm_expiry(&self, ctx: &mut ShardCtx, deadline: Instant) {
         let delay = deadline.saturating_duration_since(Instant::now());
         let fire = move |ctx: &mut ShardCtx| ShardPubSub::get(ctx).expire(ctx, deadline);
         if ctx.after(delay, fire).is_err() {
             // No timer (shutting down, or the shard's timer table is full): fail what
             // waits rather than leave it waiting forever.
-            let waiting: Vec<ReplyCallback> = {
-                let mut st = self.state.borrow_mut();
-                st.armed.clear();
-                st.deadlines.clear();
-                st.requests.drain().map(|(_, done)| done).collect()
-            };
+            let waiting = self.state.borrow_mut().requests.drain();
             for done in waiting {
                 done(ctx, Err(PubSubError::ShuttingDown));
             }
         }
     }
 
-    /// Runs when the timer armed for `armed_at` fires: fails what is due, then arms for
-    /// the next deadline unless an armed timer fires by then (so timers never pile up).
+    /// Runs when the timer armed for `armed_at` fires.
     fn expire(&self, ctx: &mut ShardCtx, armed_at: Instant) {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        let next = {
-            let mut st = self.state.borrow_mut();
-            st.armed.remove(&armed_at);
-            while let Some(Reverse((deadline, seq))) = st.deadlines.peek().copied() {
-                if deadline > now {
-                    break;
-                }
-                st.deadlines.pop();
-                if let Some(done) = st.requests.remove(&seq) {
-                    expired.push(done);
-                }
-            }
-            let next = st
-                .deadlines
-                .peek()
-                .map(|Reverse((deadline, _))| *deadline)
-                .filter(|next| st.armed.first().is_none_or(|first| next < first));
-            if let Some(next) = next {
-                st.armed.insert(next);
-            }
-            next
-        };
+        let (expired, next) = self.state.borrow_mut().requests.expire(armed_at);
         if let Some(next) = next {
             self.arm_expiry(ctx, next);
         }
@@ -617,16 +560,6 @@ impl State {
         Some(sub)
     }
 
-    /// Drops deadlines of answered requests once they are most of the heap, so its
-    /// size stays proportional to the requests waiting.
-    fn compact_deadlines(&mut self) {
-        if self.deadlines.len() > 2 * self.requests.len() + 64 {
-            let requests = &self.requests;
-            self.deadlines
-                .retain(|Reverse((_, seq))| requests.contains_key(seq));
-        }
-    }
-
     /// Puts one delivery per receiving subscription into the outboxes; returns how many.
     /// `served`: the message comes from direct delivery, which reached the direct
     /// subscriptions and these queue groups already.
@@ -758,7 +691,7 @@ fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, batch: Vec<Delivery>)
         for (target, message) in batch {
             let id = match target {
                 Target::Reply(seq) => {
-                    if let Some(done) = st.requests.remove(&seq) {
+                    if let Some(done) = st.requests.take(seq) {
                         replies.push((done, message));
                     }
                     continue;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::routing::{validate_subject, SubjectError, SUBJECT_BYTES_MAX};
+use crate::routing::{plainly_valid_subject, validate_subject, SubjectError, SUBJECT_BYTES_MAX};
 
 /// A publish subject: dot-separated tokens, no wildcards, no whitespace, at most
 /// `SUBJECT_BYTES_MAX` bytes. Cheap to clone.
@@ -21,6 +21,9 @@ impl Subject {
     /// Validates `text` as a publish subject.
     pub fn new(text: impl Into<Bytes>) -> Result<Self, SubjectError> {
         let bytes: Bytes = text.into();
+        if plainly_valid_subject(&bytes) {
+            return Ok(Self(bytes));
+        }
         if bytes.len() > SUBJECT_BYTES_MAX {
             return Err(SubjectError::TooLong {
                 len: bytes.len(),

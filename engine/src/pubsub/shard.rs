@@ -25,6 +25,7 @@ use super::error::PubSubError;
 use super::message::{Message, Subject};
 use super::subscription::{Offer, SubQueue};
 use super::waiting::Waiting;
+use crate::routing::hash::SubjectMap;
 use crate::routing::{Matcher, Pattern};
 use crate::runtime::{RuntimeHandle, SendError, ShardCtx};
 
@@ -160,7 +161,7 @@ struct State {
     interest: Matcher<Interest>,
     /// Pattern of every subscription in `interest`, to remove it.
     patterns: HashMap<SubId, (Pattern, Interest)>,
-    routes: HashMap<Box<str>, Rc<Route>>,
+    routes: SubjectMap<Box<str>, Rc<Route>>,
     subs: HashMap<SubId, LocalSub>,
     /// Deliveries per target shard, sent when the flush task runs.
     outbox: Vec<Vec<Delivery>>,
@@ -182,7 +183,20 @@ struct State {
     awaiting: HashMap<SubId, (usize, ReadyCallback)>,
     next_local_sub: u64,
     stats: PubSubStats,
+    /// Emptied delivery batches, their capacity kept, for the next outboxes: growing a
+    /// batch of thousands of deliveries from empty each time cost reallocations and
+    /// page faults (`perf`, NATS pub/sub). Batches come back here from whichever
+    /// shard delivered them.
+    spare_batches: Vec<Vec<Delivery>>,
+    /// `deliver_batch`'s list of handler calls, its capacity kept.
+    spare_handlers: Vec<(Rc<RefCell<Handler>>, Message)>,
 }
+
+/// The most emptied batches a shard keeps.
+const SPARE_BATCHES_MAX: usize = 8;
+/// The largest capacity (in deliveries) of a vector kept for reuse: a burst must not
+/// pin its peak memory.
+const SPARE_CAPACITY_MAX: usize = 16 * 1024;
 
 /// What runs when a subscription made on a shard is routed by every shard.
 pub(crate) type ReadyCallback = Box<dyn FnOnce(&mut ShardCtx)>;
@@ -224,7 +238,7 @@ impl ShardPubSub {
             direct,
             interest: Matcher::new(),
             patterns: HashMap::new(),
-            routes: HashMap::new(),
+            routes: SubjectMap::default(),
             subs: HashMap::new(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outboxed: 0,
@@ -237,6 +251,8 @@ impl ShardPubSub {
             awaiting: HashMap::new(),
             next_local_sub: 0,
             stats: PubSubStats::default(),
+            spare_batches: Vec::new(),
+            spare_handlers: Vec::new(),
         };
         Self {
             state: Rc::new(RefCell::new(state)),
@@ -498,10 +514,16 @@ impl ShardPubSub {
             let st = &mut *st;
             for (target, batch) in st.outbox.iter_mut().enumerate() {
                 if target != own && !batch.is_empty() {
-                    st.waiting[target].push_back(std::mem::take(batch));
+                    let spare = st.spare_batches.pop().unwrap_or_default();
+                    st.waiting[target].push_back(std::mem::replace(batch, spare));
                 }
             }
-            let local = std::mem::take(&mut st.outbox[own]);
+            let local = if st.outbox[own].is_empty() {
+                Vec::new()
+            } else {
+                let spare = st.spare_batches.pop().unwrap_or_default();
+                std::mem::replace(&mut st.outbox[own], spare)
+            };
             st.outboxed -= local.len();
             (local, std::mem::take(&mut st.touched))
         };
@@ -553,6 +575,23 @@ impl ShardPubSub {
 }
 
 impl State {
+    /// Keeps an emptied batch and handler list for reuse, if there is room and they
+    /// are not too large.
+    fn keep_spares(
+        &mut self,
+        batch: Vec<Delivery>,
+        handlers: Vec<(Rc<RefCell<Handler>>, Message)>,
+    ) {
+        debug_assert!(batch.is_empty() && handlers.is_empty());
+        let fits = |capacity: usize| capacity > 0 && capacity <= SPARE_CAPACITY_MAX;
+        if fits(batch.capacity()) && self.spare_batches.len() < SPARE_BATCHES_MAX {
+            self.spare_batches.push(batch);
+        }
+        if fits(handlers.capacity()) && self.spare_handlers.capacity() == 0 {
+            self.spare_handlers = handlers;
+        }
+    }
+
     /// Stops owning subscription `id` and unregisters it from direct delivery.
     fn forget(&mut self, id: SubId) -> Option<LocalSub> {
         let sub = self.subs.remove(&id)?;
@@ -681,14 +720,14 @@ fn deliver(ctx: &mut ShardCtx, batch: Vec<Delivery>) {
     deliver_batch(&pubsub, ctx, batch);
 }
 
-fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, batch: Vec<Delivery>) {
-    let mut handlers: Vec<(Rc<RefCell<Handler>>, Message)> = Vec::new();
+fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, mut batch: Vec<Delivery>) {
+    let mut handlers = std::mem::take(&mut pubsub.state.borrow_mut().spare_handlers);
     let mut replies: Vec<(ReplyCallback, Message)> = Vec::new();
     let mut touched: Vec<Arc<SubQueue>> = Vec::new();
     let mut finished: Vec<SubId> = Vec::new();
     {
         let mut st = pubsub.state.borrow_mut();
-        for (target, message) in batch {
+        for (target, message) in batch.drain(..) {
             let id = match target {
                 Target::Reply(seq) => {
                     if let Some(done) = st.requests.take(seq) {
@@ -741,9 +780,10 @@ fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, batch: Vec<Delivery>)
     for queue in touched {
         queue.notify();
     }
-    for (handler, message) in handlers {
+    for (handler, message) in handlers.drain(..) {
         (handler.borrow_mut())(ctx, message);
     }
+    pubsub.state.borrow_mut().keep_spares(batch, handlers);
     for (done, message) in replies {
         done(ctx, Ok(message));
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::hash::SubjectMap;
 use super::matcher::Matcher;
 use super::subject::{validate_subject, Pattern, SubjectError, Syntax, Token};
 
@@ -115,7 +116,7 @@ struct Exchange {
     bindings: Vec<Binding>,
     /// The same bindings, to find one without a scan.
     set: HashSet<Binding>,
-    direct: HashMap<String, Vec<Destination>>,
+    direct: SubjectMap<String, Vec<Destination>>,
     topic: Matcher<Destination>,
     /// Topic bindings made only of `#`: the ones an empty or odd key matches.
     topic_any: Vec<Destination>,
@@ -131,7 +132,7 @@ impl Exchange {
             kind,
             bindings: Vec::new(),
             set: HashSet::new(),
-            direct: HashMap::new(),
+            direct: SubjectMap::default(),
             topic: Matcher::new(),
             topic_any: Vec::new(),
             headers: Vec::new(),

@@ -7,6 +7,7 @@
 //! or anything of the network.
 
 pub mod exchange;
+pub(crate) mod hash;
 pub mod matcher;
 pub mod subject;
 
@@ -14,6 +15,7 @@ pub use exchange::{
     Binding, Destination, ExchangeKind, RouteError, RoutingTable, DEFAULT_EXCHANGE, X_MATCH,
 };
 pub use matcher::{naive_match, Matcher, MATCH_CACHE_MAX};
+pub(crate) use subject::plainly_valid_subject;
 pub use subject::{
     validate_subject, Pattern, SubjectError, Syntax, Token, SUBJECT_BYTES_MAX, SUBJECT_TOKENS_MAX,
 };

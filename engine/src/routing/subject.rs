@@ -132,11 +132,50 @@ impl Pattern {
 /// Checks a subject to publish to: a valid pattern without wildcard tokens (in either
 /// syntax: `*`, `>` and `#` are all refused, so a subject means the same everywhere).
 pub fn validate_subject(text: &str) -> Result<(), SubjectError> {
+    if plainly_valid_subject(text.as_bytes()) {
+        return Ok(());
+    }
+    check_subject(text)
+}
+
+/// Every check of `validate_subject`, each naming what is wrong.
+fn check_subject(text: &str) -> Result<(), SubjectError> {
     check_shape(text)?;
     match text.split('.').position(|t| matches!(t, "*" | ">" | "#")) {
         Some(index) => Err(SubjectError::WildcardInSubject { index }),
         None => Ok(()),
     }
+}
+
+/// The common case in one pass over the bytes: a printable-ASCII subject that passes
+/// every check of `validate_subject`. False means "not certainly valid": non-ASCII
+/// text (whose whitespace only `char` knows) or an invalid subject, which the full
+/// checks then name. Publishes validate every subject, so this is on their hot path.
+pub(crate) fn plainly_valid_subject(bytes: &[u8]) -> bool {
+    if bytes.is_empty() || bytes.len() > SUBJECT_BYTES_MAX {
+        return false;
+    }
+    let mut tokens = 1;
+    let mut start = 0;
+    for (at, &b) in bytes.iter().enumerate() {
+        // Space, controls, DEL, and everything outside ASCII.
+        if b <= b' ' || b >= 0x7f {
+            return false;
+        }
+        if b == b'.' {
+            if !plain_token(&bytes[start..at]) {
+                return false;
+            }
+            tokens += 1;
+            start = at + 1;
+        }
+    }
+    tokens <= SUBJECT_TOKENS_MAX && plain_token(&bytes[start..])
+}
+
+/// A non-empty token that is not a wildcard of either syntax.
+fn plain_token(token: &[u8]) -> bool {
+    !matches!(token, [] | [b'*'] | [b'>'] | [b'#'])
 }
 
 /// Length, token count, empty tokens, whitespace: the checks subjects and patterns
@@ -231,6 +270,32 @@ mod tests {
             validate_subject(&vec!["a"; SUBJECT_TOKENS_MAX].join(".")),
             Ok(())
         );
+    }
+
+    proptest::proptest! {
+        /// The one-pass check agrees with the full checks: it never passes an invalid
+        /// subject, and passes every valid printable-ASCII one.
+        #[test]
+        fn the_one_pass_check_agrees_with_the_full_checks(
+            text in "[a.*>#b \t\x7f\u{e9}\u{a0}\u{0}]{0,12}",
+        ) {
+            let plain = plainly_valid_subject(text.as_bytes());
+            let valid = check_subject(&text).is_ok();
+            proptest::prop_assert!(!plain || valid, "{text:?} passed the one-pass check");
+            if text.bytes().all(|b| b.is_ascii_graphic()) {
+                proptest::prop_assert_eq!(plain, valid, "{:?}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_pass_check_keeps_the_bounds() {
+        let longest = "x".repeat(SUBJECT_BYTES_MAX);
+        assert!(plainly_valid_subject(longest.as_bytes()));
+        assert!(!plainly_valid_subject(format!("{longest}x").as_bytes()));
+        let most = vec!["a"; SUBJECT_TOKENS_MAX].join(".");
+        assert!(plainly_valid_subject(most.as_bytes()));
+        assert!(!plainly_valid_subject(format!("{most}.a").as_bytes()));
     }
 
     #[test]

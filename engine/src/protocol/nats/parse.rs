@@ -8,7 +8,7 @@
 //! `\r\n`. Never: allocates before a length was checked against its maximum, or looks
 //! further than `CONTROL_LINE_MAX` bytes for the end of a control line.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{NatsError, ARGS_MAX, CONTROL_LINE_MAX};
 
@@ -96,10 +96,10 @@ pub fn parse_command(input: &mut BytesMut, max_payload: u32) -> Result<Option<Co
     match verb {
         Verb::Pub | Verb::HPub => cut_publish(input, &line, verb == Verb::HPub, max_payload),
         Verb::Connect => {
-            let frame = input.split_to(line.total).freeze();
-            Ok(Some(Command::Connect(
-                frame.slice(line.rest.0..line.rest.1),
-            )))
+            let mut cut = Cut::new(input);
+            let json = cut.take(line.rest);
+            cut.finish(line.total);
+            Ok(Some(Command::Connect(json)))
         }
         Verb::Sub => {
             let (subject, queue, sid) = match line.argc {
@@ -107,12 +107,14 @@ pub fn parse_command(input: &mut BytesMut, max_payload: u32) -> Result<Option<Co
                 3 => (line.arg(0), Some(line.arg(1)), line.arg(2)),
                 _ => return Err(NatsError::UnknownOperation("SUB takes 2 or 3 arguments")),
             };
-            let frame = input.split_to(line.total).freeze();
-            Ok(Some(Command::Sub {
-                subject: slice(&frame, subject),
-                queue: queue.map(|q| slice(&frame, q)),
-                sid: slice(&frame, sid),
-            }))
+            let mut cut = Cut::new(input);
+            let command = Command::Sub {
+                subject: cut.take(subject),
+                queue: queue.map(|q| cut.take(q)),
+                sid: cut.take(sid),
+            };
+            cut.finish(line.total);
+            Ok(Some(command))
         }
         Verb::Unsub => {
             let max = match line.argc {
@@ -120,11 +122,10 @@ pub fn parse_command(input: &mut BytesMut, max_payload: u32) -> Result<Option<Co
                 2 => Some(parse_size(&input[line.arg(1).0..line.arg(1).1])?),
                 _ => return Err(NatsError::UnknownOperation("UNSUB takes 1 or 2 arguments")),
             };
-            let frame = input.split_to(line.total).freeze();
-            Ok(Some(Command::Unsub {
-                sid: slice(&frame, line.arg(0)),
-                max,
-            }))
+            let mut cut = Cut::new(input);
+            let sid = cut.take(line.arg(0));
+            cut.finish(line.total);
+            Ok(Some(Command::Unsub { sid, max }))
         }
         Verb::Ping | Verb::Pong | Verb::Info => {
             if verb != Verb::Info && line.argc != 0 {
@@ -132,7 +133,7 @@ pub fn parse_command(input: &mut BytesMut, max_payload: u32) -> Result<Option<Co
                     "PING and PONG take no argument",
                 ));
             }
-            let _ = input.split_to(line.total);
+            input.advance(line.total);
             Ok(Some(match verb {
                 Verb::Ping => Command::Ping,
                 Verb::Pong => Command::Pong,
@@ -142,8 +143,34 @@ pub fn parse_command(input: &mut BytesMut, max_payload: u32) -> Result<Option<Co
     }
 }
 
-fn slice(frame: &Bytes, (start, end): Span) -> Bytes {
-    frame.slice(start..end)
+/// Takes fields off the head of the input in order, each a `Bytes` of its own, and
+/// skips what lies between them without touching a reference count: a field costs
+/// one `split_to`, where a frame cut off first and then sliced cost two more atomic
+/// operations per command (`perf`, `nats bench pub`).
+struct Cut<'a> {
+    input: &'a mut BytesMut,
+    /// How far into the command the input's head now is.
+    at: usize,
+}
+
+impl<'a> Cut<'a> {
+    fn new(input: &'a mut BytesMut) -> Self {
+        Self { input, at: 0 }
+    }
+
+    /// The field at `start..end` of the command; fields are taken in order.
+    fn take(&mut self, (start, end): Span) -> Bytes {
+        debug_assert!(self.at <= start && start <= end);
+        self.input.advance(start - self.at);
+        self.at = end;
+        self.input.split_to(end - start).freeze()
+    }
+
+    /// Drops the rest of the command, which is `total` bytes long.
+    fn finish(self, total: usize) {
+        debug_assert!(self.at <= total);
+        self.input.advance(total - self.at);
+    }
 }
 
 /// `PUB`/`HPUB`: the control line, then the payload and its `\r\n`, all present.
@@ -190,24 +217,26 @@ fn cut_publish(
     if &input[line.total + total..need] != b"\r\n" {
         return Err(NatsError::UnknownOperation("payload not followed by CRLF"));
     }
-    let frame = input.split_to(need).freeze();
-    let body = line.total..line.total + total;
-    let subject = slice(&frame, subject);
-    let reply = reply.map(|r| slice(&frame, r));
-    Ok(Some(if with_headers {
+    let mut cut = Cut::new(input);
+    let subject = cut.take(subject);
+    let reply = reply.map(|r| cut.take(r));
+    let body = line.total;
+    let command = if with_headers {
         Command::HPub {
             subject,
             reply,
-            headers: frame.slice(body.start..body.start + header_len),
-            payload: frame.slice(body.start + header_len..body.end),
+            headers: cut.take((body, body + header_len)),
+            payload: cut.take((body + header_len, body + total)),
         }
     } else {
         Command::Pub {
             subject,
             reply,
-            payload: frame.slice(body),
+            payload: cut.take((body, body + total)),
         }
-    }))
+    };
+    cut.finish(need);
+    Ok(Some(command))
 }
 
 /// Finds the control line at the head of `input` and splits it into verb and

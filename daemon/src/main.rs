@@ -146,7 +146,10 @@ fn serve(
         Some(nats) => Some(start_nats(broker, config, nats)?),
         None => None,
     };
-    let sources = Sources::of(broker).with_net(server.stats_reader());
+    let mut sources = Sources::of(broker).with_net(server.stats_reader());
+    if let Some(nats) = &nats {
+        sources = sources.with_net(nats.stats_reader());
+    }
     let admin = match config.admin {
         Some(addr) => Some(AdminServer::start(addr, sources)?),
         None => None,

@@ -149,7 +149,7 @@ const PUBSUB_COUNTERS: [(&str, &str, PubSubField); 6] = [
 type NetField = fn(&NetStats) -> u64;
 
 /// The native-protocol server's per-shard counters (`Server::stats`), one family each.
-const NET_FAMILIES: [(&str, Kind, &str, NetField); 11] = [
+const NET_FAMILIES: [(&str, Kind, &str, NetField); 12] = [
     (
         "ringbroker_net_connections_open",
         Kind::Gauge,
@@ -215,6 +215,12 @@ const NET_FAMILIES: [(&str, Kind, &str, NetField); 11] = [
         Kind::Counter,
         "Subject messages dropped for connections whose output was over the bound.",
         |s| s.deliveries_dropped,
+    ),
+    (
+        "ringbroker_net_publishers_stalled_total",
+        Kind::Counter,
+        "Times a publishing connection stopped being read (until the backlog cleared, at most 100 ms) because its messages reached a connection with more than half its output bound unsent.",
+        |s| s.publishers_stalled,
     ),
 ];
 

@@ -21,7 +21,9 @@ pub struct Sources {
     streams: Streams,
     queues: Queues,
     /// The native-protocol server's counters, once it runs.
-    net: Option<NetStatsReader>,
+    /// The servers whose network counters `/metrics` adds up per shard (the native
+    /// one, and the NATS one when it runs).
+    net: Vec<NetStatsReader>,
 }
 
 /// Why a snapshot could not be taken (the engine is shutting down, or a shard failed).
@@ -82,13 +84,14 @@ impl Sources {
             pubsub: broker.pubsub().clone(),
             streams: broker.streams().clone(),
             queues: broker.queues().clone(),
-            net: None,
+            net: Vec::new(),
         }
     }
 
-    /// These sources plus a server's network counters.
+    /// These sources plus a server's network counters (added to those of the servers
+    /// given before, shard by shard).
     pub fn with_net(mut self, net: NetStatsReader) -> Self {
-        self.net = Some(net);
+        self.net.push(net);
         self
     }
 
@@ -98,13 +101,23 @@ impl Sources {
             shards: self.runtime.stats(),
             pubsub: self.pubsub.stats()?,
             streams: self.streams()?,
-            net: self
-                .net
-                .as_ref()
-                .map(NetStatsReader::stats)
-                .unwrap_or_default(),
+            net: self.net_stats(),
             queues: self.queues()?.into_iter().map(|(_, info)| info).collect(),
         })
+    }
+
+    /// Each shard's network counters, summed over the servers.
+    fn net_stats(&self) -> Vec<NetStats> {
+        let mut sum: Vec<NetStats> = Vec::new();
+        for server in &self.net {
+            for (shard, stats) in server.stats().into_iter().enumerate() {
+                match sum.get_mut(shard) {
+                    Some(total) => *total += stats,
+                    None => sum.push(stats),
+                }
+            }
+        }
+        sum
     }
 
     /// Every stream and durable consumer. One deleted between listing and reading is

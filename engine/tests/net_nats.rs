@@ -515,3 +515,56 @@ fn a_payload_of_exactly_max_payload_crosses_in_many_reads() {
     assert_eq!(line, format!("MSG big 1 {}", 1 << 20));
     assert!(body == payload, "payload intact");
 }
+
+#[test]
+fn a_publisher_reaching_a_backlogged_subscriber_is_stalled_then_read_again() {
+    let fx = Fixture::start(ServerConfig {
+        outbound_bytes_max: 256 << 10,
+        ..nats(NatsConfig::default())
+    });
+    let stalled = || -> u64 {
+        let stats = fx.server.as_ref().expect("server").stats();
+        stats.iter().map(|s| s.publishers_stalled).sum()
+    };
+    let mut slow = Raw::connect(&fx, "{}");
+    slow.send("SUB big 1\r\nPING\r\n");
+    slow.expect("PONG");
+    // `slow` reads nothing more for now. 32 MiB fill the loopback's socket buffers
+    // and then its backlog in the server past half its bound.
+    let mut publisher = Raw::connect(&fx, "{}");
+    let payload = "x".repeat(1024);
+    let wire = format!("PUB big 1024\r\n{payload}\r\n").repeat(32 << 10);
+    let mut writer = publisher.stream.try_clone().expect("clone");
+    let writing = std::thread::spawn(move || writer.write_all(wire.as_bytes()));
+    let deadline = Instant::now() + WAIT;
+    while stalled() == 0 {
+        assert!(Instant::now() < deadline, "the publisher was never stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Once the subscriber reads, the publisher is read again to its last byte.
+    let mut reader = slow.stream.try_clone().expect("clone");
+    reader
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_reading = stop.clone();
+    let reading = std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 1 << 16];
+        while !stop_reading.load(std::sync::atomic::Ordering::Relaxed) {
+            // A timeout (`Err`) only looks at `stop` again.
+            if let Ok(0) = reader.read(&mut chunk) {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    while !writing.is_finished() {
+        assert!(Instant::now() < deadline, "the publisher stayed stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writing.join().expect("writer").expect("write");
+    publisher.send("PING\r\n");
+    publisher.expect("PONG");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reading.join().expect("reader");
+}

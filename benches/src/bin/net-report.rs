@@ -389,13 +389,7 @@ fn shard_name(shard: Option<usize>) -> String {
 fn log_server(tag: &str, server: &Server) {
     let mut sum = NetStats::default();
     for s in server.stats() {
-        sum.frames_in += s.frames_in;
-        sum.frames_out += s.frames_out;
-        sum.bytes_in += s.bytes_in;
-        sum.bytes_out += s.bytes_out;
-        sum.reads_paused += s.reads_paused;
-        sum.deliveries_dropped += s.deliveries_dropped;
-        sum.errors_sent += s.errors_sent;
+        sum += s;
     }
     eprintln!(
         "  {tag} server: frames in {} out {}, bytes in {} out {}, reads paused {}, \

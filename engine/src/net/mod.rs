@@ -259,6 +259,7 @@ pub(crate) struct ShardNetCounters {
     pub(crate) errors_sent: AtomicU64,
     pub(crate) reads_paused: AtomicU64,
     pub(crate) deliveries_dropped: AtomicU64,
+    pub(crate) publishers_stalled: AtomicU64,
 }
 
 impl ShardNetCounters {
@@ -281,6 +282,7 @@ impl ShardNetCounters {
             errors_sent: r(&self.errors_sent),
             reads_paused: r(&self.reads_paused),
             deliveries_dropped: r(&self.deliveries_dropped),
+            publishers_stalled: r(&self.publishers_stalled),
         }
     }
 }
@@ -310,6 +312,42 @@ pub struct NetStats {
     pub reads_paused: u64,
     /// Subject messages dropped for connections whose output was over the bound.
     pub deliveries_dropped: u64,
+    /// Times a publishing connection stopped being read (until the backlog cleared,
+    /// at most 100 ms) because its messages reached a connection with more than half
+    /// its output bound unsent.
+    pub publishers_stalled: u64,
+}
+
+impl std::ops::AddAssign for NetStats {
+    /// Adds another server's counters of the same shard.
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            connections_open,
+            connections_accepted,
+            connections_refused,
+            connections_closed,
+            frames_in,
+            frames_out,
+            bytes_in,
+            bytes_out,
+            errors_sent,
+            reads_paused,
+            deliveries_dropped,
+            publishers_stalled,
+        } = other;
+        self.connections_open += connections_open;
+        self.connections_accepted += connections_accepted;
+        self.connections_refused += connections_refused;
+        self.connections_closed += connections_closed;
+        self.frames_in += frames_in;
+        self.frames_out += frames_out;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.errors_sent += errors_sent;
+        self.reads_paused += reads_paused;
+        self.deliveries_dropped += deliveries_dropped;
+        self.publishers_stalled += publishers_stalled;
+    }
 }
 
 /// Reads a server's per-shard counters from any thread. Cheap to clone.

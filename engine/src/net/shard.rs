@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use super::buffers::BufRing;
 use super::socket;
 use super::{NetError, ServerShared, ShardNetCounters};
 use crate::protocol::{encode_frame, ErrorCode, Op};
+use crate::pubsub::Pressure;
 use crate::runtime::{OpId, ShardCtx};
 use crate::server::Session;
 
@@ -35,6 +37,13 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Input bytes a connection buffers beyond one frame before it stops reading: a frame
 /// never needs more than `max_frame` bytes of input.
 const INPUT_SLACK_BYTES: usize = 64 << 10;
+
+/// How often a stalled publisher looks whether the connection it waits for is still
+/// backlogged (`ShardServer::stall`).
+const STALL_CHECK: Duration = Duration::from_millis(2);
+/// The longest one stall lasts: a subscriber that stops reading slows its publishers
+/// to one read per this, until its write timeout closes it.
+const STALL_MAX: Duration = Duration::from_millis(100);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +68,21 @@ pub(crate) struct Conn {
     output: BytesMut,
     /// The bytes of the send in flight (still needed: the kernel reads them).
     sending: bool,
+    /// How many bytes the send in flight still has to send.
+    in_flight: usize,
+    /// Set while more than `pressure_at` bytes are unsent (in flight and queued): the
+    /// subscriptions of this connection carry it, and publishers whose messages reach
+    /// them are stalled a moment (`ShardPubSub::take_pressed`).
+    pressure: Pressure,
+    /// Half the output bound.
+    pressure_at: usize,
     recv_op: Option<OpId>,
     /// Ops in flight that refer to `fd`.
     ops: u32,
     /// Reading is wanted (false while paused for backpressure or closing).
     reading: bool,
+    /// Stalled (`ShardServer::stall`): what was read already waits in `input` too.
+    stalled: bool,
     pub(crate) accepted_at: Instant,
     pub(crate) last_frame_in: Instant,
     last_output: Instant,
@@ -90,6 +109,7 @@ impl Conn {
         }
         encode_frame(&mut self.output, op, flags, correlation, body);
         ShardNetCounters::add(&counters.frames_out, 1);
+        self.note_pressure();
     }
 
     /// Queues bytes written by `body` as they are (a text protocol's output), counted
@@ -104,6 +124,26 @@ impl Conn {
         }
         body(&mut self.output);
         ShardNetCounters::add(&counters.frames_out, 1);
+        self.note_pressure();
+    }
+
+    /// Sets or clears the backlog flag from what is unsent now; writes the shared flag
+    /// only when it changes (other shards read it for every delivery).
+    fn note_pressure(&self) {
+        let high = self.in_flight + self.output.len() > self.pressure_at;
+        if high != self.pressure.load(Ordering::Relaxed) {
+            self.pressure.store(high, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether its input waits out a stall (`ShardServer::stall`).
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// This connection's backlog flag, for its subscriptions.
+    pub(crate) fn pressure(&self) -> Pressure {
+        self.pressure.clone()
     }
 
     /// Unsent output bytes.
@@ -307,9 +347,13 @@ impl ShardServer {
             input: BytesMut::new(),
             output: BytesMut::new(),
             sending: false,
+            in_flight: 0,
+            pressure: Pressure::default(),
+            pressure_at: self.0.shared.config.outbound_bytes_max / 2,
             recv_op: None,
             ops: 0,
             reading: true,
+            stalled: false,
             accepted_at: now,
             last_frame_in: now,
             last_output: now,
@@ -409,18 +453,77 @@ impl ShardServer {
     /// Stops reading `conn` while its output is over the bound (or its input holds more
     /// than a frame's worth); `resume_reading` restarts it.
     pub(crate) fn pause_reading(&self, ctx: &mut ShardCtx, conn: &ConnRef) {
+        if self.stop_reading(ctx, conn) {
+            ShardNetCounters::add(&self.counters(ctx).reads_paused, 1);
+        }
+    }
+
+    /// Stops reading `conn` while `pressure` stays set, for at most `STALL_MAX`: its
+    /// last read published to a connection whose backlog is over half its bound
+    /// (`Conn::pressure`). The client's writes then wait on TCP, so a publisher is
+    /// paced to its slowest subscriber instead of having its messages dropped at that
+    /// subscriber's bound, as nats-server stalls a fast producer. A connection not
+    /// being read is left alone.
+    pub(crate) fn stall(&self, ctx: &mut ShardCtx, conn: &ConnRef, pressure: Pressure) {
+        if !self.stop_reading(ctx, conn) {
+            return;
+        }
+        conn.borrow_mut().stalled = true;
+        ShardNetCounters::add(&self.counters(ctx).publishers_stalled, 1);
+        let id = conn.borrow().id;
+        self.check_stall(ctx, id, pressure, Instant::now());
+    }
+
+    /// Ends the stall of connection `id` once `pressure` is clear or `STALL_MAX` has
+    /// passed since `since`; looks again after `STALL_CHECK` until then.
+    fn check_stall(&self, ctx: &mut ShardCtx, id: u64, pressure: Pressure, since: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        if !pressure.load(Ordering::Relaxed) || since.elapsed() >= STALL_MAX {
+            return self.end_stall(ctx, &conn);
+        }
+        let server = self.clone();
+        let again = move |ctx: &mut ShardCtx| server.check_stall(ctx, id, pressure, since);
+        if ctx.after(STALL_CHECK, again).is_err() {
+            // No timer: read on rather than stop for good.
+            self.end_stall(ctx, &conn);
+        }
+    }
+
+    /// The stall is over: the input that waited runs, and reading restarts, unless the
+    /// connection's own output is over its bound (then draining it restarts both).
+    /// Input over its bound is what waited: running it is the cure.
+    fn end_stall(&self, ctx: &mut ShardCtx, conn: &ConnRef) {
+        let (reading, over) = {
+            let mut c = conn.borrow_mut();
+            c.stalled = false;
+            let over = c.output.len() > self.0.shared.config.outbound_bytes_max;
+            (c.reading, over)
+        };
+        if over {
+            return;
+        }
+        if reading {
+            // Reading restarted meanwhile (its output drained), the input still waits.
+            crate::server::on_input(ctx, self, conn);
+        } else {
+            self.resume_reading(ctx, conn);
+        }
+    }
+
+    /// Stops reading `conn` (cancels its recv); false if it was not being read.
+    fn stop_reading(&self, ctx: &mut ShardCtx, conn: &ConnRef) -> bool {
         let op = {
             let mut c = conn.borrow_mut();
             if !c.reading {
-                return;
+                return false;
             }
             c.reading = false;
             c.recv_op
         };
-        ShardNetCounters::add(&self.counters(ctx).reads_paused, 1);
         if let Some(op) = op {
             let _ = ctx.cancel_op(op);
         }
+        true
     }
 
     /// Restarts reading `conn` (after `pause_reading`), running what its input holds
@@ -428,7 +531,9 @@ impl ShardServer {
     pub(crate) fn resume_reading(&self, ctx: &mut ShardCtx, conn: &ConnRef) {
         {
             let mut c = conn.borrow_mut();
-            if c.reading || !matches!(c.state, ConnState::Handshake | ConnState::Open) {
+            // A stall restarts reading when it ends (`end_stall`).
+            if c.reading || c.stalled || !matches!(c.state, ConnState::Handshake | ConnState::Open)
+            {
                 return;
             }
             c.reading = true;
@@ -456,7 +561,9 @@ impl ShardServer {
             c.sending = true;
             c.ops += 1;
             // The whole buffer goes: an idle connection keeps no output capacity.
-            (c.fd, std::mem::take(&mut c.output).freeze(), c.id)
+            let data = std::mem::take(&mut c.output).freeze();
+            c.in_flight = data.len();
+            (c.fd, data, c.id)
         };
         self.submit_send(ctx, conn, fd, id, data);
     }
@@ -538,7 +645,12 @@ impl ShardServer {
         ShardNetCounters::add(&self.counters(ctx).bytes_out, sent as u64);
         if sent < data.len() && conn.borrow().state != ConnState::Closed {
             // A short send: the rest goes first, before anything queued since.
-            let fd = conn.borrow().fd;
+            let fd = {
+                let mut c = conn.borrow_mut();
+                c.in_flight = data.len() - sent;
+                c.note_pressure();
+                c.fd
+            };
             self.submit_send(ctx, &conn, fd, id, data.slice(sent..));
             return;
         }
@@ -547,6 +659,8 @@ impl ShardServer {
             c.sending = false;
             c.ops -= 1;
             c.last_output = Instant::now();
+            c.in_flight = 0;
+            c.note_pressure();
         }
         self.after_output_drained(ctx, &conn);
         self.maybe_release(ctx, &conn);
@@ -642,6 +756,8 @@ impl ShardServer {
             }
             c.state = ConnState::Closed;
             c.reading = false;
+            // Nothing more is delivered to it: no publisher waits for it.
+            c.pressure.store(false, Ordering::Relaxed);
             c.fd
         };
         socket::shutdown(fd);
@@ -844,11 +960,11 @@ impl ShardServer {
 
 #[cfg(test)]
 mod tests {
-    /// `docs/architecture.md` gives an idle connection's cost from this size (400 bytes
+    /// `docs/architecture.md` gives an idle connection's cost from this size (424 bytes
     /// on x86-64 with rustc 1.95); a growth past the bound must update the doc.
     #[test]
     fn connection_struct_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 400, "Conn is {size} bytes");
+        assert!(size <= 424, "Conn is {size} bytes");
     }
 }

@@ -51,6 +51,7 @@ pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
 
 use crate::routing::{Pattern, Syntax};
 use crate::runtime::{CallError, RuntimeHandle, ShardCtx, SubmitError};
+pub(crate) use shard::Pressure;
 use shard::{Interest, Sink};
 pub(crate) use subscription::{Offer, SubQueue};
 
@@ -177,6 +178,7 @@ impl PubSub {
             shard: owner,
             group,
             queue: direct.then(|| subscription.queue.clone()),
+            pressure: None,
         };
         // On failure the subscription's drop removes whatever was added.
         self.add_interest_everywhere(&pattern, &interest)?;
@@ -309,6 +311,25 @@ impl ShardPubSub {
         H: FnMut(&mut ShardCtx, Message) + 'static,
         R: FnOnce(&mut ShardCtx) + 'static,
     {
+        let spec = (pattern, queue_group, max_messages);
+        self.subscribe_from(ctx, spec, None, handler, ready)
+    }
+
+    /// `subscribe` for a network connection's client: `pressure` is the connection's
+    /// backlog flag, which stalls publishers whose messages reach it while it is set
+    /// (`Interest::pressure`).
+    pub(crate) fn subscribe_from<H, R>(
+        &self,
+        ctx: &mut ShardCtx,
+        (pattern, queue_group, max_messages): (&str, Option<&str>, Option<u64>),
+        pressure: Option<Pressure>,
+        handler: H,
+        ready: R,
+    ) -> Result<SubId, PubSubError>
+    where
+        H: FnMut(&mut ShardCtx, Message) + 'static,
+        R: FnOnce(&mut ShardCtx) + 'static,
+    {
         let pattern = Pattern::parse(pattern, Syntax::Subjects)?;
         let id = self.local_sub_id(ctx);
         let handler: Rc<RefCell<Handler>> = Rc::new(RefCell::new(handler));
@@ -326,6 +347,7 @@ impl ShardPubSub {
             shard: ctx.shard_id(),
             group,
             queue: None,
+            pressure,
         };
         self.add_interest(pattern.clone(), interest.clone());
         let others: Vec<usize> = (0..ctx.shard_count())

@@ -15,6 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,16 @@ pub(crate) struct Interest {
     /// routing a message offers it there itself, with no hop to the owner; and a
     /// publish from a thread has reached it already when its shard routes the rest.
     pub(crate) queue: Option<Arc<SubQueue>>,
+    /// The receiving connection's backlog flag, for a network client's subscription
+    /// (`subscribe_from`): set while that connection has more than half its output
+    /// bound unsent, and then a publishing connection whose messages reach it is
+    /// stalled a moment (`take_pressed`), as nats-server stalls a fast producer.
+    pub(crate) pressure: Option<Pressure>,
 }
+
+/// A connection's "backlog over half its bound" flag, written by its shard and read by
+/// every shard that routes to it.
+pub(crate) type Pressure = Arc<AtomicBool>;
 
 impl PartialEq for Interest {
     fn eq(&self, other: &Self) -> bool {
@@ -85,6 +95,8 @@ struct Member {
     shard: usize,
     /// Its queue, if direct delivery serves it: offered to from the routing shard.
     queue: Option<Arc<SubQueue>>,
+    /// Its connection's backlog flag (`Interest::pressure`).
+    pressure: Option<Pressure>,
 }
 
 /// Where a subject's messages go, computed once per subject and interest version.
@@ -190,6 +202,9 @@ struct State {
     spare_batches: Vec<Vec<Delivery>>,
     /// `deliver_batch`'s list of handler calls, its capacity kept.
     spare_handlers: Vec<(Rc<RefCell<Handler>>, Message)>,
+    /// The backlog flag of the first member reached while its connection was
+    /// backlogged, since the last `take_pressed`.
+    pressed: Option<Pressure>,
 }
 
 /// The most emptied batches a shard keeps.
@@ -253,6 +268,7 @@ impl ShardPubSub {
             stats: PubSubStats::default(),
             spare_batches: Vec::new(),
             spare_handlers: Vec::new(),
+            pressed: None,
         };
         Self {
             state: Rc::new(RefCell::new(state)),
@@ -472,6 +488,14 @@ impl ShardPubSub {
         }
     }
 
+    /// The backlog flag of a subscription's connection that a message routed here
+    /// since the last call reached while the flag was set (`Interest::pressure`);
+    /// clears the answer. A network connection's input loop asks before and after it
+    /// runs a read's commands.
+    pub(crate) fn take_pressed(&self) -> Option<Pressure> {
+        self.state.borrow_mut().pressed.take()
+    }
+
     /// Subscriptions in this shard's copy of the interest.
     pub fn interest_len(&self) -> usize {
         self.state.borrow().interest.len()
@@ -662,6 +686,11 @@ impl State {
     /// Offers `message` to a direct subscription's queue here, or puts it in the
     /// outbox of the subscription's owner.
     fn deliver_to(&mut self, member: &Member, message: &Message) {
+        if let Some(pressure) = &member.pressure {
+            if self.pressed.is_none() && pressure.load(Ordering::Relaxed) {
+                self.pressed = Some(pressure.clone());
+            }
+        }
         let Some(queue) = &member.queue else {
             self.outbox[member.shard].push((Target::Sub(member.id), message.clone()));
             self.outboxed += 1;
@@ -687,6 +716,7 @@ fn build_route(matched: Vec<Interest>) -> Route {
             id: interest.id,
             shard: interest.shard,
             queue: interest.queue,
+            pressure: interest.pressure,
         };
         match interest.group {
             None => route.plain.push(member),

@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::net::{Conn, ConnState, ShardServer};
 use crate::protocol::{split_frame, ErrorCode, FrameHeader, Op, FLAG_NO_REPLY, FLAG_REPLY};
+use crate::pubsub::ShardPubSub;
 use crate::runtime::{RuntimeHandle, ShardCtx};
 
 /// The protocol state of one connection.
@@ -99,7 +100,8 @@ pub(crate) fn on_input(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef)
 /// connection's input (`None`: incomplete, or not to be read now), `run` runs it, and
 /// `fail` reports input that cannot be cut (and ends the loop). Stops when the
 /// connection leaves `Handshake`/`Open`, and pauses reading while its output is over
-/// its bound. Then releases an emptied input buffer and sends what was queued.
+/// its bound. Then releases an emptied input buffer and sends what was queued; and if
+/// what it published reached a backlogged connection, stalls it (`ShardServer::stall`).
 pub(crate) fn drain_input<T, E>(
     ctx: &mut ShardCtx,
     server: &ShardServer,
@@ -110,10 +112,13 @@ pub(crate) fn drain_input<T, E>(
 ) {
     // Counted and time-stamped once per call, not per unit: a recv brings many.
     let mut units = 0u64;
+    // Whatever was routed before this connection's commands is not its doing.
+    let pubsub = ShardPubSub::get(ctx);
+    pubsub.take_pressed();
     loop {
         let next = {
             let mut c = conn.borrow_mut();
-            if !matches!(c.state, ConnState::Handshake | ConnState::Open) {
+            if !matches!(c.state, ConnState::Handshake | ConnState::Open) || c.is_stalled() {
                 break;
             }
             if server.over_bound(&c) && c.output_len() > 0 {
@@ -146,6 +151,9 @@ pub(crate) fn drain_input<T, E>(
     }
     conn.borrow_mut().release_empty_input();
     server.flush(ctx, conn);
+    if let Some(pressure) = pubsub.take_pressed() {
+        server.stall(ctx, conn, pressure);
+    }
 }
 
 /// A connection was accepted: a NATS server greets it with `INFO`.

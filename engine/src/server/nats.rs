@@ -455,7 +455,9 @@ fn subscribe(
         }
     };
     session(conn).subs_unrouted += 1;
-    match ShardPubSub::get(ctx).subscribe(ctx, text, group, None, handler, ready) {
+    let pressure = Some(conn.borrow().pressure());
+    let spec = (text, group, None);
+    match ShardPubSub::get(ctx).subscribe_from(ctx, spec, pressure, handler, ready) {
         Ok(id) => {
             sub.id.set(Some(id));
             session(conn).subs.insert(sid, sub);

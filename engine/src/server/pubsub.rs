@@ -68,14 +68,13 @@ pub(super) fn subscribe(
     };
     let max = (request.max_messages > 0).then_some(request.max_messages);
     let pubsub = ShardPubSub::get(ctx);
-    match pubsub.subscribe(
-        ctx,
-        &request.pattern,
+    let spec = (
+        request.pattern.as_str(),
         request.queue_group.as_deref(),
         max,
-        handler,
-        ready,
-    ) {
+    );
+    let pressure = Some(conn.borrow().pressure());
+    match pubsub.subscribe_from(ctx, spec, pressure, handler, ready) {
         Ok(id) => {
             conn.borrow_mut().session.subscriptions.insert(sub_id, id);
             Ok(())

@@ -100,8 +100,10 @@ pub(crate) fn on_input(ctx: &mut ShardCtx, server: &ShardServer, conn: &ConnRef)
 /// connection's input (`None`: incomplete, or not to be read now), `run` runs it, and
 /// `fail` reports input that cannot be cut (and ends the loop). Stops when the
 /// connection leaves `Handshake`/`Open`, and pauses reading while its output is over
-/// its bound. Then releases an emptied input buffer and sends what was queued; and if
-/// what it published reached a backlogged connection, stalls it (`ShardServer::stall`).
+/// its bound. Then releases an emptied input buffer and sends what was queued. A unit
+/// that published to a backlogged connection ends the loop too, and the connection is
+/// stalled with the rest of its input waiting (`ShardServer::stall`): one unit past
+/// the backlog threshold, not a whole read's worth.
 pub(crate) fn drain_input<T, E>(
     ctx: &mut ShardCtx,
     server: &ShardServer,
@@ -115,6 +117,7 @@ pub(crate) fn drain_input<T, E>(
     // Whatever was routed before this connection's commands is not its doing.
     let pubsub = ShardPubSub::get(ctx);
     pubsub.take_pressed();
+    let mut pressed = None;
     loop {
         let next = {
             let mut c = conn.borrow_mut();
@@ -136,6 +139,10 @@ pub(crate) fn drain_input<T, E>(
             Ok(Some(unit)) => {
                 units += 1;
                 run(ctx, conn, unit);
+                pressed = pubsub.take_pressed();
+                if pressed.is_some() {
+                    break;
+                }
             }
             Ok(None) => break,
             Err(error) => {
@@ -151,7 +158,7 @@ pub(crate) fn drain_input<T, E>(
     }
     conn.borrow_mut().release_empty_input();
     server.flush(ctx, conn);
-    if let Some(pressure) = pubsub.take_pressed() {
+    if let Some(pressure) = pressed {
         server.stall(ctx, conn, pressure);
     }
 }

@@ -491,21 +491,15 @@ impl ShardServer {
 
     /// The stall is over: the input that waited runs, and reading restarts, unless the
     /// connection's own output is over its bound (then draining it restarts both).
-    /// Input over its bound is what waited: running it is the cure.
+    /// Input over its bound is what waited: running it is the cure. (Nothing else
+    /// restarts reading during a stall: `resume_reading` waits for this.)
     fn end_stall(&self, ctx: &mut ShardCtx, conn: &ConnRef) {
-        let (reading, over) = {
+        let over = {
             let mut c = conn.borrow_mut();
             c.stalled = false;
-            let over = c.output.len() > self.0.shared.config.outbound_bytes_max;
-            (c.reading, over)
+            c.output.len() > self.0.shared.config.outbound_bytes_max
         };
-        if over {
-            return;
-        }
-        if reading {
-            // Reading restarted meanwhile (its output drained), the input still waits.
-            crate::server::on_input(ctx, self, conn);
-        } else {
+        if !over {
             self.resume_reading(ctx, conn);
         }
     }

@@ -61,8 +61,9 @@ pub(crate) struct Interest {
     pub(crate) queue: Option<Arc<SubQueue>>,
     /// The receiving connection's backlog flag, for a network client's subscription
     /// (`subscribe_from`): set while that connection has more than half its output
-    /// bound unsent, and then a publishing connection whose messages reach it is
-    /// stalled a moment (`take_pressed`), as nats-server stalls a fast producer.
+    /// bound unsent; a publishing connection whose messages reach it then stops being
+    /// read until the flag clears (`take_pressed`, `ShardServer::stall`), as
+    /// nats-server stalls a fast producer.
     pub(crate) pressure: Option<Pressure>,
 }
 
@@ -490,8 +491,8 @@ impl ShardPubSub {
 
     /// The backlog flag of a subscription's connection that a message routed here
     /// since the last call reached while the flag was set (`Interest::pressure`);
-    /// clears the answer. A network connection's input loop asks before and after it
-    /// runs a read's commands.
+    /// clears the answer. A network connection's input loop asks before its commands
+    /// and after each.
     pub(crate) fn take_pressed(&self) -> Option<Pressure> {
         self.state.borrow_mut().pressed.take()
     }

@@ -115,10 +115,7 @@ fn plain_subscribers_each_get_every_message_in_order() {
 fn a_queue_group_delivers_each_message_once_spread_evenly() {
     let rt = runtime(2);
     let pubsub = PubSub::new(rt.handle());
-    let group = || SubscribeOptions {
-        queue_group: Some("workers".into()),
-        ..SubscribeOptions::default()
-    };
+    let group = || support::group("workers");
     let mut members: Vec<Subscription> = (0..3)
         .map(|_| pubsub.subscribe("jobs.*", group()).unwrap())
         .collect();

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringbroker::pubsub::{
-    Message, PendingLimits, PubSub, PubSubError, ShardPubSub, SubscribeOptions, Subscription,
+    Message, PubSub, PubSubError, ShardPubSub, SubscribeOptions, Subscription,
 };
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 
 #[path = "support/pubsub.rs"]
 mod support;
-use support::{handler_on, hold, number, numbered, runtime};
+use support::{at_most, handler_on, hold, number, numbered, runtime};
 
 /// Reads `sub` until `want` messages came or nothing came for a second.
 fn read(sub: &mut Subscription, want: usize) -> Vec<Message> {
@@ -120,10 +120,7 @@ fn spread(
 fn a_queue_group_gets_each_message_once_whether_a_shard_serves_it_or_not() {
     let rt = runtime(2);
     let pubsub = PubSub::new(rt.handle());
-    let group = || SubscribeOptions {
-        queue_group: Some("workers".into()),
-        ..SubscribeOptions::default()
-    };
+    let group = || support::group("workers");
     let mut members = vec![
         pubsub.subscribe("jobs", group()).unwrap(),
         pubsub.subscribe("jobs", group()).unwrap(),
@@ -166,14 +163,7 @@ fn a_queue_group_only_shards_serve_still_gets_a_threads_publishes() {
 fn the_pending_bound_holds_with_many_publishing_threads() {
     let rt = runtime(2);
     let pubsub = PubSub::new(rt.handle());
-    let options = SubscribeOptions {
-        pending: PendingLimits {
-            messages: 50,
-            ..PendingLimits::default()
-        },
-        ..SubscribeOptions::default()
-    };
-    let mut sub = pubsub.subscribe("crowd", options).unwrap();
+    let mut sub = pubsub.subscribe("crowd", at_most(50)).unwrap();
     let (threads, each) = (4, 2_000u32);
     let start = Arc::new(Barrier::new(threads));
     let publishers: Vec<_> = (0..threads)
@@ -450,10 +440,7 @@ fn a_threads_request_gets_no_responders_at_once_and_times_out_on_time() {
 fn many_requests_in_flight_from_threads_each_get_their_own_reply() {
     let rt = runtime(2);
     let pubsub = PubSub::new(rt.handle());
-    let group = || SubscribeOptions {
-        queue_group: Some("echo".into()),
-        ..SubscribeOptions::default()
-    };
+    let group = || support::group("echo");
     let responders: Vec<_> = (0..2)
         .map(|_| {
             let mut service = pubsub.subscribe("svc.many", group()).unwrap();
@@ -528,9 +515,8 @@ fn waiting_thread_requests_end_with_shutting_down_when_the_runtime_stops() {
 
 fn in_group(pubsub: &PubSub, pattern: &str, group: &str, max: Option<u64>) -> Subscription {
     let options = SubscribeOptions {
-        queue_group: Some(group.into()),
         max_messages: max,
-        ..SubscribeOptions::default()
+        ..support::group(group)
     };
     pubsub.subscribe(pattern, options).unwrap()
 }
@@ -577,14 +563,7 @@ fn a_group_member_keeps_one_threads_order_when_its_group_stops_needing_a_shard()
 fn a_direct_delivery_dropped_by_a_full_buffer_is_not_counted_as_no_interest() {
     let rt = runtime(1);
     let pubsub = PubSub::new(rt.handle());
-    let options = SubscribeOptions {
-        pending: PendingLimits {
-            messages: 1,
-            ..PendingLimits::default()
-        },
-        ..SubscribeOptions::default()
-    };
-    let _full = pubsub.subscribe("cnt", options).unwrap();
+    let _full = pubsub.subscribe("cnt", at_most(1)).unwrap();
     // A shard-served plain subscription makes every publish go to the shard as well.
     let _other = shard_served(&pubsub, "other", None);
     for i in 0..3 {

@@ -393,18 +393,23 @@ mod tests {
     use super::*;
     use crate::pubsub::Subject;
 
+    /// A queue of at most `messages` and `bytes` pending that drops the newest.
+    fn drop_newest(messages: usize, bytes: usize) -> Arc<SubQueue> {
+        let limits = PendingLimits {
+            messages,
+            bytes,
+            policy: SlowConsumerPolicy::DropNewest,
+        };
+        SubQueue::new(limits).unwrap()
+    }
+
     fn message(payload: usize) -> Message {
         Message::new(Subject::new("q").unwrap(), Bytes::from(vec![0u8; payload]))
     }
 
     #[test]
     fn counts_share_one_word_and_come_back_to_zero() {
-        let limits = PendingLimits {
-            messages: 3,
-            bytes: 1000,
-            policy: SlowConsumerPolicy::DropNewest,
-        };
-        let queue = SubQueue::new(limits).unwrap();
+        let queue = drop_newest(3, 1000);
         for size in [10, 20, 30, 40] {
             let offer = queue.offer(message(size));
             assert_eq!(offer == Offer::Queued, size < 40, "{size}: {offer:?}");
@@ -424,12 +429,7 @@ mod tests {
 
     #[test]
     fn a_message_larger_than_the_byte_bound_is_dropped_without_touching_the_counts() {
-        let limits = PendingLimits {
-            messages: 10,
-            bytes: 100,
-            policy: SlowConsumerPolicy::DropNewest,
-        };
-        let queue = SubQueue::new(limits).unwrap();
+        let queue = drop_newest(10, 100);
         assert_eq!(queue.offer(message(1000)), Offer::Dropped);
         assert_eq!(
             (queue.pending(), queue.pending_bytes(), queue.dropped()),
@@ -441,12 +441,7 @@ mod tests {
 
     #[test]
     fn limits_past_the_maxima_are_held_to_them() {
-        let limits = PendingLimits {
-            messages: usize::MAX,
-            bytes: usize::MAX,
-            policy: SlowConsumerPolicy::DropNewest,
-        };
-        let queue = SubQueue::new(limits).unwrap();
+        let queue = drop_newest(usize::MAX, usize::MAX);
         assert_eq!(
             queue.bound.limits(),
             (

@@ -1,6 +1,7 @@
 //! Shared by the subjects tests (`pubsub.rs`, `pubsub_direct.rs`): a runtime of N
-//! shards, numbered messages, a handler subscription on a chosen shard, and a shard held
-//! busy until released.
+//! shards, numbered messages, subscription options for a queue group member or a small
+//! pending buffer, a handler subscription on a chosen shard, and a shard held busy
+//! until released.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -8,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringbroker::pubsub::{Message, ShardPubSub};
+use ringbroker::pubsub::{Message, PendingLimits, ShardPubSub, SubscribeOptions};
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 
 pub fn runtime(shards: usize) -> Runtime {
@@ -17,6 +18,25 @@ pub fn runtime(shards: usize) -> Runtime {
         ..RuntimeConfig::default()
     })
     .unwrap()
+}
+
+/// Options for a member of queue group `name`.
+pub fn group(name: &str) -> SubscribeOptions {
+    SubscribeOptions {
+        queue_group: Some(name.into()),
+        ..SubscribeOptions::default()
+    }
+}
+
+/// Options whose pending buffer holds at most `messages` (the other limits default).
+pub fn at_most(messages: usize) -> SubscribeOptions {
+    SubscribeOptions {
+        pending: PendingLimits {
+            messages,
+            ..PendingLimits::default()
+        },
+        ..SubscribeOptions::default()
+    }
 }
 
 /// A message on `subject` whose payload is `n`, big-endian.

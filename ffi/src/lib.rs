@@ -13,6 +13,11 @@
 //! acknowledging, every model), `outcomes` (per-item publish results and completions), `subjects`, `streams`, `queues` (each model's calls).
 //! docs/c-api.md is the guide; the header is generated from these doc comments.
 
+/// Rust allocations of the library, see the `mimalloc` feature in ffi/Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod arguments;
 pub mod config;
 pub mod consumer;

@@ -2,6 +2,7 @@
 //!
 //! The crate is layered, and dependencies point one way:
 //!
+//! - `hash`: the hasher of the engine's hot maps (subjects, tokens, ids): seeded `xxh3`.
 //! - [`ring`]: bounded lock-free SPSC rings, the only channel between shards.
 //! - [`doorbell`]: the park/wake protocol that lets a shard sleep in `io_uring_enter`
 //!   without ever losing a wake-up, and without a syscall per message.
@@ -28,6 +29,7 @@
 //! See `docs/architecture.md` for the picture.
 
 pub mod doorbell;
+pub(crate) mod hash;
 pub(crate) mod pending;
 pub mod ring;
 pub mod routing;

@@ -12,6 +12,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+use crate::hash::FastMap;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -176,7 +178,7 @@ struct Inner {
     shared: Arc<ServerShared>,
     /// The address this shard listens on (the real port when the config had 0).
     addr: SocketAddr,
-    conns: RefCell<HashMap<u64, ConnRef>>,
+    conns: RefCell<FastMap<u64, ConnRef>>,
     buffers: RefCell<Option<BufRing>>,
     listener: Cell<Option<RawFd>>,
     accept_op: Cell<Option<OpId>>,
@@ -225,7 +227,7 @@ impl ShardServer {
         let server = ShardServer(Rc::new(Inner {
             shared: shared.clone(),
             addr: bound,
-            conns: RefCell::new(HashMap::new()),
+            conns: RefCell::new(FastMap::default()),
             buffers: RefCell::new(Some(buffers)),
             listener: Cell::new(Some(fd)),
             accept_op: Cell::new(None),

@@ -42,7 +42,7 @@ use super::message::{Message, Subject};
 use super::shard::{parse_inbox, PubSubStats, ShardPubSub, SubId, INBOX_PREFIX};
 use super::subscription::{Offer, SubQueue};
 use super::waiting::Waiting;
-use crate::routing::hash::SubjectMap;
+use crate::hash::FastMap;
 use crate::routing::{Matcher, Pattern};
 use crate::runtime::{RuntimeHandle, ShardCtx};
 
@@ -180,7 +180,7 @@ struct Cache {
     owner: u64,
     version: u64,
     table: Table,
-    routes: SubjectMap<Box<str>, Rc<Route>>,
+    routes: FastMap<Box<str>, Rc<Route>>,
     /// This thread's tasks on shards not yet routed there. While there are any, the
     /// shard serves every queue group too: a group whose shard-served member just
     /// left must not get a newer message directly before the older ones the shard
@@ -486,7 +486,7 @@ impl Direct {
                 owner: self.id,
                 version: u64::MAX,
                 table: Table::default(),
-                routes: SubjectMap::default(),
+                routes: FastMap::default(),
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 plan: Vec::new(),
                 touched: Vec::new(),

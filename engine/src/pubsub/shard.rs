@@ -13,7 +13,7 @@
 //! counted: the model is at-most-once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use super::error::PubSubError;
 use super::message::{Message, Subject};
 use super::subscription::{Offer, SubQueue};
 use super::waiting::Waiting;
-use crate::routing::hash::SubjectMap;
+use crate::hash::FastMap;
 use crate::routing::{Matcher, Pattern};
 use crate::runtime::{RuntimeHandle, SendError, ShardCtx};
 
@@ -173,9 +173,9 @@ struct State {
     direct: Arc<Direct>,
     interest: Matcher<Interest>,
     /// Pattern of every subscription in `interest`, to remove it.
-    patterns: HashMap<SubId, (Pattern, Interest)>,
-    routes: SubjectMap<Box<str>, Rc<Route>>,
-    subs: HashMap<SubId, LocalSub>,
+    patterns: FastMap<SubId, (Pattern, Interest)>,
+    routes: FastMap<Box<str>, Rc<Route>>,
+    subs: FastMap<SubId, LocalSub>,
     /// Deliveries per target shard, sent when the flush task runs.
     outbox: Vec<Vec<Delivery>>,
     outboxed: usize,
@@ -193,7 +193,7 @@ struct State {
     requests: Waiting<ReplyCallback>,
     /// Subscriptions made here waiting for other shards to add their interest: how
     /// many have not answered yet, and what runs when all have.
-    awaiting: HashMap<SubId, (usize, ReadyCallback)>,
+    awaiting: FastMap<SubId, (usize, ReadyCallback)>,
     next_local_sub: u64,
     stats: PubSubStats,
     /// Emptied delivery batches, their capacity kept, for the next outboxes: growing a
@@ -253,9 +253,9 @@ impl ShardPubSub {
             shards,
             direct,
             interest: Matcher::new(),
-            patterns: HashMap::new(),
-            routes: SubjectMap::default(),
-            subs: HashMap::new(),
+            patterns: FastMap::default(),
+            routes: FastMap::default(),
+            subs: FastMap::default(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             outboxed: 0,
             touched: Vec::new(),
@@ -264,7 +264,7 @@ impl ShardPubSub {
             waiting: (0..shards).map(|_| VecDeque::new()).collect(),
             retry_armed: false,
             requests: Waiting::default(),
-            awaiting: HashMap::new(),
+            awaiting: FastMap::default(),
             next_local_sub: 0,
             stats: PubSubStats::default(),
             spare_batches: Vec::new(),

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::hash::SubjectMap;
 use super::matcher::Matcher;
 use super::subject::{validate_subject, Pattern, SubjectError, Syntax, Token};
+use crate::hash::FastMap;
 
 /// The default exchange: routes to the queue whose name is the routing key.
 pub const DEFAULT_EXCHANGE: &str = "";
@@ -116,7 +116,7 @@ struct Exchange {
     bindings: Vec<Binding>,
     /// The same bindings, to find one without a scan.
     set: HashSet<Binding>,
-    direct: SubjectMap<String, Vec<Destination>>,
+    direct: FastMap<String, Vec<Destination>>,
     topic: Matcher<Destination>,
     /// Topic bindings made only of `#`: the ones an empty or odd key matches.
     topic_any: Vec<Destination>,
@@ -132,7 +132,7 @@ impl Exchange {
             kind,
             bindings: Vec::new(),
             set: HashSet::new(),
-            direct: SubjectMap::default(),
+            direct: FastMap::default(),
             topic: Matcher::new(),
             topic_any: Vec::new(),
             headers: Vec::new(),

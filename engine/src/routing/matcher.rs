@@ -15,15 +15,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::hash::SubjectMap;
 use super::subject::{Pattern, Token};
+use crate::hash::FastMap;
 
 /// The most subjects whose results the cache keeps; past it, the cache is emptied.
 pub const MATCH_CACHE_MAX: usize = 4096;
 
 #[derive(Debug, Clone)]
 struct Node<T> {
-    literals: SubjectMap<Box<str>, Node<T>>,
+    literals: FastMap<Box<str>, Node<T>>,
     one: Option<Box<Node<T>>>,
     zero_or_more: Option<Box<Node<T>>>,
     /// Entries (id, value) of patterns ending here with `>`.
@@ -35,7 +35,7 @@ struct Node<T> {
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Self {
-            literals: SubjectMap::default(),
+            literals: FastMap::default(),
             one: None,
             zero_or_more: None,
             one_or_more: Vec::new(),
@@ -62,7 +62,7 @@ pub struct Matcher<T> {
     /// Each insert gets an id, so a pattern that matches a subject along several paths
     /// (`#.*.#`) still yields its value once.
     next_entry: u64,
-    cache: SubjectMap<Box<str>, Arc<[T]>>,
+    cache: FastMap<Box<str>, Arc<[T]>>,
     cache_hits: u64,
     cache_misses: u64,
 }
@@ -73,7 +73,7 @@ impl<T> Default for Matcher<T> {
             root: Node::default(),
             patterns: 0,
             next_entry: 0,
-            cache: SubjectMap::default(),
+            cache: FastMap::default(),
             cache_hits: 0,
             cache_misses: 0,
         }

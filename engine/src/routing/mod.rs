@@ -7,7 +7,6 @@
 //! or anything of the network.
 
 pub mod exchange;
-pub(crate) mod hash;
 pub mod matcher;
 pub mod subject;
 

@@ -13,7 +13,7 @@
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
+
+use crate::hash::FastMap;
 
 use super::error::{panic_message, OpError, SendError, SubmitError, TaskError, TimerError};
 use super::external::RuntimeHandle;
@@ -59,7 +61,7 @@ pub struct ShardCtx {
     pub(crate) created: u64,
     pub(crate) finished: u64,
     pub(crate) stats: LocalStats,
-    locals: HashMap<TypeId, Box<dyn Any>>,
+    locals: FastMap<TypeId, Box<dyn Any>>,
     /// Types whose state a `with_local` call has taken out of `locals` right now.
     locals_in_use: Vec<TypeId>,
     /// Not `Send`, not `Sync`.
@@ -92,7 +94,7 @@ impl ShardCtx {
             created: 0,
             finished: 0,
             stats: LocalStats::default(),
-            locals: HashMap::new(),
+            locals: FastMap::default(),
             locals_in_use: Vec::new(),
             _not_send: std::marker::PhantomData,
         }

@@ -4,7 +4,7 @@
 //! multishot accept, a ring of provided buffers that multishot recvs fill, and the
 //! connections that shard accepted (a connection lives on its shard for its whole
 //! life). Each connection has an input buffer (frames are cut from it without copying)
-//! and a bounded output buffer sent with one `send` for everything queued.
+//! and bounded output, queued in chunks sent one `send` at a time (`output`).
 //!
 //! Never: interprets bytes (the `server` module parses frames, or NATS commands on a
 //! `Protocol::Nats` server, and runs them against the broker; this layer only picks
@@ -17,6 +17,7 @@
 //! `Bytes` slices of that from then on, all the way to the log or another shard.
 
 mod buffers;
+mod output;
 mod shard;
 mod socket;
 

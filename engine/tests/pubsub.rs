@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringbroker::pubsub::{
     Message, PendingLimits, PubSub, PubSubError, ShardPubSub, SlowConsumerPolicy, Subject,
-    SubscribeOptions, Subscription, OUTBOX_MESSAGES_MAX,
+    SubscribeOptions, Subscription, BATCH_DELIVERIES_MAX, OUTBOX_MESSAGES_MAX,
 };
 use ringbroker::runtime::{Runtime, RuntimeConfig, ShardCtx};
 
 #[path = "support/pubsub.rs"]
 mod support;
-use support::{handler_on, runtime};
+use support::{handler_on, hold, numbered, runtime};
 
 fn subscribe(pubsub: &PubSub, pattern: &str) -> Subscription {
     pubsub
@@ -548,22 +548,38 @@ fn full_rings_hold_batches_back_in_order_and_lose_none() {
 
 #[test]
 fn a_full_outbox_refuses_with_backpressure_then_delivers_what_it_took() {
-    let rt = runtime(2);
+    // Tiny rings, and the subscriber's shard held busy: full batches cannot leave, so
+    // one task publishing without yielding fills the outbox; the next publish is
+    // refused, and everything taken before it is delivered once the shard is free.
+    let rt = Runtime::start(RuntimeConfig {
+        shards: Some(2),
+        ring_capacity: 2,
+        outbound_backlog_max: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     let received = handler_on(&rt, 1, "flood");
-    // One task publishing without yielding fills the outbox: the next publish is
-    // refused, and everything taken before it is delivered.
+    let release = hold(&rt, 1);
     let max = ringbroker::pubsub::OUTBOX_MESSAGES_MAX as u32;
-    let (published, refused) = publish_in_turns(&rt, "flood", max + 10, max + 10);
-    assert_eq!(published, max);
+    let most = max + 100_000;
+    let (published, refused) = publish_in_turns(&rt, "flood", most, most);
+    drop(release);
+    // The outbox holds `max` waiting; the few full batches the rings took before the
+    // shard stopped taking any are not waiting.
+    assert!(
+        published >= max && published < most,
+        "{published} published"
+    );
     assert!(refused.unwrap().contains("backpressure"));
     let mut count = 0u32;
     while received.recv_timeout(Duration::from_secs(10)).is_ok() {
         count += 1;
-        if count == max {
+        if count == published {
             break;
         }
     }
-    assert_eq!(count, max);
+    assert_eq!(count, published);
+    assert!(received.recv_timeout(Duration::from_millis(100)).is_err());
     rt.shutdown().unwrap();
 }
 
@@ -621,5 +637,50 @@ fn batch_receive_returns_zero_while_open_and_empty() {
     assert_eq!(&message.payload[..], b"x");
     assert_eq!(sub.try_next_batch(64, &mut got).unwrap(), 0);
     drop(sub);
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_task_that_publishes_a_great_many_delivers_them_in_full_batches_as_it_goes() {
+    let rt = runtime(2);
+    let received = handler_on(&rt, 0, "many");
+    let extra = 10;
+    let (seen_tx, seen_rx) = mpsc::channel();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            let mut seen_at_full = None;
+            for n in 0..(BATCH_DELIVERIES_MAX + extra) as u32 {
+                pubsub.publish(ctx, numbered("many", n)).unwrap();
+                if n as usize + 1 == BATCH_DELIVERIES_MAX {
+                    // Still inside the task: a full outbox was delivered at once.
+                    seen_at_full = Some(received.try_iter().collect::<Vec<u32>>());
+                }
+            }
+            // The rest waits for the task to yield.
+            let before_yield = received.try_iter().count();
+            seen_tx
+                .send((seen_at_full, before_yield, received))
+                .unwrap();
+        })
+        .unwrap();
+    let (seen_at_full, before_yield, received) =
+        seen_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let first = seen_at_full.expect("a full outbox");
+    assert_eq!(
+        first.len(),
+        BATCH_DELIVERIES_MAX,
+        "delivered inside the task"
+    );
+    assert!(
+        first.iter().copied().eq(0..BATCH_DELIVERIES_MAX as u32),
+        "in order"
+    );
+    assert_eq!(before_yield, 0);
+    let rest: Vec<u32> = (0..extra)
+        .map(|_| received.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    let from = BATCH_DELIVERIES_MAX as u32;
+    assert_eq!(rest, (from..from + extra as u32).collect::<Vec<_>>());
     rt.shutdown().unwrap();
 }

@@ -45,7 +45,8 @@ pub use crate::pending::{PENDING_BYTES_MAX, PENDING_MESSAGES_MAX};
 pub use error::PubSubError;
 pub use message::{Headers, Message, Subject};
 pub use shard::{
-    Handler, PubSubStats, ReplyCallback, ShardPubSub, SubId, INBOX_PREFIX, OUTBOX_MESSAGES_MAX,
+    Handler, PubSubStats, ReplyCallback, ShardPubSub, SubId, BATCH_DELIVERIES_MAX, INBOX_PREFIX,
+    OUTBOX_MESSAGES_MAX,
 };
 pub use subscription::{PendingLimits, SlowConsumerPolicy, Subscription};
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringbroker::api::{QueueConsumerApi, StreamConsumerApi, SubscriptionApi};
 use ringbroker::protocol::ErrorCode;
+use ringbroker::pubsub::Message;
 
 use super::flow::Flow;
 use super::options::Plan;
@@ -266,7 +267,17 @@ pub struct SubscriptionSource {
     unchecked: u64,
     /// When the drop counter was last looked at.
     checked: Instant,
+    /// Messages taken in one batch (`try_next_batch`), newest last, not yet handed out.
+    taken: std::collections::VecDeque<Message>,
+    /// The batch `try_next_batch` fills before its messages move to `taken`.
+    batch: Vec<Message>,
 }
+
+/// The most messages one `try_next_batch` takes: one update of the subscription's
+/// shared counters per batch instead of one per message. Against one daemon, `bench
+/// pubsub -s 16 --url ... -d 4`, 4 runs each, interleaved: received 2.42-2.67 M msgs/s
+/// with 0-6.5 % lost per message, 2.55-2.77 M with 0-3.7 % lost per batch.
+const RECEIVE_BATCH: usize = 256;
 
 impl SubscriptionSource {
     /// A source for `subscription`.
@@ -276,6 +287,8 @@ impl SubscriptionSource {
             allow_loss,
             unchecked: 0,
             checked: Instant::now(),
+            taken: std::collections::VecDeque::with_capacity(RECEIVE_BATCH),
+            batch: Vec::with_capacity(RECEIVE_BATCH),
         }
     }
 
@@ -295,14 +308,22 @@ impl SubscriptionSource {
 
 impl Source for SubscriptionSource {
     fn next(&mut self, wait: Duration) -> Result<Option<Receipt>, String> {
-        let message = match self.subscription.try_next() {
-            Ok(Some(m)) => Some(m),
-            Ok(None) => match self.subscription.next(wait) {
+        if self.taken.is_empty() {
+            match self
+                .subscription
+                .try_next_batch(RECEIVE_BATCH, &mut self.batch)
+            {
+                Ok(_) => self.taken.extend(self.batch.drain(..)),
+                Err(e) => return Err(format!("receive: {e}")),
+            }
+        }
+        let message = match self.taken.pop_front() {
+            Some(m) => Some(m),
+            None => match self.subscription.next(wait) {
                 Ok(m) => Some(m),
                 Err(e) if e.code == ErrorCode::Timeout => None,
                 Err(e) => return Err(format!("receive: {e}")),
             },
-            Err(e) => return Err(format!("receive: {e}")),
         };
         Ok(message.map(|m| Receipt {
             payload: m.payload,

@@ -12,9 +12,10 @@
 //! (one shard's spare chunks, at most `SPARES_MAX` of at most `SPARE_BYTES_MAX`
 //! capacity each, so what the pool keeps is bounded whatever the load).
 //! Never: keeps a chunk anyone else still refers to (a sent chunk comes back only when
-//! the send held its last reference), splits what one encoder wrote over two sends'
-//! worth of ordering (chunks go out in the order they were written), or lets a
-//! connection with nothing to send hold a chunk (`release_idle`).
+//! the send held its last reference), splits one encoder's write over two chunks (a
+//! chunk is sealed only before a write starts), sends chunks out of the order they
+//! were written, or lets a connection with nothing to send hold a chunk
+//! (`release_idle`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -212,6 +212,45 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the writes and however sends interleave with them (sent chunks
+        /// going back to the pool to be written into again), the bytes come out whole
+        /// and in order, `len` counts what is unsent, and no send is much larger than
+        /// a chunk.
+        #[test]
+        fn writes_come_out_whole_and_in_order(
+            steps in proptest::collection::vec((0usize..150_000, 0u8..4), 1..40),
+        ) {
+            let pool: Rc<OutputPool> = Rc::default();
+            let mut output = Output::new(pool.clone());
+            let (mut written, mut sent) = (Vec::new(), Vec::new());
+            let mut largest_write = 0;
+            for (i, (size, send)) in steps.into_iter().enumerate() {
+                let piece: Vec<u8> = (0..size).map(|j| (i * 7 + j) as u8).collect();
+                output.buffer().extend_from_slice(&piece);
+                written.extend_from_slice(&piece);
+                largest_write = largest_write.max(size);
+                // A send after one write in four: backlogs of several chunks build up.
+                if send == 0 {
+                    if let Some(chunk) = output.next_send() {
+                        proptest::prop_assert!(chunk.len() < CHUNK_BYTES + largest_write + 1);
+                        sent.extend_from_slice(&chunk);
+                        pool.recycle(chunk);
+                    }
+                }
+                proptest::prop_assert_eq!(output.len(), written.len() - sent.len());
+                proptest::prop_assert_eq!(output.is_empty(), written.len() == sent.len());
+            }
+            while let Some(chunk) = output.next_send() {
+                sent.extend_from_slice(&chunk);
+                pool.recycle(chunk);
+            }
+            proptest::prop_assert!(sent == written, "bytes out differ from bytes in");
+            output.release_idle();
+            proptest::prop_assert!(pool.kept().0 <= SPARES_MAX);
+        }
+    }
+
     #[test]
     fn sent_chunks_are_written_into_again_and_an_idle_output_holds_none() {
         let pool: Rc<OutputPool> = Rc::default();

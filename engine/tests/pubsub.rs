@@ -684,3 +684,82 @@ fn a_task_that_publishes_a_great_many_delivers_them_in_full_batches_as_it_goes()
     assert_eq!(rest, (from..from + extra as u32).collect::<Vec<_>>());
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn a_handler_that_publishes_to_itself_past_a_full_outbox_gets_everything() {
+    // Its own publishes fill the outbox while it is being delivered to: they must wait
+    // for the scheduled flush, not re-enter it.
+    let rt = runtime(2);
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            let echo = pubsub.clone();
+            let on_message = move |ctx: &mut ShardCtx, m: Message| {
+                let n = support::number(&m);
+                if m.subject.as_str() == "loop.in" {
+                    echo.publish(ctx, numbered("loop.out", n)).unwrap();
+                }
+                let _ = tx.send((m.subject.as_str().to_owned(), n));
+            };
+            let ready = move |_: &mut ShardCtx| ready_tx.send(()).unwrap();
+            pubsub
+                .subscribe(ctx, "loop.>", None, None, on_message, ready)
+                .unwrap();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let count = 2 * BATCH_DELIVERIES_MAX as u32 + 100;
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            for n in 0..count {
+                pubsub.publish(ctx, numbered("loop.in", n)).unwrap();
+            }
+        })
+        .unwrap();
+    let (mut ins, mut outs) = (Vec::new(), Vec::new());
+    while ins.len() + outs.len() < 2 * count as usize {
+        let (subject, n) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        match subject.as_str() {
+            "loop.in" => ins.push(n),
+            _ => outs.push(n),
+        }
+    }
+    assert!(ins.iter().copied().eq(0..count), "every loop.in, in order");
+    assert!(
+        outs.iter().copied().eq(0..count),
+        "every loop.out, in order"
+    );
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn requests_past_a_full_outbox_to_a_responder_on_the_same_shard_all_get_replies() {
+    // The responder answers while the requests' own publishes are being flushed: no
+    // reply may reach a request before `request` has recorded it.
+    let rt = runtime(2);
+    respond_on(&rt, 0, "svc.same");
+    let count = BATCH_DELIVERIES_MAX as u32 + 100;
+    let (tx, rx) = mpsc::channel();
+    rt.handle()
+        .spawn(0, move |ctx: &mut ShardCtx| {
+            let pubsub = ShardPubSub::get(ctx);
+            for n in 0..count {
+                let tx = tx.clone();
+                let done = Box::new(
+                    move |_: &mut ShardCtx, reply: Result<Message, PubSubError>| {
+                        let _ = tx.send(reply.map(|m| m.payload.len()).map_err(|e| e.to_string()));
+                    },
+                );
+                pubsub.request(ctx, numbered("svc.same", n), Duration::from_secs(5), done);
+            }
+        })
+        .unwrap();
+    for _ in 0..count {
+        let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(reply, Ok(7), "a reply to every request (\"re:\" + 4 bytes)");
+    }
+    rt.shutdown().unwrap();
+}

@@ -43,7 +43,8 @@ pub const INBOX_PREFIX: &str = "_INBOX.rb.";
 pub const OUTBOX_MESSAGES_MAX: usize = 1 << 20;
 
 /// Deliveries one outbox collects before the publish that fills it flushes them all
-/// at once, instead of when the current task yields. A task that publishes a great
+/// at once, instead of when the current task yields (unless the publish comes from a
+/// handler being delivered to: `State::delivering`). A task that publishes a great
 /// many (a connection's input that waited out a stall: up to a megabyte of `PUB`s)
 /// would otherwise build batches of 100k+ deliveries, tens of megabytes grown by
 /// reallocation (their page faults were 12% of the server's CPU under `nats bench`
@@ -214,6 +215,28 @@ struct State {
     /// The backlog flag of the first member reached while its connection was
     /// backlogged, since the last `take_pressed`.
     pressed: Option<Pressure>,
+    /// `deliver_batch` calls running on this shard's stack: while any runs, a full
+    /// outbox waits for the scheduled flush instead of flushing inline, so a handler
+    /// that publishes is never re-entered, and a reply published by a handler never
+    /// reaches a request before `request` has recorded it.
+    delivering: u32,
+}
+
+/// Counts one `deliver_batch` on the stack (`State::delivering`) until dropped, a
+/// panicking handler included.
+struct Delivering<'a>(&'a ShardPubSub);
+
+impl<'a> Delivering<'a> {
+    fn enter(pubsub: &'a ShardPubSub) -> Self {
+        pubsub.state.borrow_mut().delivering += 1;
+        Self(pubsub)
+    }
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().delivering -= 1;
+    }
 }
 
 /// The most emptied batches a shard keeps.
@@ -278,6 +301,7 @@ impl ShardPubSub {
             spare_batches: Vec::new(),
             spare_handlers: Vec::new(),
             pressed: None,
+            delivering: 0,
         };
         Self {
             state: Rc::new(RefCell::new(state)),
@@ -302,7 +326,8 @@ impl ShardPubSub {
             if routed == 0 {
                 st.stats.no_interest += 1;
             }
-            let full = st.outbox.iter().any(|b| b.len() >= BATCH_DELIVERIES_MAX);
+            let full =
+                st.delivering == 0 && st.outbox.iter().any(|b| b.len() >= BATCH_DELIVERIES_MAX);
             let pending = st.outboxed > 0 || !st.touched.is_empty();
             let schedule = pending && !st.flush_scheduled && !full;
             st.flush_scheduled |= schedule;
@@ -508,6 +533,15 @@ impl ShardPubSub {
     /// and after each.
     pub(crate) fn take_pressed(&self) -> Option<Pressure> {
         self.state.borrow_mut().pressed.take()
+    }
+
+    /// Puts back what a `take_pressed` took for an input loop further up the stack,
+    /// unless something was reached since.
+    pub(crate) fn restore_pressed(&self, pressed: Option<Pressure>) {
+        let mut st = self.state.borrow_mut();
+        if st.pressed.is_none() {
+            st.pressed = pressed;
+        }
     }
 
     /// Subscriptions in this shard's copy of the interest.
@@ -765,6 +799,7 @@ fn deliver(ctx: &mut ShardCtx, batch: Vec<Delivery>) {
 }
 
 fn deliver_batch(pubsub: &ShardPubSub, ctx: &mut ShardCtx, mut batch: Vec<Delivery>) {
+    let _delivering = Delivering::enter(pubsub);
     let mut handlers = std::mem::take(&mut pubsub.state.borrow_mut().spare_handlers);
     let mut replies: Vec<(ReplyCallback, Message)> = Vec::new();
     let mut touched: Vec<Arc<SubQueue>> = Vec::new();

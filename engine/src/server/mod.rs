@@ -114,9 +114,11 @@ pub(crate) fn drain_input<T, E>(
 ) {
     // Counted and time-stamped once per call, not per unit: a recv brings many.
     let mut units = 0u64;
-    // Whatever was routed before this connection's commands is not its doing.
+    // Whatever was routed before this connection's commands is not its doing. (It may
+    // be another connection's, whose input loop is further up the stack when this one
+    // runs from a delivery: that one gets it back below.)
     let pubsub = ShardPubSub::get(ctx);
-    pubsub.take_pressed();
+    let outer = pubsub.take_pressed();
     let mut pressed = None;
     loop {
         let next = {
@@ -151,6 +153,7 @@ pub(crate) fn drain_input<T, E>(
             }
         }
     }
+    pubsub.restore_pressed(outer);
     let counters = &server.shared().counters[ctx.shard_id()];
     crate::net::ShardNetCounters::add(&counters.frames_in, units);
     if !conn.borrow().is_live() {

@@ -9,8 +9,9 @@
 //! go back to the shard's pool and are written into again while their pages are warm.
 //!
 //! Owns: `Output` (the chunks of one connection and their byte count) and `OutputPool`
-//! (one shard's spare chunks, at most `SPARES_MAX` of at most `SPARE_BYTES_MAX`
-//! capacity each, so what the pool keeps is bounded whatever the load).
+//! (one shard's spare chunks, at most `SPARES_MAX` of `SPARE_BYTES_MIN` to
+//! `SPARE_BYTES_MAX` capacity each, so what the pool keeps is bounded whatever the
+//! load).
 //! Never: keeps a chunk anyone else still refers to (a sent chunk comes back only when
 //! the send held its last reference), splits one encoder's write over two chunks (a
 //! chunk is sealed only before a write starts), sends chunks out of the order they
@@ -29,6 +30,9 @@ pub(crate) const CHUNK_BYTES: usize = 256 << 10;
 const SPARES_MAX: usize = 8;
 /// The largest chunk kept: a chunk that one large message grew is freed.
 const SPARE_BYTES_MAX: usize = 2 * CHUNK_BYTES;
+/// The smallest chunk kept: the few bytes of a connection that only answers `PING`s
+/// must not take the place of a warm chunk.
+const SPARE_BYTES_MIN: usize = 16 << 10;
 
 /// One shard's spare chunks.
 #[derive(Debug, Default)]
@@ -45,7 +49,7 @@ impl OutputPool {
     /// Keeps `chunk`, emptied, if it has capacity worth keeping and there is room.
     fn give(&self, mut chunk: BytesMut) {
         let capacity = chunk.capacity();
-        if capacity == 0 || capacity > SPARE_BYTES_MAX {
+        if !(SPARE_BYTES_MIN..=SPARE_BYTES_MAX).contains(&capacity) {
             return;
         }
         let mut spares = self.spares.borrow_mut();
@@ -172,8 +176,9 @@ mod tests {
     fn what_the_pool_keeps_is_bounded_in_count_and_size() {
         let pool = OutputPool::default();
         pool.recycle(sent(SPARE_BYTES_MAX + 1));
+        pool.recycle(sent(64));
         pool.give(BytesMut::new());
-        assert_eq!(pool.kept(), (0, 0), "too large, or no capacity: freed");
+        assert_eq!(pool.kept(), (0, 0), "too large, too small or empty: freed");
         for _ in 0..SPARES_MAX + 5 {
             pool.recycle(sent(SPARE_BYTES_MAX));
         }

@@ -520,17 +520,23 @@ fn publish_in_turns(
     rx.recv_timeout(Duration::from_secs(60)).unwrap()
 }
 
-#[test]
-fn full_rings_hold_batches_back_in_order_and_lose_none() {
-    // Tiny rings and backlogs, and a subscriber shard that sleeps: the publisher's
-    // batches are refused and must wait, then arrive complete and in order.
-    let rt = Runtime::start(RuntimeConfig {
+/// Two shards whose rings hold 2 tasks and whose backlogs hold 2 more: batches for a
+/// shard that is busy are refused at once.
+fn tiny_rings() -> Runtime {
+    Runtime::start(RuntimeConfig {
         shards: Some(2),
         ring_capacity: 2,
         outbound_backlog_max: 2,
         ..RuntimeConfig::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn full_rings_hold_batches_back_in_order_and_lose_none() {
+    // Tiny rings and backlogs, and a subscriber shard that sleeps: the publisher's
+    // batches are refused and must wait, then arrive complete and in order.
+    let rt = tiny_rings();
     let received = handler_on(&rt, 1, "ordered");
     rt.handle()
         .spawn(1, |_: &mut ShardCtx| {
@@ -551,13 +557,7 @@ fn a_full_outbox_refuses_with_backpressure_then_delivers_what_it_took() {
     // Tiny rings, and the subscriber's shard held busy: full batches cannot leave, so
     // one task publishing without yielding fills the outbox; the next publish is
     // refused, and everything taken before it is delivered once the shard is free.
-    let rt = Runtime::start(RuntimeConfig {
-        shards: Some(2),
-        ring_capacity: 2,
-        outbound_backlog_max: 2,
-        ..RuntimeConfig::default()
-    })
-    .unwrap();
+    let rt = tiny_rings();
     let received = handler_on(&rt, 1, "flood");
     let release = hold(&rt, 1);
     let max = ringbroker::pubsub::OUTBOX_MESSAGES_MAX as u32;

@@ -267,10 +267,9 @@ pub struct SubscriptionSource {
     unchecked: u64,
     /// When the drop counter was last looked at.
     checked: Instant,
-    /// Messages taken in one batch (`try_next_batch`), newest last, not yet handed out.
-    taken: std::collections::VecDeque<Message>,
-    /// The batch `try_next_batch` fills before its messages move to `taken`.
-    batch: Vec<Message>,
+    /// Messages taken in one batch (`try_next_batch`) and not yet handed out, in
+    /// reverse: the next one is the last (`pop`).
+    taken: Vec<Message>,
 }
 
 /// The most messages one `try_next_batch` takes: one update of the subscription's
@@ -287,8 +286,7 @@ impl SubscriptionSource {
             allow_loss,
             unchecked: 0,
             checked: Instant::now(),
-            taken: std::collections::VecDeque::with_capacity(RECEIVE_BATCH),
-            batch: Vec::with_capacity(RECEIVE_BATCH),
+            taken: Vec::with_capacity(RECEIVE_BATCH),
         }
     }
 
@@ -311,13 +309,13 @@ impl Source for SubscriptionSource {
         if self.taken.is_empty() {
             match self
                 .subscription
-                .try_next_batch(RECEIVE_BATCH, &mut self.batch)
+                .try_next_batch(RECEIVE_BATCH, &mut self.taken)
             {
-                Ok(_) => self.taken.extend(self.batch.drain(..)),
+                Ok(_) => self.taken.reverse(),
                 Err(e) => return Err(format!("receive: {e}")),
             }
         }
-        let message = match self.taken.pop_front() {
+        let message = match self.taken.pop() {
             Some(m) => Some(m),
             None => match self.subscription.next(wait) {
                 Ok(m) => Some(m),

@@ -173,6 +173,23 @@ mod tests {
     }
 
     #[test]
+    fn the_rest_of_a_short_send_recycles_only_when_the_send_is_done_with_it() {
+        // A short send resubmits `data.slice(sent..)`; the first part is dropped.
+        let pool: Rc<OutputPool> = Rc::default();
+        let data = sent(100_000);
+        let rest = data.slice(30_000..);
+        // The kernel may still read `rest`: a recycle of the first part keeps nothing.
+        pool.recycle(data);
+        assert_eq!(pool.kept(), (0, 0));
+        assert_eq!(rest.len(), 70_000);
+        // The rest completes: now it is the last reference, and comes back empty.
+        pool.recycle(rest);
+        assert_eq!(pool.kept().0, 1);
+        let chunk = pool.take();
+        assert!(chunk.is_empty() && chunk.capacity() >= SPARE_BYTES_MIN);
+    }
+
+    #[test]
     fn what_the_pool_keeps_is_bounded_in_count_and_size() {
         let pool = OutputPool::default();
         pool.recycle(sent(SPARE_BYTES_MAX + 1));

@@ -560,6 +560,8 @@ impl ShardServer {
             }
             // The oldest chunk goes; the next waits for this send to complete.
             let Some(data) = c.output.next_send() else {
+                // Nothing to send (a write that wrote nothing): hold no chunk.
+                c.output.release_idle();
                 return;
             };
             c.sending = true;
